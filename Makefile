@@ -1,0 +1,35 @@
+# Two entry points (README Quick start): `make demo` runs the main job, `make test` the tests.
+# Both create/refresh the virtual environment first; it lives outside the checkout, keyed by
+# the hash of the dependency files, so a fresh clone reuses it and a dependency change rebuilds it.
+SHELL := /bin/bash
+PYTHON ?= python3
+DEPS_HASH := $(shell cat pyproject.toml | sha256sum | cut -c1-16)
+VENV ?= $(HOME)/.cache/codealign/venv-$(DEPS_HASH)
+export CODEALIGN_DATA_DIR ?= $(abspath ../shared/datasets)
+PY := $(VENV)/bin/python
+
+.PHONY: venv demo test bench clean-venv
+
+$(VENV)/.installed: pyproject.toml
+	@mkdir -p $(dir $(VENV))
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $@
+
+# Editable install points at this checkout; re-point it when the checkout moved (fresh clone).
+venv: $(VENV)/.installed
+	@$(PY) -c "import tasks, pathlib, sys; sys.exit(pathlib.Path(tasks.__file__).resolve().parent.parent != pathlib.Path('.').resolve())" \
+		|| $(PY) -m pip install --quiet --no-deps -e .
+
+demo: venv
+	$(VENV)/bin/codealign demo
+
+test: venv
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: venv
+	$(PY) benchmarks/sandbox_throughput.py
+
+clean-venv:
+	rm -rf $(VENV)

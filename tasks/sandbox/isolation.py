@@ -1,0 +1,178 @@
+"""Linux isolation primitives for the sandbox: namespaces, read-only mounts, capability drop.
+
+Python 3.11 has no ``os.unshare``/``mount``, so the few syscalls we need go through libc with
+ctypes.  The design is two-stage so the per-sample cost stays near one ``fork``:
+
+* once per worker process (:func:`enter_worker_isolation`): a private network namespace with no
+  usable interface and a private mount namespace in which every mount is read-only;
+* once per sample (:func:`enter_sample_namespaces` in the monitor, then
+  :func:`setup_sample_filesystem` in the sample, which is PID 1 of a fresh PID namespace): a
+  fresh tmpfs over ``/tmp`` (the private working directory) and ``/dev/shm``, and a ``/proc``
+  that shows only the sample's own processes.  When PID 1 exits, the kernel kills every process
+  left in its namespace, so nothing the sample started can outlive its verdict.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from dataclasses import dataclass
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAPBSET_DROP = 24
+PR_SET_SECUREBITS = 28
+_CAP_LAST = 63
+
+_MOUNT_FLAG_OPTIONS = {
+    "nosuid": MS_NOSUID,
+    "nodev": MS_NODEV,
+    "noexec": MS_NOEXEC,
+    "noatime": MS_NOATIME,
+    "nodiratime": MS_NODIRATIME,
+    "relatime": MS_RELATIME,
+    "strictatime": MS_STRICTATIME,
+}
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+
+class IsolationError(OSError):
+    """The OS refused a namespace, mount or capability operation."""
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        errno = ctypes.get_errno()
+        raise IsolationError(errno, f"{what}: {os.strerror(errno)}")
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(flags), f"unshare({flags:#x})")
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    enc = lambda s: s.encode() if s is not None else None  # noqa: E731
+    _check(_libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
+
+
+@dataclass(frozen=True)
+class IsolationMode:
+    """What the worker managed to set up; reported once so users know what protects them."""
+
+    namespaces: bool
+    user_namespace: bool
+    reason: str = ""
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _mount_points() -> list[tuple[str, int]]:
+    """Mount points of this mount namespace with their per-mount flags, parents first."""
+    points = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split()
+            target = parts[4].encode().decode("unicode_escape")
+            flags = 0
+            for opt in parts[5].split(","):
+                flags |= _MOUNT_FLAG_OPTIONS.get(opt, 0)
+            points.append((target, flags))
+    return points
+
+
+def enter_worker_isolation() -> IsolationMode:
+    """Move this worker into private network and mount namespaces with a read-only view of
+    every filesystem.  Uses a user namespace when not root.  Returns what was achieved; the
+    caller decides whether a fallback is acceptable (``--strict-isolation`` says no)."""
+    uid, gid = os.geteuid(), os.getegid()
+    user_ns = False
+    try:
+        if uid != 0:
+            unshare(CLONE_NEWUSER)
+            user_ns = True
+            _write("/proc/self/setgroups", "deny")
+            _write("/proc/self/uid_map", f"0 {uid} 1")
+            _write("/proc/self/gid_map", f"0 {gid} 1")
+        unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
+        mount(None, "/", None, MS_REC | MS_PRIVATE)
+        for target, flags in _mount_points():
+            try:
+                mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | flags)
+            except IsolationError:
+                # Mounts hidden under others, or special ones the kernel will not remount:
+                # only fatal for "/" itself.
+                if target == "/":
+                    raise
+    except (IsolationError, OSError) as exc:
+        return IsolationMode(namespaces=False, user_namespace=False, reason=str(exc))
+    return IsolationMode(namespaces=True, user_namespace=user_ns)
+
+
+def enter_sample_namespaces() -> None:
+    """In the per-sample monitor: the next child becomes PID 1 of a new PID namespace, with its
+    own mount namespace (for its private /tmp)."""
+    unshare(CLONE_NEWPID | CLONE_NEWNS)
+
+
+def setup_sample_filesystem(tmpfs_mb: int) -> str:
+    """In the sample (PID 1 of its namespace): private tmpfs work dir and a /proc of its own.
+    Returns the working directory."""
+    opts = f"size={tmpfs_mb}m,mode=1777"
+    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, opts)
+    if os.path.isdir("/dev/shm"):
+        mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, opts)
+    if os.path.isdir("/var/tmp"):
+        mount("tmpfs", "/var/tmp", "tmpfs", MS_NOSUID | MS_NODEV, opts)
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    work = "/tmp/work"
+    os.mkdir(work, 0o700)
+    return work
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def drop_privileges() -> None:
+    """Give up every capability for good (bounding set included) and forbid gaining new ones
+    through exec, so the sample cannot remount, unmount, change limits back or leave its
+    namespaces; it stays uid 0 only inside its own view."""
+    for cap in range(_CAP_LAST + 1):
+        _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)  # EINVAL past the last cap: ignore
+    # SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP(_LOCKED) | KEEP_CAPS_LOCKED
+    _libc.prctl(PR_SET_SECUREBITS, 0x2F, 0, 0, 0)
+    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (_CapData * 2)()
+    _check(_libc.syscall(126 if os.uname().machine == "x86_64" else 91, ctypes.byref(header), data), "capset")
+    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
