@@ -80,7 +80,8 @@ def expected_outputs(problems: Sequence[Problem], pool: SandboxPool) -> dict[str
         print(f"codealign: computing expected outputs for {benchmark} ({len(group)} tasks, cached afterwards)",
               file=sys.stderr)
         jobs = [
-            (Job(p.task_id, -1, p.canonical_solution, "record", _tests_key(p), p.benchmark), _differential_job(p, None))
+            (Job(p.task_id, -1, p.canonical_solution, "record", _tests_key(p) + "#record", p.benchmark),
+             _differential_job(p, None))
             for p in group
         ]
         outputs: dict[str, dict[str, list]] = {}

@@ -1,0 +1,159 @@
+"""The ``codealign`` command line.
+
+Every command exits 2 on bad input with a message naming the file and line, and writes its
+outputs atomically (temporary name, then rename), so a failed run leaves nothing that looks
+complete.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tasks.benchmarks import BENCHMARKS, DataFileError, load_benchmark
+from tasks.samples import InputError, Sample, read_samples, write_json_atomic, write_jsonl_atomic
+from tasks.sandbox.records import Limits
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console(stderr=True)
+out = Console()
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]codealign: error:[/] {message}", highlight=False)
+    raise typer.Exit(2)
+
+
+def _parse_ks(text: str) -> list[int]:
+    try:
+        ks = sorted({int(k) for k in text.split(",") if k.strip()})
+    except ValueError:
+        _fail(f"--k must be comma-separated integers, got {text!r}")
+    if not ks or ks[0] < 1:
+        _fail(f"--k values must be >= 1, got {text!r}")
+    return ks
+
+
+@app.command("exec")
+def exec_command(
+    benchmark: Annotated[str, typer.Option(help=f"one of: {', '.join(BENCHMARKS)}")],
+    samples: Annotated[Path, typer.Option(help="samples JSONL (task_id + completion, or task_id + solution)")],
+    out_path: Annotated[Path, typer.Option("--out", help="verdicts JSONL to write")],
+    workers: Annotated[Optional[int], typer.Option(help="parallel samples (default: cores)")] = None,
+    timeout_s: Annotated[float, typer.Option(help="CPU seconds per sample")] = Limits().cpu_s,
+    memory_mb: Annotated[int, typer.Option(help="address space per process, MiB")] = Limits().memory_mb,
+    strict_isolation: Annotated[bool, typer.Option(help="refuse to run without namespaces")] = False,
+) -> None:
+    """Run samples against a benchmark's tests in the sandbox and write one verdict per sample."""
+    from tasks.execute import execute
+    from tasks.sandbox.pool import IsolationUnavailable
+
+    try:
+        problems = load_benchmark(benchmark)
+        parsed = read_samples(samples, [p.task_id for p in problems])
+        verdicts = execute(problems, parsed, Limits(cpu_s=timeout_s, memory_mb=memory_mb), workers,
+                           strict_isolation, progress=sys.stderr.isatty())
+    except (InputError, DataFileError, ValueError, IsolationUnavailable) as exc:
+        _fail(str(exc))
+    write_jsonl_atomic(out_path, (v.to_json() for v in verdicts))
+    passed = sum(v.passed for v in verdicts)
+    console.print(f"{benchmark}: {passed}/{len(verdicts)} samples passed; verdicts in {out_path}")
+
+
+def _load_verdicts(path: Path) -> list[dict[str, Any]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"{path}: cannot read verdicts file ({exc})")
+    verdicts = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            _fail(f"{path}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno})")
+        for field in ("task_id", "passed"):
+            if not isinstance(record, dict) or field not in record:
+                _fail(f"{path}:{lineno}: missing field {field!r}")
+        verdicts.append(record)
+    return verdicts
+
+
+def print_scores(scores: dict[str, Any], ks: list[int]) -> None:
+    table = Table(title="pass@k")
+    for col in ("benchmark", "tasks", "samples", *(f"pass@{k}" for k in ks)):
+        table.add_column(col, justify="left" if col == "benchmark" else "right")
+    rows = list(scores["benchmarks"].items())
+    if len(rows) > 1:
+        rows.append(("overall", scores["overall"]))
+    for name, row in rows:
+        table.add_row(name or "-", str(row["tasks"]), str(row["samples"]),
+                      *(f"{100 * row[f'pass@{k}']:.1f}" if f"pass@{k}" in row else "-" for k in ks))
+    out.print(table)
+
+
+@app.command("score")
+def score_command(
+    verdicts: Annotated[Path, typer.Option(help="verdicts JSONL from `codealign exec`")],
+    k: Annotated[str, typer.Option(help="comma-separated k values")] = "1,10,100",
+    out_path: Annotated[Optional[Path], typer.Option("--out", help="JSON to write (default: VERDICTS.scores.json)")] = None,
+) -> None:
+    """Compute pass@k per benchmark and overall; print a table and write JSON."""
+    from tasks.scoring import score
+
+    ks = _parse_ks(k)
+    records = _load_verdicts(verdicts)
+    scores = score(records, ks)
+    target = out_path or verdicts.with_suffix(".scores.json")
+    write_json_atomic(target, scores)
+    print_scores(scores, ks)
+    console.print(f"scores written to {target}")
+
+
+@app.command("demo")
+def demo_command(
+    out_dir: Annotated[Path, typer.Option("--out", help="where results go")] = Path("runs/demo"),
+    workers: Annotated[Optional[int], typer.Option(help="parallel samples (default: cores)")] = None,
+) -> None:
+    """Main job (for now): verify every benchmark's canonical solutions, then score the shipped
+    sample file.  Later issues turn this into the alignment sweep."""
+    from tasks.execute import execute
+    from tasks.scoring import score
+
+    try:
+        counts = {}
+        for name in BENCHMARKS:
+            problems = load_benchmark(name)
+            canon = [Sample(p.task_id, 0, p.canonical_completion) for p in problems]
+            verdicts = execute(problems, canon, workers=workers, progress=sys.stderr.isatty())
+            counts[name] = {"passed": sum(v.passed for v in verdicts), "total": len(verdicts),
+                            "failures": [v.to_json() for v in verdicts if not v.passed]}
+            out.print(f"{name} {counts[name]['passed']}/{counts[name]['total']}")
+        write_json_atomic(out_dir / "canonical.json", counts)
+        demo_file = Path(__file__).resolve().parent.parent / "tasks" / "data" / "humaneval_demo_samples.jsonl"
+        problems = load_benchmark("humaneval")
+        verdicts = execute(problems, read_samples(demo_file, [p.task_id for p in problems]), workers=workers)
+    except (InputError, DataFileError) as exc:
+        _fail(str(exc))
+    write_jsonl_atomic(out_dir / "demo_verdicts.jsonl", (v.to_json() for v in verdicts))
+    scores = score(verdicts, [1, 5])
+    write_json_atomic(out_dir / "demo_scores.json", scores)
+    print_scores(scores, [1, 5])
+    if any(c["passed"] != c["total"] for c in counts.values()):
+        _fail(f"some canonical solutions failed; see {out_dir / 'canonical.json'}")
+    console.print(f"results in {out_dir}")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

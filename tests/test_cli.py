@@ -1,0 +1,85 @@
+"""The `codealign exec` / `score` commands, run as a user would, including bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tasks.benchmarks import load_benchmark
+
+
+def codealign(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def _write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+@pytest.fixture()
+def humaneval_samples(tmp_path) -> Path:
+    problems = load_benchmark("humaneval")[:3]
+    lines = []
+    for p in problems:
+        lines.append(json.dumps({"task_id": p.task_id, "completion": p.canonical_completion}))
+        lines.append(json.dumps({"task_id": p.task_id, "completion": "    return None\n"}))
+    # evalplus format for the first task
+    lines.append(json.dumps({"task_id": problems[0].task_id, "solution": problems[0].canonical_solution}))
+    return _write_lines(tmp_path / "samples.jsonl", lines)
+
+
+def test_exec_then_score(tmp_path, humaneval_samples):
+    verdicts = tmp_path / "verdicts.jsonl"
+    r = codealign("exec", "--benchmark", "humaneval", "--samples", str(humaneval_samples), "--out", str(verdicts))
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(line) for line in verdicts.read_text().splitlines()]
+    assert [v["passed"] for v in records] == [True, False, True, False, True, False, True]
+    assert [v["sample_index"] for v in records] == [0, 1, 0, 1, 0, 1, 2]
+    assert set(records[0]) >= {"task_id", "sample_index", "status", "passed", "cpu_s", "wall_s", "detail"}
+
+    r = codealign("score", "--verdicts", str(verdicts), "--k", "1,2")
+    assert r.returncode == 0, r.stderr
+    scores = json.loads(verdicts.with_suffix(".scores.json").read_text())
+    assert scores["benchmarks"]["humaneval"]["pass@1"] == pytest.approx((2 / 3 + 0.5 + 0.5) / 3)
+    assert "pass@1" in r.stdout
+
+
+BAD_LINES = {
+    "malformed_json": ('{"task_id": "HumanEval/0", "completion": ', r"samples\.jsonl:2: malformed JSON"),
+    "unknown_task": ('{"task_id": "HumanEval/999", "completion": "x"}', r"samples\.jsonl:2: unknown task_id"),
+    "missing_field": ('{"task_id": "HumanEval/0"}', r"samples\.jsonl:2: missing field 'completion'"),
+    "not_an_object": ("[1, 2]", r"samples\.jsonl:2: expected a JSON object"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_LINES))
+def test_bad_samples_exit_2_naming_file_and_line(tmp_path, case):
+    line, pattern = BAD_LINES[case]
+    samples = _write_lines(tmp_path / "samples.jsonl", ['{"task_id": "HumanEval/0", "completion": "  pass"}', line])
+    out = tmp_path / "verdicts.jsonl"
+    r = codealign("exec", "--benchmark", "humaneval", "--samples", str(samples), "--out", str(out))
+    assert r.returncode == 2
+    import re
+
+    assert re.search(pattern, r.stderr.replace("\n", "")), r.stderr
+    assert not out.exists() and list(tmp_path.glob("*.tmp")) == []
+
+
+def test_unknown_benchmark_and_unreadable_file(tmp_path):
+    r = codealign("exec", "--benchmark", "nope", "--samples", "x.jsonl", "--out", str(tmp_path / "v.jsonl"))
+    assert r.returncode == 2 and "unknown benchmark 'nope'" in r.stderr
+    r = codealign("exec", "--benchmark", "humaneval", "--samples", str(tmp_path / "missing.jsonl"),
+                  "--out", str(tmp_path / "v.jsonl"))
+    assert r.returncode == 2 and "missing.jsonl" in r.stderr and "cannot read" in r.stderr
+
+
+def test_score_rejects_bad_verdicts(tmp_path):
+    bad = _write_lines(tmp_path / "v.jsonl", ['{"task_id": "a", "passed": true}', '{"task_id": "a"}'])
+    r = codealign("score", "--verdicts", str(bad))
+    assert r.returncode == 2 and "v.jsonl:2: missing field 'passed'" in r.stderr.replace("\n", "")
+    assert not (tmp_path / "v.scores.json").exists()
