@@ -148,7 +148,9 @@ class Problem:
         """Script-style check program: passing means it runs to its end without an exception."""
         if self.differential is not None:
             raise ValueError(f"{self.task_id} uses differential tests, not a test script")
-        return f"{self.test_setup}\n{solution}\n\n{self.test}\n"
+        # MBPP's test_setup_code builds fixtures from classes the solution defines, so it
+        # follows the solution.
+        return f"{solution}\n\n{self.test_setup}\n{self.test}\n"
 
 
 # ---------------------------------------------------------------------------- data files

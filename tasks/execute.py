@@ -22,7 +22,10 @@ from tasks.sandbox.records import DifferentialJob, Job, Limits, Verdict
 
 # Generous limits for computing expected outputs from trusted canonical code.
 _RECORD_LIMITS = Limits(cpu_s=120, wall_s=600, memory_mb=8192)
-_EXPECTED_FORMAT = "1"
+_EXPECTED_FORMAT = "2"
+# A differential task's CPU limit is at least this multiple of its canonical solution's CPU
+# time (evalplus' ground-truth time factor), so slow-but-legitimate tasks keep a wide margin.
+REFERENCE_CPU_FACTOR = 4.0
 
 
 def cache_dir() -> Path:
@@ -91,7 +94,7 @@ def expected_outputs(problems: Sequence[Problem], pool: SandboxPool) -> dict[str
                     f"{benchmark} {verdict.task_id}: canonical solution failed while computing expected "
                     f"outputs ({verdict.status}: {verdict.detail})"
                 )
-            outputs[verdict.task_id] = verdict.outputs
+            outputs[verdict.task_id] = {**verdict.outputs, "cpu_s": verdict.cpu_s}
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         with tmp.open("wb") as f:
@@ -101,11 +104,13 @@ def expected_outputs(problems: Sequence[Problem], pool: SandboxPool) -> dict[str
     return result
 
 
-def build_job(problem: Problem, sample: Sample) -> Job:
+def build_job(problem: Problem, sample: Sample, reference_cpu_s: float | None = None) -> Job:
     """The program that judges one sample of one problem."""
     solution = sample.solution if sample.solution is not None else problem.solution(sample.completion or "")
     if problem.differential is not None:
-        return Job(sample.task_id, sample.index, solution, "differential", _tests_key(problem), problem.benchmark)
+        min_cpu = REFERENCE_CPU_FACTOR * reference_cpu_s if reference_cpu_s else None
+        return Job(sample.task_id, sample.index, solution, "differential", _tests_key(problem), problem.benchmark,
+                   min_cpu)
     return Job(sample.task_id, sample.index, problem.test_program(solution), "script", None, problem.benchmark)
 
 
@@ -132,8 +137,9 @@ def execute(
         jobs = []
         for s in samples:
             p = by_id[s.task_id]
-            tests = _differential_job(p, expected[p.task_id]) if p.differential is not None else None
-            jobs.append((build_job(p, s), tests))
+            exp = expected.get(p.task_id)
+            tests = _differential_job(p, exp) if exp is not None else None
+            jobs.append((build_job(p, s, exp["cpu_s"] if exp else None), tests))
         verdicts = list(_with_progress(pool.run(jobs, limits), len(jobs), progress))
     order = {(s.task_id, s.index): i for i, s in enumerate(samples)}
     verdicts.sort(key=lambda v: order[(v.task_id, v.sample_index)])

@@ -57,6 +57,13 @@ class Job:
     mode: Literal["script", "differential", "record"] = "script"
     tests_key: str | None = None
     benchmark: str = ""
+    min_cpu_s: float | None = None  # raise the CPU limit for tasks whose reference is slow
+
+    def effective_limits(self, limits: Limits) -> Limits:
+        if self.min_cpu_s is None or self.min_cpu_s <= limits.cpu_s:
+            return limits
+        wall = None if limits.wall_s is None else max(limits.wall_s, 3 * self.min_cpu_s + 10)
+        return limits.model_copy(update={"cpu_s": self.min_cpu_s, "wall_s": wall})
 
 
 @dataclass

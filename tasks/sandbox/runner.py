@@ -134,6 +134,7 @@ def _spawner_main(job: Job, tests: DifferentialJob | None, limits: Limits, ctx: 
 
 def run_job(job: Job, tests: DifferentialJob | None, limits: Limits, ctx: SandboxContext) -> Verdict:
     """Run one job to a verdict.  Called in a sandbox worker process (never in the caller's)."""
+    limits = job.effective_limits(limits)
     nonce = os.urandom(16).hex()
     result_r, result_w = os.pipe()
     out_r, out_w = os.pipe()
