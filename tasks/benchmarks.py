@@ -304,7 +304,7 @@ def _mbpp() -> list[Problem]:
                 benchmark="mbpp",
                 task_id=f"Mbpp/{number}",
                 prompt="",
-                instruction=rec["text"],
+                instruction=_mbpp_instruction(rec["text"], rec["test_list"]),
                 entry_point=_mbpp_entry_point(rec["test_list"]),
                 canonical_completion=rec["code"],
                 test_setup=rec["test_setup_code"],
@@ -326,7 +326,7 @@ def _mbpp_sanitized() -> list[Problem]:
                 benchmark="mbpp-sanitized",
                 task_id=f"Mbpp/{number}",
                 prompt="",
-                instruction=rec["prompt"],
+                instruction=_mbpp_instruction(rec["prompt"], rec["test_list"]),
                 entry_point=_mbpp_entry_point(rec["test_list"]),
                 canonical_completion=rec["code"],
                 test_setup="\n".join(rec["test_imports"]),
@@ -378,6 +378,11 @@ def _instruction_from_prompt(prompt: str, entry_point: str) -> str:
     )
 
 
+def _mbpp_instruction(text: str, tests: list[str]) -> str:
+    """MBPP's own prompt wording (Austin et al. 2021): the task, then the tests to pass."""
+    return f"{text.strip()}\nYour code should pass these tests:\n" + "\n".join(t.strip() for t in tests)
+
+
 def _mbpp_plus_instruction(prompt: str) -> str:
     return prompt.strip().strip('"').strip()
 
@@ -394,7 +399,15 @@ BENCHMARKS: dict[str, Any] = {
     "humaneval-infill-span-light": lambda: _infilling(
         "humaneval-infill-span-light", "HumanEval-RandomSpanInfillingLight.jsonl.gz"
     ),
+    "toy": lambda: _toy("toy"),
+    "toy-infill": lambda: _toy("toy-infill"),
 }
+
+
+def _toy(benchmark: str) -> list[Problem]:
+    from tasks.toy.families import toy_benchmark
+
+    return toy_benchmark(benchmark)
 
 
 def load_benchmark(name: str, split: str | None = None) -> list[Problem]:

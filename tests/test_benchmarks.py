@@ -54,7 +54,7 @@ def test_solutions_are_assembled_per_benchmark():
     mbpp = load_benchmark("mbpp")[0]
     assert mbpp.solution("def min_cost(): pass") == "def min_cost(): pass"
     assert mbpp.entry_point == "min_cost"
-    assert mbpp.instruction.startswith("Write a function")
+    assert mbpp.instruction.startswith("Write a function") and "should pass these tests" in mbpp.instruction
 
 
 def test_unknown_benchmark_is_a_clear_error():

@@ -1,0 +1,167 @@
+"""Prompt building for the two ways developers use a code model.
+
+* **Command mode** (instruction → code): the tokenizer's chat template for instruction-tuned
+  models, a plain ``### Instruction:`` / ``### Response:`` template for base models, with
+  k code-only in-context demonstrations (k = 0, 1, 3, 5) from the MBPP prompt split or a file.
+* **Flow mode**: (a) completion of a signature + docstring (the raw prompt), (b)
+  fill-in-the-middle for infilling problems, with the model family's FIM sentinels detected
+  from the tokenizer's vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from tasks.benchmarks import Problem
+
+Mode = Literal["command", "flow"]
+
+
+class TokenizerLike(Protocol):
+    chat_template: Any
+
+    def get_vocab(self) -> dict[str, int]: ...
+
+    def apply_chat_template(self, conversation: list[dict[str, str]], **kwargs: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class FimFormat:
+    """How a model family spells fill-in-the-middle (prefix-suffix-middle order)."""
+
+    family: str
+    prefix: str
+    suffix: str
+    middle: str
+    stop: tuple[str, ...]
+    marker: str  # a vocabulary entry whose presence identifies the family
+
+    def build(self, prefix: str, suffix: str) -> str:
+        return f"{self.prefix}{prefix}{self.suffix}{suffix}{self.middle}"
+
+
+FIM_FORMATS: tuple[FimFormat, ...] = (
+    FimFormat("deepseek-coder", "<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>",
+              ("<｜end▁of▁sentence｜>", "<|EOT|>"), "<｜fim▁hole｜>"),
+    FimFormat("qwen2.5-coder", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>",
+              ("<|endoftext|>", "<|fim_pad|>", "<|file_sep|>", "<|im_end|>"), "<|fim_prefix|>"),
+    FimFormat("starcoder", "<fim_prefix>", "<fim_suffix>", "<fim_middle>",
+              ("<|endoftext|>", "<file_sep>"), "<fim_prefix>"),
+    # CodeLlama's sentinels carry SentencePiece's leading space: "▁<PRE>" in the vocabulary.
+    FimFormat("codellama", "<PRE> ", " <SUF>", " <MID>", ("<EOT>", "</s>"), "▁<PRE>"),
+)
+
+
+class NoFimTokens(ValueError):
+    """The model has no fill-in-the-middle sentinels, so Flow-mode infilling is impossible."""
+
+
+def detect_fim(tokenizer: TokenizerLike, model_name: str = "model") -> FimFormat:
+    vocab = tokenizer.get_vocab()
+    for fmt in FIM_FORMATS:
+        if fmt.marker in vocab:
+            return fmt
+    known = ", ".join(f"{f.family} ({f.marker})" for f in FIM_FORMATS)
+    raise NoFimTokens(
+        f"{model_name}: its tokenizer has no fill-in-the-middle tokens, so it cannot be evaluated on "
+        f"infilling benchmarks. Supported FIM families: {known}."
+    )
+
+
+@dataclass(frozen=True)
+class Shot:
+    """A code-only demonstration: an instruction and the code that answers it."""
+
+    instruction: str
+    code: str
+
+
+def mbpp_prompt_shots() -> list[Shot]:
+    """The MBPP prompt split (tasks 1-10), the conventional source of MBPP few-shot examples."""
+    from tasks.benchmarks import load_benchmark
+
+    return [Shot(p.instruction, p.canonical_completion.replace("\r\n", "\n").strip())
+            for p in load_benchmark("mbpp", split="prompt")]
+
+
+def load_shots(path: str | Path) -> list[Shot]:
+    """Shots from a JSONL file of ``{"instruction": ..., "code": ...}``."""
+    shots = []
+    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            shots.append(Shot(str(rec["instruction"]), str(rec["code"])))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}:{lineno}: a shot needs 'instruction' and 'code' ({exc})") from None
+    return shots
+
+
+def fenced(code: str) -> str:
+    return f"```python\n{code.rstrip()}\n```"
+
+
+def plain_instruction_prompt(instruction: str, shots: list[Shot]) -> str:
+    """Base-model Command-mode prompt: Alpaca-style blocks, demonstrations first."""
+    blocks = [f"### Instruction:\n{s.instruction}\n\n### Response:\n{fenced(s.code)}\n\n" for s in shots]
+    blocks.append(f"### Instruction:\n{instruction}\n\n### Response:\n")
+    return "".join(blocks)
+
+
+def chat_instruction_prompt(tokenizer: TokenizerLike, instruction: str, shots: list[Shot]) -> str:
+    """Instruct-model Command-mode prompt: demonstrations as earlier chat turns."""
+    messages: list[dict[str, str]] = []
+    for s in shots:
+        messages += [{"role": "user", "content": s.instruction}, {"role": "assistant", "content": fenced(s.code)}]
+    messages.append({"role": "user", "content": instruction})
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def has_chat_template(tokenizer: TokenizerLike) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """How to prompt: mode, number of shots, and their source (None = MBPP prompt split)."""
+
+    mode: Mode = "command"
+    shots: int = 0
+    shots_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.shots not in (0, 1, 3, 5):
+            raise ValueError(f"shots must be 0, 1, 3 or 5, got {self.shots}")
+
+
+def build_prompt(problem: Problem, spec: PromptSpec, tokenizer: TokenizerLike, model_name: str = "model",
+                 shots: list[Shot] | None = None) -> str:
+    """The exact text sent to the model for one problem."""
+    if spec.mode == "flow":
+        if problem.suffix:
+            return detect_fim(tokenizer, model_name).build(problem.prompt, problem.suffix)
+        return problem.prompt
+    if not problem.instruction:
+        raise ValueError(f"{problem.task_id}: {problem.benchmark} has no natural-language instruction "
+                         f"(Command mode); use --mode flow")
+    demos = (shots or [])[: spec.shots]
+    if has_chat_template(tokenizer):
+        return chat_instruction_prompt(tokenizer, problem.instruction, demos)
+    return plain_instruction_prompt(problem.instruction, demos)
+
+
+def stop_sequences(problem: Problem, spec: PromptSpec, tokenizer: TokenizerLike) -> list[str]:
+    """Where generation should stop.  Flow-mode completion stops at the next top-level
+    statement (Codex convention); FIM stops at the family's end tokens; Command mode relies on
+    the end-of-sequence token and a following instruction block."""
+    if spec.mode == "flow":
+        if problem.suffix:
+            return list(detect_fim(tokenizer).stop)
+        return ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert "]
+    if has_chat_template(tokenizer):
+        return []
+    return ["### Instruction:"]
