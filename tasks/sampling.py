@@ -1,0 +1,87 @@
+"""Bulk sampling with vLLM: n samples per prompt, seeded, one engine per process.
+
+The engine is the expensive part (tens of seconds to start on a CPU), so :func:`get_engine`
+keeps one per (model, engine settings) for the life of the process and every call reuses it.
+Each prompt gets its own seed (``seed + prompt index``), so a prompt's samples do not depend
+on what else is in the batch: same seed, same samples.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class SamplingSettings(BaseModel):
+    """Sampling parameters (defaults follow the papers: T = 0.2, top-p 0.95, n = 10)."""
+
+    n: int = Field(10, ge=1)
+    temperature: float = Field(0.2, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_tokens: int = Field(512, ge=1)
+    seed: int = 0
+
+
+class EngineSettings(BaseModel):
+    """How to start vLLM; ``None`` values take vLLM's defaults."""
+
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    gpu_memory_utilization: float | None = None
+    tensor_parallel_size: int = 1
+    enforce_eager: bool | None = None
+    max_num_seqs: int | None = None
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One sampled continuation."""
+
+    text: str
+    n_tokens: int
+    cumulative_logprob: float | None
+    finish_reason: str | None
+
+
+_ENGINES: dict[tuple[str, str], Any] = {}
+
+
+def get_engine(model: str, engine: EngineSettings | None = None) -> Any:
+    """The process-wide vLLM engine for ``model`` (started on first use)."""
+    engine = engine or EngineSettings()
+    key = (model, engine.model_dump_json())
+    if key not in _ENGINES:
+        os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
+        from vllm import LLM
+
+        kwargs = {k: v for k, v in engine.model_dump().items() if v is not None}
+        _ENGINES[key] = LLM(model=model, seed=0, **kwargs)
+    return _ENGINES[key]
+
+
+def sampling_params(settings: SamplingSettings, stop: list[str] | None, seed: int) -> Any:
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        n=settings.n,
+        temperature=settings.temperature,
+        top_p=settings.top_p if settings.temperature > 0 else 1.0,
+        max_tokens=settings.max_tokens,
+        stop=stop or None,
+        seed=seed,
+        logprobs=0,  # makes vLLM report each sample's cumulative log-probability
+    )
+
+
+def generate(llm: Any, prompts: list[str], settings: SamplingSettings,
+             stops: list[list[str]] | None = None, use_tqdm: bool = False) -> list[list[Generation]]:
+    """``settings.n`` generations for every prompt, in prompt order."""
+    params = [sampling_params(settings, stops[i] if stops else None, settings.seed + i) for i in range(len(prompts))]
+    outputs = llm.generate(prompts, params, use_tqdm=use_tqdm)
+    return [
+        [Generation(c.text, len(c.token_ids), c.cumulative_logprob, c.finish_reason) for c in out.outputs]
+        for out in outputs
+    ]

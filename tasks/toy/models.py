@@ -1,0 +1,232 @@
+"""Build the two tiny local models of the toy world, offline, on a CPU, in a few minutes.
+
+* **toy-base** stands in for a pretrained code model: a byte-level BPE tokenizer trained with
+  ``tokenizers`` on the toy corpus plus Python source, and a tiny Llama trained by TRL's
+  ``SFTTrainer`` on toy solutions in completion format, with fill-in-the-middle examples
+  (StarCoder sentinels) and a few plain-template instruction examples, as pre-training mixes do.
+* **toy-instruct** stands in for its instruction-tuned sibling: toy-base fine-tuned on
+  Command-mode (chat template) instruction → fenced code pairs.
+
+Both are saved in Hugging Face format (loadable by transformers and vLLM) under a directory
+named by the content hash of everything that determines them, so a rebuild is skipped when
+nothing changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tasks.toy.families import ToyTask, toy_tasks
+
+EOS = "<|endoftext|>"
+FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE = "<fim_prefix>", "<fim_suffix>", "<fim_middle>"
+USER, ASSISTANT = "<|user|>", "<|assistant|>"
+SPECIAL_TOKENS = [EOS, FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE, USER, ASSISTANT, "<|pad|>"]
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}{{ '<|user|>\\n' + message['content'] + '\\n' }}"
+    "{% else %}{{ '<|assistant|>\\n' + message['content'] + '<|endoftext|>\\n' }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class ToyModelConfig:
+    """Everything that determines the toy models (part of the cache key)."""
+
+    train_per_family: int = 300
+    vocab_size: int = 2048
+    hidden_size: int = 256
+    intermediate_size: int = 768
+    num_layers: int = 2
+    num_heads: int = 4
+    max_length: int = 256
+    base_epochs: float = 6.0
+    instruct_epochs: float = 3.0
+    learning_rate: float = 2e-3
+    batch_size: int = 32
+    seed: int = 0
+
+
+def _python_corpus(limit_bytes: int = 400_000) -> list[str]:
+    """Python source from the standard library, for the tokenizer's code vocabulary."""
+    import json as json_module  # any stdlib package: its directory is the stdlib root
+
+    root = Path(json_module.__file__).resolve().parent.parent
+    texts, total = [], 0
+    for name in sorted(["textwrap.py", "string.py", "heapq.py", "bisect.py", "fractions.py", "statistics.py",
+                        "functools.py", "copy.py", "operator.py", "random.py", "calendar.py", "difflib.py"]):
+        path = root / name
+        if path.is_file() and total < limit_bytes:
+            text = path.read_text(encoding="utf-8", errors="replace")
+            texts.append(text)
+            total += len(text)
+    return texts
+
+
+def fim_text(task: ToyTask) -> str:
+    middle = task.body[: -len("    return result\n")]
+    return f"{FIM_PREFIX}{task.prompt}{FIM_SUFFIX}    return result\n{FIM_MIDDLE}{middle}{EOS}"
+
+
+def plain_instruction_text(task: ToyTask) -> str:
+    return f"### Instruction:\n{task.instruction}\n\n### Response:\n```python\n{task.source.rstrip()}\n```{EOS}"
+
+
+def base_corpus(tasks: list[ToyTask], seed: int) -> list[str]:
+    """Pre-training mix: completion format for every task, FIM for half, plain instructions
+    for a tenth (so the base model is weak, not hopeless, in Command mode)."""
+    rng = random.Random(seed)
+    texts = []
+    for t in tasks:
+        texts.append(t.source + EOS)
+        if rng.random() < 0.5:
+            texts.append(fim_text(t))
+        if rng.random() < 0.1:
+            texts.append(plain_instruction_text(t))
+    rng.shuffle(texts)
+    return texts
+
+
+def instruct_pairs(tasks: list[ToyTask], seed: int) -> tuple[list[str], list[str]]:
+    """Command-mode instruction tuning data: chat-formatted prompt, fenced code completion."""
+    rng = random.Random(seed + 1)
+    order = list(tasks)
+    rng.shuffle(order)
+    prompts = [f"{USER}\n{t.instruction}\n{ASSISTANT}\n" for t in order]
+    completions = [f"```python\n{t.source.rstrip()}\n```{EOS}" for t in order]
+    return prompts, completions
+
+
+def cache_key(config: ToyModelConfig) -> str:
+    """Hash of the config, the code that builds the models and the library versions."""
+    import tokenizers
+    import torch
+    import transformers
+    import trl
+
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode())
+    for name in ("families.py", "models.py"):
+        h.update((here / name).read_bytes())
+    for mod in (torch, transformers, trl, tokenizers):
+        h.update(f"{mod.__name__}={mod.__version__}".encode())
+    return h.hexdigest()[:16]
+
+
+def default_root() -> Path:
+    from tasks.execute import cache_dir
+
+    return cache_dir() / "toy-models"
+
+
+def train_tokenizer(texts: list[str], config: ToyModelConfig, out: Path):  # -> PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=config.vocab_size, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS, unk_token=None,
+                                   pad_token="<|pad|>")
+    fast.save_pretrained(out)
+    return fast
+
+
+def _sft(model, tokenizer, dataset, config: ToyModelConfig, epochs: float, out: Path) -> None:
+    from trl import SFTConfig, SFTTrainer
+
+    args = SFTConfig(
+        output_dir=str(out / "_trainer"),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.05,  # a fraction: transformers 5 reads values < 1 as a ratio
+        weight_decay=0.0,
+        max_length=config.max_length,
+        logging_steps=25,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        seed=config.seed,
+        data_seed=config.seed,
+        dataloader_num_workers=0,
+        bf16=False,
+        fp16=False,
+        disable_tqdm=True,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    trainer.train()
+    shutil.rmtree(out / "_trainer", ignore_errors=True)
+
+
+def build_toy_models(root: Path | None = None, config: ToyModelConfig | None = None,
+                     force: bool = False) -> dict[str, Path]:
+    """Build (or reuse) toy-base and toy-instruct; returns their directories."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    config = config or ToyModelConfig()
+    root = Path(root or default_root()) / cache_key(config)
+    paths = {"toy-base": root / "toy-base", "toy-instruct": root / "toy-instruct"}
+    if not force and all((p / "config.json").is_file() for p in paths.values()) and (root / "DONE").is_file():
+        return paths
+    work = root.with_name(root.name + f".tmp{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    started = time.monotonic()
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+    tasks = toy_tasks("train", config.train_per_family)
+    corpus = base_corpus(tasks, config.seed)
+    tokenizer = train_tokenizer(corpus + _python_corpus(), config, work / "toy-base")
+    tokenizer.chat_template = None
+
+    llama = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
+        num_key_value_heads=config.num_heads, max_position_embeddings=config.max_length * 2,
+        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, torch_dtype="float32",
+    )
+    model = LlamaForCausalLM(llama)
+    _log(f"toy-base: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
+         f"{len(corpus)} training texts")
+    _sft(model, tokenizer, Dataset.from_dict({"text": corpus}), config, config.base_epochs, work)
+    model.save_pretrained(work / "toy-base")
+    tokenizer.save_pretrained(work / "toy-base")
+
+    tokenizer.chat_template = CHAT_TEMPLATE
+    model = AutoModelForCausalLM.from_pretrained(work / "toy-base")
+    prompts, completions = instruct_pairs(tasks, config.seed)
+    _log(f"toy-instruct: {len(prompts)} instruction pairs")
+    _sft(model, tokenizer, Dataset.from_dict({"prompt": prompts, "completion": completions}), config,
+         config.instruct_epochs, work)
+    model.save_pretrained(work / "toy-instruct")
+    tokenizer.save_pretrained(work / "toy-instruct")
+
+    (work / "DONE").write_text(json.dumps({"config": asdict(config), "seconds": time.monotonic() - started}))
+    if root.exists():
+        shutil.rmtree(root)
+    os.replace(work, root)
+    _log(f"toy models built in {time.monotonic() - started:.0f}s: {root}")
+    return paths
+
+
+def _log(message: str) -> None:
+    print(f"codealign: {message}", file=sys.stderr, flush=True)
