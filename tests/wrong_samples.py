@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import io
 import tokenize
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -133,7 +134,9 @@ def wrong_solution(problem: Any, variant: int = 0) -> str:
     text: str = problem.canonical_solution
     prompt: str = problem.prompt
     start = len(prompt) if text.startswith(prompt) else 0
-    tree = ast.parse(text)
+    with warnings.catch_warnings():  # e.g. "invalid escape sequence" in MBPP+ canonicals
+        warnings.simplefilter("ignore")
+        tree = ast.parse(text)
     kind, nth = variant % len(MUTATIONS), variant // len(MUTATIONS)
     for k in range(len(MUTATIONS)):
         edits = MUTATIONS[(kind + k) % len(MUTATIONS)](text, tree, start)

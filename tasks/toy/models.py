@@ -73,28 +73,34 @@ def _python_corpus(limit_bytes: int = 400_000) -> list[str]:
     return texts
 
 
-def fim_text(task: ToyTask) -> str:
+def fim_example(task: ToyTask) -> tuple[str, str]:
     middle = task.body[: -len("    return result\n")]
-    return f"{FIM_PREFIX}{task.prompt}{FIM_SUFFIX}    return result\n{FIM_MIDDLE}{middle}{EOS}"
+    return f"{FIM_PREFIX}{task.prompt}{FIM_SUFFIX}    return result\n{FIM_MIDDLE}", middle
 
 
-def plain_instruction_text(task: ToyTask) -> str:
-    return f"### Instruction:\n{task.instruction}\n\n### Response:\n```python\n{task.source.rstrip()}\n```{EOS}"
+def plain_instruction_example(task: ToyTask) -> tuple[str, str]:
+    return f"### Instruction:\n{task.instruction}\n\n### Response:\n", f"```python\n{task.source.rstrip()}\n```"
 
 
-def base_corpus(tasks: list[ToyTask], seed: int) -> list[str]:
-    """Pre-training mix: completion format for every task, FIM for half, plain instructions
-    for a tenth (so the base model is weak, not hopeless, in Command mode)."""
+def base_corpus(tasks: list[ToyTask], seed: int) -> tuple[list[str], list[str]]:
+    """Pre-training mix as (prompt, completion) pairs: completion format for every task, FIM
+    for half, plain instructions for a tenth (so the base model is weak, not hopeless, in
+    Command mode).
+
+    Prompt and completion are tokenized separately, as they are at inference: tokenizing the
+    whole text would merge the prompt's final newline with the body's indentation into one
+    BPE token that never occurs at a prompt boundary, and the model would learn nothing about
+    how to continue a prompt that ends in a newline.  The trainer appends end-of-text."""
     rng = random.Random(seed)
-    texts = []
+    pairs = []
     for t in tasks:
-        texts.append(t.source + EOS)
+        pairs.append((t.prompt, t.body))
         if rng.random() < 0.5:
-            texts.append(fim_text(t))
+            pairs.append(fim_example(t))
         if rng.random() < 0.1:
-            texts.append(plain_instruction_text(t))
-    rng.shuffle(texts)
-    return texts
+            pairs.append(plain_instruction_example(t))
+    rng.shuffle(pairs)
+    return [p for p, _ in pairs], [c for _, c in pairs]
 
 
 def instruct_pairs(tasks: list[ToyTask], seed: int) -> tuple[list[str], list[str]]:
@@ -103,7 +109,7 @@ def instruct_pairs(tasks: list[ToyTask], seed: int) -> tuple[list[str], list[str
     order = list(tasks)
     rng.shuffle(order)
     prompts = [f"{USER}\n{t.instruction}\n{ASSISTANT}\n" for t in order]
-    completions = [f"```python\n{t.source.rstrip()}\n```{EOS}" for t in order]
+    completions = [f"```python\n{t.source.rstrip()}\n```" for t in order]
     return prompts, completions
 
 
@@ -164,8 +170,9 @@ def _sft(model, tokenizer, dataset, config: ToyModelConfig, epochs: float, out: 
         seed=config.seed,
         data_seed=config.seed,
         dataloader_num_workers=0,
-        bf16=False,
+        bf16=False,  # TRL defaults to bf16, which CPUs without bf16 units emulate slowly
         fp16=False,
+        gradient_checkpointing=False,  # TRL defaults it on; on a CPU with a tiny model it only costs time
         disable_tqdm=True,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
@@ -193,8 +200,9 @@ def build_toy_models(root: Path | None = None, config: ToyModelConfig | None = N
     torch.set_num_threads(max(1, os.cpu_count() or 1))
 
     tasks = toy_tasks("train", config.train_per_family)
-    corpus = base_corpus(tasks, config.seed)
-    tokenizer = train_tokenizer(corpus + _python_corpus(), config, work / "toy-base")
+    prompts, completions = base_corpus(tasks, config.seed)
+    texts = [p + c for p, c in zip(prompts, completions)]
+    tokenizer = train_tokenizer(texts + _python_corpus(), config, work / "toy-base")
     tokenizer.chat_template = None
 
     llama = LlamaConfig(
@@ -206,8 +214,9 @@ def build_toy_models(root: Path | None = None, config: ToyModelConfig | None = N
     )
     model = LlamaForCausalLM(llama)
     _log(f"toy-base: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
-         f"{len(corpus)} training texts")
-    _sft(model, tokenizer, Dataset.from_dict({"text": corpus}), config, config.base_epochs, work)
+         f"{len(prompts)} training examples")
+    _sft(model, tokenizer, Dataset.from_dict({"prompt": prompts, "completion": completions}), config,
+         config.base_epochs, work)
     model.save_pretrained(work / "toy-base")
     tokenizer.save_pretrained(work / "toy-base")
 

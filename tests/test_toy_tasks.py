@@ -1,0 +1,43 @@
+"""The toy task families: deterministic, split without leakage, solvable, all three modes."""
+
+from __future__ import annotations
+
+from tasks.benchmarks import load_benchmark
+from tasks.execute import execute
+from tasks.samples import Sample
+from tasks.toy.families import FAMILIES, generate, toy_tasks
+
+
+def test_at_least_six_families_with_held_out_tasks():
+    assert len(FAMILIES) >= 6
+    held_out = load_benchmark("toy")
+    assert {p.task_id.split("/")[1] for p in held_out} == set(FAMILIES)
+    assert len(held_out) == 10 * len(FAMILIES)
+    assert all(p.split == "test" for p in held_out)
+
+
+def test_generation_is_deterministic():
+    for family in FAMILIES:
+        assert generate(7, family) == generate(7, family)
+    assert [p.task_id for p in load_benchmark("toy")] == [p.task_id for p in load_benchmark("toy")]
+
+
+def test_train_and_test_splits_do_not_share_tasks():
+    train = {t.identity for t in toy_tasks("train", 200)}
+    test = {t.identity for t in toy_tasks("test", 10)}
+    assert train and test and not train & test
+
+
+def test_every_mode_is_available_and_reference_solutions_pass():
+    toy, infill = load_benchmark("toy"), load_benchmark("toy-infill")
+    assert all(p.instruction.startswith("Write a Python function") for p in toy)
+    assert all(p.prompt.startswith("def ") and '"""' in p.prompt for p in toy)
+    assert all(p.suffix == "    return result\n" and p.canonical_completion for p in infill)
+    problems = toy + infill
+    samples = [Sample(p.task_id, 0, p.canonical_completion) for p in toy]
+    verdicts = execute(toy, samples) + execute(infill, [Sample(p.task_id, 0, p.canonical_completion) for p in infill])
+    assert all(v.passed for v in verdicts), [v for v in verdicts if not v.passed][:3]
+    # and a wrong answer fails
+    wrong = execute(toy[:6], [Sample(p.task_id, 0, "    return None\n") for p in toy[:6]])
+    assert not any(v.passed for v in wrong)
+    assert len(problems) == 120
