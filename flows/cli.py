@@ -18,7 +18,7 @@ from rich.table import Table
 
 from tasks.benchmarks import BENCHMARKS, DataFileError, load_benchmark
 from tasks.samples import InputError, Sample, read_samples, write_json_atomic, write_jsonl_atomic
-from tasks.sandbox.records import Limits
+from tasks.sandbox.limits import Limits
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True)

@@ -18,7 +18,7 @@ from tasks.postprocess import command_solution, flow_completion
 from tasks.prompts import PromptSpec, Shot, build_prompt, load_shots, mbpp_prompt_shots, stop_sequences
 from tasks.samples import Sample, write_json_atomic, write_jsonl_atomic
 from tasks.sampling import EngineSettings, SamplingSettings, generate, get_engine
-from tasks.sandbox.records import Limits
+from tasks.sandbox.limits import Limits
 
 
 class EvaluateConfig(BaseModel):

@@ -8,23 +8,27 @@ input order.  It is self-contained and picklable-argument-only, so a Ray task ca
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import pickle
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from tasks.benchmarks import Problem
 from tasks.samples import Sample
+from tasks.sandbox.limits import Limits
 from tasks.sandbox.pool import SandboxPool
-from tasks.sandbox.records import DifferentialJob, Job, Limits, Verdict
+from tasks.sandbox.records import DifferentialJob, Job, Verdict
 
 # Generous limits for computing expected outputs from trusted canonical code.
 _RECORD_LIMITS = Limits(cpu_s=120, wall_s=600, memory_mb=8192)
-_EXPECTED_FORMAT = "2"
-# A differential task's CPU limit is at least this multiple of its canonical solution's CPU
-# time (evalplus' ground-truth time factor), so slow-but-legitimate tasks keep a wide margin.
+_REFERENCE_FORMAT = "3"
+# A task's CPU limit is at least this multiple of its canonical solution's CPU time (evalplus'
+# ground-truth time factor), so tasks whose reference is slow keep a wide margin while the
+# default floor (Limits.cpu_s) keeps infinite loops cheap.
 REFERENCE_CPU_FACTOR = 4.0
 
 
@@ -55,7 +59,7 @@ def _differential_job(problem: Problem, expected: dict[str, list] | None) -> Dif
 
 
 def _fingerprint(problems: Sequence[Problem]) -> str:
-    h = hashlib.sha256(_EXPECTED_FORMAT.encode())
+    h = hashlib.sha256(_REFERENCE_FORMAT.encode())
     for p in problems:
         d = p.differential
         h.update(repr((p.task_id, p.canonical_solution, d.flavor if d else None, d.atol if d else None,
@@ -64,54 +68,58 @@ def _fingerprint(problems: Sequence[Problem]) -> str:
     return h.hexdigest()[:24]
 
 
-def expected_outputs(problems: Sequence[Problem], pool: SandboxPool) -> dict[str, dict[str, list]]:
-    """Expected outputs of differential problems (canonical solution on every input),
-    keyed by task id; computed once per data version and cached under ``cache_dir()``."""
-    diff = [p for p in problems if p.differential is not None]
-    if not diff:
-        return {}
+def reference_runs(problems: Sequence[Problem], pool: SandboxPool) -> dict[str, dict[str, Any]]:
+    """Run each problem's canonical solution once: its CPU time (``cpu_s``, which sets the
+    task's CPU-limit floor) and, for differential problems, its outputs on every input (the
+    expected outputs).  Keyed by task id; cached per benchmark and data version under
+    ``cache_dir()`` (older versions are removed)."""
     by_benchmark: dict[str, list[Problem]] = {}
-    for p in diff:
+    for p in problems:
         by_benchmark.setdefault(p.benchmark, []).append(p)
-    result: dict[str, dict[str, list]] = {}
+    result: dict[str, dict[str, Any]] = {}
     for benchmark, group in by_benchmark.items():
-        path = cache_dir() / "expected" / f"{benchmark}-{_fingerprint(group)}.pkl"
+        folder = cache_dir() / "reference"
+        path = folder / f"{benchmark}-{_fingerprint(group)}.pkl"
         if path.is_file():
             with path.open("rb") as f:
                 result.update(pickle.load(f))
             continue
-        print(f"codealign: computing expected outputs for {benchmark} ({len(group)} tasks, cached afterwards)",
+        print(f"codealign: running {benchmark}'s canonical solutions once ({len(group)} tasks, cached afterwards)",
               file=sys.stderr)
-        jobs = [
-            (Job(p.task_id, -1, p.canonical_solution, "record", _tests_key(p) + "#record", p.benchmark),
-             _differential_job(p, None))
-            for p in group
-        ]
-        outputs: dict[str, dict[str, list]] = {}
+        jobs = []
+        for p in group:
+            if p.differential is not None:
+                job = Job(p.task_id, -1, p.canonical_solution, "record", _tests_key(p) + "#record", p.benchmark)
+                jobs.append((job, _differential_job(p, None)))
+            else:
+                jobs.append((build_job(p, Sample(p.task_id, -1, p.canonical_completion)), None))
+        runs: dict[str, dict[str, Any]] = {}
         for verdict in pool.run(jobs, _RECORD_LIMITS):
             if verdict.status != "passed":
-                raise RuntimeError(
-                    f"{benchmark} {verdict.task_id}: canonical solution failed while computing expected "
-                    f"outputs ({verdict.status}: {verdict.detail})"
-                )
-            outputs[verdict.task_id] = {**verdict.outputs, "cpu_s": verdict.cpu_s}
-        path.parent.mkdir(parents=True, exist_ok=True)
+                raise RuntimeError(f"{benchmark} {verdict.task_id}: canonical solution failed "
+                                   f"({verdict.status}: {verdict.detail})")
+            runs[verdict.task_id] = {**(verdict.outputs or {}), "cpu_s": verdict.cpu_s}
+        folder.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         with tmp.open("wb") as f:
-            pickle.dump(outputs, f, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump(runs, f, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, path)
-        result.update(outputs)
+        for old in folder.glob(f"{glob.escape(benchmark)}-*.pkl"):
+            if old != path:
+                old.unlink(missing_ok=True)
+        result.update(runs)
     return result
 
 
 def build_job(problem: Problem, sample: Sample, reference_cpu_s: float | None = None) -> Job:
     """The program that judges one sample of one problem."""
     solution = sample.solution if sample.solution is not None else problem.solution(sample.completion or "")
+    min_cpu = REFERENCE_CPU_FACTOR * reference_cpu_s if reference_cpu_s else None
     if problem.differential is not None:
-        min_cpu = REFERENCE_CPU_FACTOR * reference_cpu_s if reference_cpu_s else None
         return Job(sample.task_id, sample.index, solution, "differential", _tests_key(problem), problem.benchmark,
                    min_cpu)
-    return Job(sample.task_id, sample.index, problem.test_program(solution), "script", None, problem.benchmark)
+    return Job(sample.task_id, sample.index, problem.test_program(solution), "script", None, problem.benchmark,
+               min_cpu)
 
 
 def execute(
@@ -121,25 +129,28 @@ def execute(
     workers: int | None = None,
     strict_isolation: bool = False,
     progress: bool = False,
+    use_reference: bool = True,
 ) -> list[Verdict]:
     """Run every sample against its problem's tests in the sandbox; verdicts in sample order.
 
     ``problems`` may mix benchmarks; samples refer to problems by ``task_id`` (unique within
-    the given problems)."""
+    the given problems).  Each task's CPU limit is ``max(limits.cpu_s, 4 x its canonical
+    solution's CPU time)``; ``use_reference=False`` skips the canonical runs and applies
+    ``limits`` as given (problems without tests-by-reference only)."""
     by_id = {p.task_id: p for p in problems}
     for s in samples:
         if s.task_id not in by_id:
             raise KeyError(f"sample refers to unknown task_id {s.task_id!r}")
     limits = limits or Limits()
     with SandboxPool(workers, limits, strict_isolation) as pool:
-        needed = list({s.task_id: by_id[s.task_id] for s in samples if by_id[s.task_id].differential}.values())
-        expected = expected_outputs(needed, pool)
+        # All given problems, not only those sampled: the cache is per benchmark version.
+        references = reference_runs(problems, pool) if use_reference else {}
         jobs = []
         for s in samples:
             p = by_id[s.task_id]
-            exp = expected.get(p.task_id)
-            tests = _differential_job(p, exp) if exp is not None else None
-            jobs.append((build_job(p, s, exp["cpu_s"] if exp else None), tests))
+            ref = references.get(p.task_id)
+            tests = _differential_job(p, ref) if p.differential is not None else None
+            jobs.append((build_job(p, s, ref["cpu_s"] if ref else None), tests))
         verdicts = list(_with_progress(pool.run(jobs, limits), len(jobs), progress))
     order = {(s.task_id, s.index): i for i, s in enumerate(samples)}
     verdicts.sort(key=lambda v: order[(v.task_id, v.sample_index)])

@@ -20,3 +20,81 @@ def problem_factory():
         return Problem("toy-test", task_id, "", "", "f", "", test=test, completion_is_program=True)
 
     return make
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """An S3-compatible server (moto's standalone server) on 127.0.0.1, for the whole session;
+    the AWS variables point s3fs at it."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(endpoint, timeout=1)
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("moto S3 server did not start")
+            time.sleep(0.2)
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint})
+    fs.mkdir("codealign-test")
+    try:
+        yield {"endpoint": endpoint, "bucket": "codealign-test", "env": env}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def toy_model_paths():
+    """toy-base and toy-instruct, built once (cached by content hash across runs)."""
+    from tasks.toy.models import build_toy_models
+
+    return build_toy_models()
+
+
+def _engine(path) -> tuple:
+    from tasks.evaluation import load_tokenizer
+    from tasks.sampling import EngineSettings, get_engine
+
+    return get_engine(str(path), EngineSettings(max_model_len=512)), load_tokenizer(str(path)), str(path)
+
+
+@pytest.fixture(scope="session")
+def toy_base(toy_model_paths):
+    """(vLLM engine, tokenizer, path) for toy-base, one engine for the session."""
+    return _engine(toy_model_paths["toy-base"])
+
+
+@pytest.fixture(scope="session")
+def toy_instruct(toy_model_paths):
+    return _engine(toy_model_paths["toy-instruct"])

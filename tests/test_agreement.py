@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -137,12 +138,15 @@ def _run_evalplus(benchmark: str, cases: list[tuple[str, int, str]], tmp: Path) 
     dataset, env_var, file_name = _EVALPLUS[benchmark]
     lines = [ln for ln in gzip.decompress((data_dir() / file_name).read_bytes()).decode().splitlines() if ln.strip()]
     results: dict[str, list[dict]] = {}
-    for n, separate in enumerate((False, True)):
-        group = [ln for ln in lines if (json.loads(ln)["task_id"] in _EVALPLUS_SEPARATE) == separate]
-        ids = {json.loads(ln)["task_id"] for ln in group}
-        if group:
-            results |= _evalplus_once(dataset, env_var, group, [c for c in cases if c[0] in ids], tmp / f"run{n}",
-                                      tmp / "cache")
+    try:
+        for n, separate in enumerate((False, True)):
+            group = [ln for ln in lines if (json.loads(ln)["task_id"] in _EVALPLUS_SEPARATE) == separate]
+            ids = {json.loads(ln)["task_id"] for ln in group}
+            if group:
+                results |= _evalplus_once(dataset, env_var, group, [c for c in cases if c[0] in ids],
+                                          tmp / f"run{n}", tmp / "cache")
+    finally:  # evalplus' ground-truth pickles (~0.8 GiB for MBPP+); pytest keeps old tmp dirs
+        shutil.rmtree(tmp / "cache", ignore_errors=True)
     return results
 
 

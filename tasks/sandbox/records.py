@@ -1,34 +1,25 @@
-"""Records that cross the sandbox boundary: limits, jobs and verdicts."""
+"""Records that cross the sandbox boundary: limits, jobs and verdicts (stdlib only)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
-
-from pydantic import BaseModel, Field
 
 Status = Literal["passed", "failed", "error", "timeout", "memory", "crashed"]
 STATUSES: tuple[str, ...] = ("passed", "failed", "error", "timeout", "memory", "crashed")
 
 
-class Limits(BaseModel):
-    """Per-sample resource limits.
+@dataclass(frozen=True)
+class SampleLimits:
+    """The limits as the sandbox worker applies them (a plain dataclass: workers stay free of
+    heavy imports, because every sample is a fork of a worker and forks cost per mapped page)."""
 
-    CPU time is the primary limit, so a verdict does not flip when the machine is busy; the
-    wall-clock limit is only a backstop against samples that sleep or block.  The defaults pass
-    every canonical solution of every shipped benchmark with a wide margin.
-    """
-
-    cpu_s: float = Field(10.0, gt=0, description="CPU seconds per sample (all its processes' own limit)")
-    wall_s: float | None = Field(None, gt=0, description="wall-clock backstop; default 3 x cpu_s + 10 s")
-    memory_mb: int = Field(4096, gt=0, description="address-space limit per process, MiB")
-    file_size_mb: int = Field(64, gt=0, description="largest file a sample may write, and its tmpfs size, MiB")
-    max_processes: int = Field(64, gt=0, description="processes (and threads) a sample may have at once")
-    output_bytes: int = Field(64 * 1024, ge=0, description="stdout+stderr kept per sample; the rest is dropped")
-
-    @property
-    def wall_limit_s(self) -> float:
-        return self.wall_s if self.wall_s is not None else 3 * self.cpu_s + 10
+    cpu_s: float
+    wall_s: float
+    memory_mb: int
+    file_size_mb: int
+    max_processes: int
+    output_bytes: int
 
 
 @dataclass(frozen=True)
@@ -59,11 +50,10 @@ class Job:
     benchmark: str = ""
     min_cpu_s: float | None = None  # raise the CPU limit for tasks whose reference is slow
 
-    def effective_limits(self, limits: Limits) -> Limits:
+    def effective_limits(self, limits: SampleLimits) -> SampleLimits:
         if self.min_cpu_s is None or self.min_cpu_s <= limits.cpu_s:
             return limits
-        wall = None if limits.wall_s is None else max(limits.wall_s, 3 * self.min_cpu_s + 10)
-        return limits.model_copy(update={"cpu_s": self.min_cpu_s, "wall_s": wall})
+        return replace(limits, cpu_s=self.min_cpu_s, wall_s=max(limits.wall_s, 3 * self.min_cpu_s + 10))
 
 
 @dataclass

@@ -1,13 +1,17 @@
 """Run one job in its own process tree and turn what happened into a :class:`Verdict`.
 
-Process tree per sample (all forked from a warm worker, so no interpreter start-up):
+With namespaces the worker serving jobs is PID 1 of a private PID namespace (see
+``worker.py``).  Per sample it forks once; the sample sets its limits, drops every capability
+and runs the harness.  The worker watches two pipes (the sample's capped output and the verdict
+channel) and the sample's pidfd against a wall-clock deadline.  Then, whatever happened, it
+sends SIGKILL to every other process in the namespace (``kill(-1)`` from PID 1 reaches all of
+them, double-forked and new-session descendants included), reaps them, and replaces the
+sample's tmpfs mounts with fresh ones: nothing a sample started or wrote survives its verdict.
+This costs one fork per sample instead of new namespaces per sample.
 
-    worker ── spawner (joins the pids cgroup, unshares PID+mount namespaces)
-                 └── sample  = PID 1 of the new PID namespace: private /tmp, own /proc,
-                               limits set, capabilities dropped, then the harness runs
+Without namespaces (the OS refused them) the sample gets its own session, is killed as a
+process group, and works in a temporary directory that is removed afterwards.
 
-The worker watches two pipes (the sample's output, capped; the verdict channel) against a
-wall-clock deadline, then SIGKILLs the sample: as PID 1 its death takes every descendant with it.
 The verdict message carries a per-sample nonce; anything else on that pipe is ignored, and a
 sample that dies without the message never passes.
 """
@@ -27,7 +31,7 @@ import time
 from dataclasses import dataclass
 
 from tasks.sandbox import harness, isolation
-from tasks.sandbox.records import DifferentialJob, Job, Limits, Verdict
+from tasks.sandbox.records import DifferentialJob, Job, SampleLimits, Verdict
 
 _SAFE_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -38,6 +42,7 @@ _SAFE_ENV = {
     "OMP_NUM_THREADS": "1",
 }
 _RESULT_FD = 3
+_WORK_DIR = "/tmp/work"
 
 
 @dataclass
@@ -47,18 +52,35 @@ class SandboxContext:
     namespaces: bool
     cgroup_procs_fd: int | None = None
 
+    @property
+    def is_namespace_init(self) -> bool:
+        return self.namespaces and os.getpid() == 1
 
-def _sample_main(job: Job, tests: DifferentialJob | None, limits: Limits, ctx: SandboxContext,
-                 nonce: str, result_w: int, out_w: int) -> None:
+
+def _address_space_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[0]) * resource.getpagesize()
+
+
+def prepare_worker_process() -> None:
+    """Set up, once per worker, what every sample would otherwise redo after its fork: the
+    scrubbed environment and text streams over fds 0-2 (which each sample points at /dev/null
+    and its output pipe)."""
+    os.environ.clear()
+    os.environ.update(_SAFE_ENV, HOME=_WORK_DIR, TMPDIR=_WORK_DIR, PWD=_WORK_DIR)
+    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True, errors="replace")
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True, errors="replace")
+
+
+def _sample_main(job: Job, tests: DifferentialJob | None, limits: SampleLimits, ctx: SandboxContext,
+                 nonce: str, result_w: int, out_w: int, work: str, inherited_bytes: int) -> None:
     """Body of the sample process; never returns."""
     try:
-        if ctx.namespaces:
-            work = isolation.setup_sample_filesystem(limits.file_size_mb)
-        else:
+        if ctx.cgroup_procs_fd is not None:
+            os.write(ctx.cgroup_procs_fd, b"0")
+        if not ctx.namespaces:
             os.setsid()
-            import tempfile
-
-            work = tempfile.mkdtemp(prefix="codealign-")
         os.chdir(work)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
@@ -66,13 +88,14 @@ def _sample_main(job: Job, tests: DifferentialJob | None, limits: Limits, ctx: S
         os.dup2(out_w, 2)
         os.dup2(result_w, _RESULT_FD)
         os.closerange(_RESULT_FD + 1, 65536)
-        sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
-        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True, errors="replace")
-        sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True, errors="replace")
-        os.environ.clear()
-        os.environ.update(_SAFE_ENV, HOME=work, TMPDIR=work, PWD=work)
+        if work != _WORK_DIR:  # fallback mode: a per-sample temporary directory
+            os.environ.update(HOME=work, TMPDIR=work, PWD=work)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL)
         cpu = max(1, math.ceil(limits.cpu_s))
-        mem = limits.memory_mb * 1024 * 1024
+        # The limit is on what the sample allocates: the worker's inherited mappings (preloaded
+        # modules, cached tests) are added, so a verdict never depends on the worker's history.
+        mem = inherited_bytes + limits.memory_mb * 1024 * 1024
         fsize = limits.file_size_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
         resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
@@ -81,9 +104,6 @@ def _sample_main(job: Job, tests: DifferentialJob | None, limits: Limits, ctx: S
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         if ctx.namespaces:
             isolation.drop_privileges()
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_DFL)
     except BaseException as exc:  # noqa: BLE001 - report set-up failure as a verdict
         _send(result_w, nonce, job.mode, "crashed", f"sandbox set-up failed: {exc}", None)
         os._exit(70)
@@ -107,58 +127,45 @@ def _send(fd: int, nonce: str, mode: str, status: str, detail: str, outputs: obj
         view = view[os.write(fd, view):]
 
 
-def _spawner_main(job: Job, tests: DifferentialJob | None, limits: Limits, ctx: SandboxContext,
-                  nonce: str, result_w: int, out_w: int, pid_w: int) -> None:
-    """Creates the sample's namespaces, forks it, reports its pid, waits, exits like it."""
-    try:
-        if ctx.cgroup_procs_fd is not None:
-            os.write(ctx.cgroup_procs_fd, b"0")
-        if ctx.namespaces:
-            isolation.enter_sample_namespaces()
-        pid = os.fork()
-    except BaseException as exc:  # noqa: BLE001
-        _send(result_w, nonce, job.mode, "crashed", f"sandbox spawn failed: {exc}", None)
-        os._exit(71)
-    if pid == 0:
-        os.close(pid_w)
-        _sample_main(job, tests, limits, ctx, nonce, result_w, out_w)
-    os.write(pid_w, str(pid).encode())
-    os.close(pid_w)
-    os.close(result_w)
-    os.close(out_w)
-    _, status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(status):
-        os._exit(128 + os.WTERMSIG(status))
-    os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
+def fresh_work_dir(ctx: SandboxContext, tmpfs_mb: int) -> str:
+    """A clean, empty, private working directory for the next sample."""
+    if ctx.is_namespace_init:
+        if isolation.reset_sample_filesystem(tmpfs_mb, _WORK_DIR):
+            os.mkdir(_WORK_DIR, 0o700)
+        return _WORK_DIR
+    import tempfile  # fallback mode only: workers keep their imports lean (cheaper forks)
+
+    return tempfile.mkdtemp(prefix="codealign-")
 
 
-def run_job(job: Job, tests: DifferentialJob | None, limits: Limits, ctx: SandboxContext) -> Verdict:
+def run_job(job: Job, tests: DifferentialJob | None, limits: SampleLimits, ctx: SandboxContext) -> Verdict:
     """Run one job to a verdict.  Called in a sandbox worker process (never in the caller's)."""
     limits = job.effective_limits(limits)
     nonce = os.urandom(16).hex()
+    work = fresh_work_dir(ctx, limits.file_size_mb)
     result_r, result_w = os.pipe()
     out_r, out_w = os.pipe()
-    pid_r, pid_w = os.pipe()
+    inherited = _address_space_bytes()
     start = time.monotonic()
-    spawner = os.fork()
-    if spawner == 0:
-        for fd in (result_r, out_r, pid_r):
+    pid = os.fork()
+    if pid == 0:
+        for fd in (result_r, out_r):
             os.close(fd)
         try:
-            _spawner_main(job, tests, limits, ctx, nonce, result_w, out_w, pid_w)
+            _sample_main(job, tests, limits, ctx, nonce, result_w, out_w, work, inherited)
         finally:
             os._exit(72)
-    for fd in (result_w, out_w, pid_w):
+    for fd in (result_w, out_w):
         os.close(fd)
 
-    deadline = start + limits.wall_limit_s
-    chunks: dict[str, bytearray] = {"result": bytearray(), "output": bytearray(), "pid": bytearray()}
-    caps = {"result": None if job.mode == "record" else 1 << 20, "output": limits.output_bytes, "pid": 32}
+    deadline = start + limits.wall_s
+    chunks: dict[str, bytearray] = {"result": bytearray(), "output": bytearray()}
+    caps = {"result": None if job.mode == "record" else 1 << 20, "output": limits.output_bytes}
     sel = selectors.DefaultSelector()
-    for fd, name in ((result_r, "result"), (out_r, "output"), (pid_r, "pid")):
+    for fd, name in ((result_r, "result"), (out_r, "output")):
         os.set_blocking(fd, False)
         sel.register(fd, selectors.EVENT_READ, name)
-    pidfd = os.pidfd_open(spawner)
+    pidfd = os.pidfd_open(pid)
     sel.register(pidfd, selectors.EVENT_READ, "exit")
 
     def drain(fd: int, name: str) -> bool:
@@ -174,8 +181,7 @@ def run_job(job: Job, tests: DifferentialJob | None, limits: Limits, ctx: Sandbo
             buf = chunks[name]
             buf += chunk if cap is None else chunk[: max(0, cap - len(buf))]
 
-    timed_out = False
-    exited = False
+    timed_out = exited = False
     while not exited:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -186,44 +192,60 @@ def run_job(job: Job, tests: DifferentialJob | None, limits: Limits, ctx: Sandbo
                 exited = True
             elif not drain(key.fd, key.data):
                 sel.unregister(key.fd)
-    sample_pid = int(chunks["pid"]) if chunks["pid"].isdigit() else None
-    if timed_out or not ctx.namespaces:
-        # As PID 1 of its namespace the sample takes every descendant with it; without
-        # namespaces we kill its process group.
-        _kill(sample_pid or spawner, group=not ctx.namespaces and sample_pid is not None)
-    _, wait_status, usage = os.wait4(spawner, 0)
+    if timed_out:
+        _kill(pid)
+    _, wait_status, usage = os.wait4(pid, 0)
+    cpu = usage.ru_utime + usage.ru_stime
+    cpu += _kill_and_reap_everything_else(pid, ctx)
     for key in list(sel.get_map().values()):
         if key.data != "exit":
             drain(key.fd, key.data)
     sel.close()
-    for fd in (result_r, out_r, pid_r, pidfd):
+    for fd in (result_r, out_r, pidfd):
         os.close(fd)
+    if not ctx.is_namespace_init:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
     wall = time.monotonic() - start
-    cpu = usage.ru_utime + usage.ru_stime
     return _verdict(job, limits, nonce, bytes(chunks["result"]), bytes(chunks["output"]), wait_status, cpu, wall,
                     timed_out)
 
 
-def _kill(pid: int, group: bool) -> None:
+def _kill(pid: int, group: bool = False) -> None:
     try:
-        if group:
-            os.killpg(pid, signal.SIGKILL)
-        else:
-            os.kill(pid, signal.SIGKILL)
+        (os.killpg if group else os.kill)(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
 
 
-def _verdict(job: Job, limits: Limits, nonce: str, result: bytes, output: bytes, wait_status: int,
+def _kill_and_reap_everything_else(pid: int, ctx: SandboxContext) -> float:
+    """Kill what the sample left behind; returns the CPU seconds of what we reaped."""
+    if not ctx.is_namespace_init:
+        _kill(pid, group=True)  # its session's process group; an escaped daemon is the known gap
+        return 0.0
+    try:
+        os.kill(-1, signal.SIGKILL)  # from PID 1: every other process in this namespace
+    except ProcessLookupError:
+        return 0.0
+    cpu = 0.0
+    while True:
+        try:
+            _, _, usage = os.wait4(-1, 0)
+        except ChildProcessError:
+            return cpu
+        cpu += usage.ru_utime + usage.ru_stime
+
+
+def _verdict(job: Job, limits: SampleLimits, nonce: str, result: bytes, output: bytes, wait_status: int,
              cpu: float, wall: float, timed_out: bool) -> Verdict:
     def make(status: str, detail: str, outputs: object = None) -> Verdict:
         return Verdict(job.task_id, job.sample_index, status, status == "passed", round(cpu, 4),
                        round(wall, 4), detail[:300], job.benchmark, outputs)
 
-    exit_code = os.waitstatus_to_exitcode(wait_status)
-    code = exit_code if exit_code >= 0 else 0
-    signalled = code >= 128
     head = nonce.encode()
+    signalled = os.WIFSIGNALED(wait_status)
+    code = os.WEXITSTATUS(wait_status) if os.WIFEXITED(wait_status) else None
     if result.startswith(head) and not timed_out and code == 0:
         kind, body = result[len(head): len(head) + 1], result[len(head) + 1:]
         try:
@@ -234,16 +256,17 @@ def _verdict(job: Job, limits: Limits, nonce: str, result: bytes, output: bytes,
             return make(str(message["status"]), str(message["detail"]))
         except Exception as exc:  # noqa: BLE001
             return make("crashed", f"unreadable verdict message ({exc})")
-    if result.startswith(head) and code in (70, 71):
+    if result.startswith(head) and code == 70:
         return make("crashed", result[len(head) + 1:].decode(errors="replace"))
     if timed_out:
-        return make("timeout", f"wall-clock limit {limits.wall_limit_s:g}s exceeded")
-    if cpu >= limits.cpu_s or (signalled and code - 128 in (signal.SIGXCPU,)):
+        return make("timeout", f"wall-clock limit {limits.wall_s:g}s exceeded")
+    if cpu >= limits.cpu_s or (signalled and os.WTERMSIG(wait_status) == signal.SIGXCPU):
         return make("timeout", f"CPU limit {limits.cpu_s:g}s exceeded")
     tail = output.decode(errors="replace").strip().splitlines()
     last = tail[-1] if tail else ""
     if "MemoryError" in last:
         return make("memory", last)
     if signalled:
-        return make("crashed", f"killed by signal {signal.Signals(code - 128).name}" + (f": {last}" if last else ""))
+        name = signal.Signals(os.WTERMSIG(wait_status)).name
+        return make("crashed", f"killed by signal {name}" + (f": {last}" if last else ""))
     return make("error", f"exited with code {code} before the tests completed" + (f": {last}" if last else ""))

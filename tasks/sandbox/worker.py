@@ -9,20 +9,25 @@ stray print cannot corrupt the protocol).
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import struct
 import sys
+from collections import OrderedDict
 from typing import Any, BinaryIO
 
 _HEADER = struct.Struct("!Q")
+# Tests (inputs + expected outputs) a worker keeps, least recently used first out.  The pool
+# mirrors this LRU exactly, so it knows when to send a task's tests again.  Bounded because
+# every sample is forked from the worker: a big cache makes every fork slower.
+TESTS_CACHE_SIZE = 8
 
-# Imported once here so that a sample's ``import`` of them costs nothing after fork.
-_PRELOAD = (
-    "numpy", "math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string",
-    "typing", "random", "statistics", "fractions", "decimal", "hashlib", "copy", "operator",
-    "json", "datetime", "cmath", "array", "sys", "io", "tempfile", "traceback",
-)
+# Imported once here so that a sample's ``import`` of them costs nothing after fork.  Only cheap,
+# common ones: every mapped library makes every fork (one per sample) slower, so numpy and the
+# like are imported by the samples that need them.
+_PRELOAD = ("math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string", "typing",
+            "copy", "operator")
 
 
 def send(stream: BinaryIO, obj: Any) -> None:
@@ -40,6 +45,14 @@ def receive(stream: BinaryIO) -> Any:
     if len(data) < size:
         raise EOFError
     return pickle.loads(data)
+
+
+def remember(cache: OrderedDict[str, Any], key: str) -> None:
+    """Mark ``key`` most recently used and evict beyond TESTS_CACHE_SIZE (pool and worker
+    call this identically)."""
+    cache.move_to_end(key)
+    while len(cache) > TESTS_CACHE_SIZE:
+        cache.popitem(last=False)
 
 
 def main() -> None:
@@ -70,10 +83,14 @@ def main() -> None:
             __import__(name)
         except ImportError:
             pass
+    gc.freeze()  # keep the collector off the pre-fork heap: fewer copy-on-write page faults
+    if mode.namespaces:
+        isolation.become_namespace_init()  # from here on this process is PID 1 of its namespace
+    runner.prepare_worker_process()
     ctx = runner.SandboxContext(namespaces=mode.namespaces, cgroup_procs_fd=cgroup_fd)
     send(proto_out, {"ready": True, "namespaces": mode.namespaces, "user_namespace": mode.user_namespace,
                      "reason": mode.reason, "cgroup": cgroup_fd is not None})
-    tests_cache: dict[str, Any] = {}  # the pool sends each task's tests once per worker
+    tests_cache: OrderedDict[str, Any] = OrderedDict()
     while True:
         try:
             message = receive(proto_in)
@@ -84,6 +101,7 @@ def main() -> None:
             if tests is not None:
                 tests_cache[tests_key] = tests
             tests = tests_cache[tests_key]
+            remember(tests_cache, tests_key)
         verdict = runner.run_job(job, tests, limits, ctx)
         send(proto_out, ("verdict", verdict))
 
