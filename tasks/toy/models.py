@@ -50,8 +50,8 @@ class ToyModelConfig:
     num_layers: int = 2
     num_heads: int = 4
     max_length: int = 256
-    base_epochs: float = 6.0
-    instruct_epochs: float = 3.0
+    base_epochs: float = 4.0
+    instruct_epochs: float = 1.5
     learning_rate: float = 2e-3
     batch_size: int = 32
     seed: int = 0
@@ -140,7 +140,13 @@ def train_tokenizer(texts: list[str], config: ToyModelConfig, out: Path):  # -> 
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Newlines are tokens of their own: a Flow-mode prompt ends with "\n", and a BPE merge of
+    # "\n" with the next line's indentation would make that boundary a token sequence the model
+    # never saw in training (it then just stops).
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split("\n", behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=config.vocab_size, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
