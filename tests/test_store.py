@@ -32,7 +32,9 @@ def test_put_get_roundtrip_with_lineage(store):
 
 
 def test_content_without_sidecar_is_not_an_artifact(store):
-    store.fs.pipe_file(store._path("half/written.jsonl"), b"partial")
+    path = store._path("half/written.jsonl")
+    store.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    store.fs.pipe_file(path, b"partial")  # as if the writer died before its sidecar
     assert not store.exists("half/written.jsonl")
     with pytest.raises(MissingArtifact):
         store.get("half/written.jsonl")
