@@ -50,7 +50,7 @@ class ToyModelConfig:
     num_layers: int = 2
     num_heads: int = 4
     max_length: int = 256
-    base_epochs: float = 4.0
+    base_epochs: float = 2.5
     instruct_epochs: float = 1.5
     learning_rate: float = 2e-3
     batch_size: int = 32
