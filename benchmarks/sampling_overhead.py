@@ -24,6 +24,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--max-model-len", type=int, default=512)
     args = parser.parse_args()
 
     from vllm import SamplingParams
@@ -39,7 +40,7 @@ def main() -> None:
     problems = load_benchmark(args.benchmark)
     prompts = [build_prompt(p, PromptSpec(args.mode), tokenizer, model) for p in problems]
     settings = SamplingSettings(n=args.n, temperature=args.temperature, max_tokens=args.max_tokens, seed=0)
-    llm = get_engine(model, EngineSettings(max_model_len=1024))
+    llm = get_engine(model, EngineSettings(max_model_len=args.max_model_len))
 
     def raw() -> int:
         params = [SamplingParams(n=args.n, temperature=args.temperature, top_p=settings.top_p,
