@@ -14,19 +14,21 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tasks.benchmarks import BENCHMARKS, DataFileError, load_benchmark
 from tasks.samples import InputError, Sample, read_samples, write_json_atomic, write_jsonl_atomic
 from tasks.sandbox.limits import Limits
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-console = Console(stderr=True)
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="codealign: sample, execute, score and evaluate code LLMs (see README.md).")
+console = Console(stderr=True, soft_wrap=True)  # never wrap a FILE:LINE message
 out = Console()
 
 
 def _fail(message: str) -> None:
-    console.print(f"[bold red]codealign: error:[/] {message}", highlight=False)
+    console.print(f"[bold red]codealign: error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(2)
 
 

@@ -3,7 +3,6 @@ contained, verdicts stay honest, and nothing a sample starts survives its verdic
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
