@@ -104,8 +104,10 @@ def reference_runs(problems: Sequence[Problem], pool: SandboxPool) -> dict[str, 
         with tmp.open("wb") as f:
             pickle.dump(runs, f, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, path)
+        # Older versions of this benchmark only: "humaneval-*.pkl" would also match the
+        # "humaneval-infill-*" caches, so compare the name without its fingerprint.
         for old in folder.glob(f"{glob.escape(benchmark)}-*.pkl"):
-            if old != path:
+            if old != path and old.name.rsplit("-", 1)[0] == benchmark:
                 old.unlink(missing_ok=True)
         result.update(runs)
     return result

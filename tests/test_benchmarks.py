@@ -85,3 +85,18 @@ def test_corrupt_file_is_rejected_by_sha256(tmp_path, monkeypatch):
     monkeypatch.setattr(benchmarks, "_CACHE", {})
     with pytest.raises(DataFileError, match=r"SingleLineInfilling\.jsonl\.gz: sha256 .* does not match"):
         load_benchmark("humaneval-infill-single")
+
+
+def test_reference_cache_keeps_other_benchmarks(tmp_path, monkeypatch):
+    """Caching one benchmark's canonical runs must not evict another whose name it prefixes."""
+    from tasks.execute import reference_runs
+    from tasks.sandbox.pool import SandboxPool
+
+    monkeypatch.setenv("CODEALIGN_CACHE_DIR", str(tmp_path))
+    toy, infill = load_benchmark("toy")[:2], load_benchmark("toy-infill")[:2]
+    with SandboxPool(1) as pool:
+        reference_runs(infill, pool)
+        reference_runs(toy, pool)
+        reference_runs(toy[:1], pool)  # a new version of "toy" replaces the old one
+    names = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "reference").glob("*.pkl"))
+    assert names == ["toy", "toy-infill"]
