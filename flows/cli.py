@@ -224,9 +224,5 @@ def evaluate_command(
     console.print(f"samples, verdicts and scores in {out_dir}")
 
 
-def main() -> None:  # pragma: no cover
+if __name__ == "__main__":  # `python -m flows.cli`, as the tests run it
     app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
