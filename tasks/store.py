@@ -55,7 +55,8 @@ class ArtifactStore:
             root = "file://" + os.path.abspath(root)
         self.root = root.rstrip("/")
         self.fs, self._root_path = fsspec.core.url_to_fs(self.root, **_storage_options(self.root))
-        self.fs.makedirs(self._root_path, exist_ok=True) if self.is_local else None
+        if self.is_local:
+            self.fs.makedirs(self._root_path, exist_ok=True)
 
     @property
     def is_local(self) -> bool:
@@ -139,11 +140,10 @@ class ArtifactStore:
             found = self.fs.find(base)
         except FileNotFoundError:
             return []
+        # fsspec may drop a local path's leading "/": compare without it.
+        root = self._root_path.strip("/") + "/"
         keys = []
-        root = self._root_path.rstrip("/") + "/"
-        for path in found:
-            path = path if path.startswith("/") or not self._root_path.startswith("/") else "/" + path.lstrip("/")
-            if path.endswith(META_SUFFIX):
-                key = path[: -len(META_SUFFIX)]
-                keys.append(key[len(root):] if key.startswith(root) else key)
+        for path in (p.lstrip("/") for p in found):
+            if path.endswith(META_SUFFIX) and path.startswith(root):
+                keys.append(path[len(root): -len(META_SUFFIX)])
         return sorted(keys)
