@@ -20,8 +20,9 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 # Editable install points at this checkout; re-point it when the checkout moved (fresh clone).
+# -I: look the package up as the sandbox workers do (not from the current directory).
 venv: $(VENV)/.installed
-	@$(PY) -c "import tasks, pathlib, sys; sys.exit(pathlib.Path(tasks.__file__).resolve().parent.parent != pathlib.Path('.').resolve())" \
+	@$(PY) -I -c "import tasks, pathlib, sys; sys.exit(pathlib.Path(tasks.__file__).resolve().parent.parent != pathlib.Path('.').resolve())" \
 		|| $(PY) -m pip install --quiet --no-deps -e .
 
 demo: venv
