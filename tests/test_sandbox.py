@@ -209,6 +209,15 @@ def test_cannot_remount_or_regain_privileges(problem_factory):
     assert run(problem_factory(), {"remount": src})["remount"].passed
 
 
+def test_samples_hold_no_capabilities_and_cannot_gain_any(problem_factory):
+    """Effective, permitted, inheritable and bounding sets empty, no_new_privs set (the bounding
+    set and no_new_privs are set once in the worker and inherited; this checks they arrive)."""
+    src = ("status = dict(line.split(':', 1) for line in open('/proc/self/status').read().splitlines())\n"
+           "caps = [int(status[k], 16) for k in ('CapInh', 'CapPrm', 'CapEff', 'CapBnd', 'CapAmb')]\n"
+           "def f():\n    return 1 if caps == [0] * 5 and status['NoNewPrivs'].strip() == '1' else 0")
+    assert run(problem_factory(), {"caps": src})["caps"].passed
+
+
 @pytest.mark.slow
 def test_verdicts_hold_under_cpu_load(problem_factory):
     """CPU time is the limit, so a busy machine does not turn a 1 s computation into a timeout."""

@@ -103,7 +103,7 @@ def _sample_main(job: Job, tests: DifferentialJob | None, limits: SampleLimits, 
         resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes, limits.max_processes))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         if ctx.namespaces:
-            isolation.drop_privileges()
+            isolation.drop_capabilities()
     except BaseException as exc:  # noqa: BLE001 - report set-up failure as a verdict
         _send(result_w, nonce, job.mode, "crashed", f"sandbox set-up failed: {exc}", None)
         os._exit(70)

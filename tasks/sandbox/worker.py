@@ -86,6 +86,7 @@ def main() -> None:
     gc.freeze()  # keep the collector off the pre-fork heap: fewer copy-on-write page faults
     if mode.namespaces:
         isolation.become_namespace_init()  # from here on this process is PID 1 of its namespace
+        isolation.lock_inheritable_privileges()
     runner.prepare_worker_process()
     ctx = runner.SandboxContext(namespaces=mode.namespaces, cgroup_procs_fd=cgroup_fd)
     send(proto_out, {"ready": True, "namespaces": mode.namespaces, "user_namespace": mode.user_namespace,
