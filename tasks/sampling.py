@@ -76,6 +76,20 @@ def get_engine(model: str, engine: EngineSettings | None = None) -> Any:
     return _ENGINES[key]
 
 
+def release_engines(keep: str | None = None) -> None:
+    """Shut down every cached engine except those for model ``keep``: a long-lived sampler that
+    moves from checkpoint to checkpoint holds one engine, not one per checkpoint."""
+    import gc
+
+    for key in [k for k in _ENGINES if k[0] != keep]:
+        llm = _ENGINES.pop(key)
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if callable(getattr(core, "shutdown", None)):
+            core.shutdown()
+        del llm
+    gc.collect()
+
+
 def _has_gpu() -> bool:
     import torch
 

@@ -40,7 +40,7 @@ class ArtifactRef:
     size: int
 
 
-def _storage_options(url: str) -> dict[str, Any]:
+def storage_options(url: str) -> dict[str, Any]:
     if url.startswith("s3://"):
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         return {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}
@@ -54,7 +54,7 @@ class ArtifactStore:
         if "://" not in root:
             root = "file://" + os.path.abspath(root)
         self.root = root.rstrip("/")
-        self.fs, self._root_path = fsspec.core.url_to_fs(self.root, **_storage_options(self.root))
+        self.fs, self._root_path = fsspec.core.url_to_fs(self.root, **storage_options(self.root))
         if self.is_local:
             self.fs.makedirs(self._root_path, exist_ok=True)
 
