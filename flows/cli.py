@@ -224,5 +224,142 @@ def evaluate_command(
     console.print(f"samples, verdicts and scores in {out_dir}")
 
 
+def _prefect_defaults() -> None:
+    """Without PREFECT_API_URL, Prefect starts a temporary local server: give it time to start
+    on small machines and keep it from phoning home."""
+    import os
+
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def _split(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def print_results(store_root: str, run_id: str) -> None:
+    from tasks.store import ArtifactStore
+
+    rows = ArtifactStore(store_root).get_json(f"runs/{run_id}/results.json")["rows"]
+    ks = sorted({key for r in rows for key in r if key.startswith("pass@")}, key=lambda x: int(x[5:]))
+    table = Table(title=f"run {run_id}")
+    for col in ("checkpoint", "benchmark", "mode", "tasks", "samples", *ks):
+        table.add_column(col, justify="right" if col not in ("checkpoint", "benchmark", "mode") else "left")
+    for r in rows:
+        table.add_row(r["checkpoint"], r["benchmark"], r["mode"], str(r.get("tasks", "")), str(r.get("samples", "")),
+                      *(f"{100 * r[k]:.1f}" if k in r else "-" for k in ks))
+    out.print(table)
+
+
+def _run_flow(call: Any, store_root: str) -> None:
+    from flows.evaluate_checkpoints import UnitsFailed
+    from tasks.checkpoints import CheckpointError
+    from tasks.store import MissingArtifact
+
+    try:
+        summary = call()
+    except UnitsFailed as exc:
+        console.print(f"[bold red]codealign:[/] {escape(str(exc))}", highlight=False)
+        run_id = str(exc).split(":")[0].removeprefix("run ")
+        console.print(f"fix the cause, then: codealign resume {run_id} --store {store_root}", highlight=False)
+        raise typer.Exit(1) from None
+    except (CheckpointError, MissingArtifact, DataFileError) as exc:
+        _fail(str(exc))
+    print_results(store_root, summary["run_id"])
+    console.print(f"run {summary['run_id']}: {summary['complete']}/{summary['units']} units complete; "
+                  f"results {summary['results']}", highlight=False)
+
+
+@app.command("evaluate-checkpoints")
+def evaluate_checkpoints_command(
+    checkpoints: Annotated[list[str], typer.Option(help="checkpoint dir/URI or a training output dir (repeatable)")],
+    store: Annotated[str, typer.Option(help="artifact store: directory, file:// or s3://bucket/prefix")] = "./runs",
+    benchmarks: Annotated[str, typer.Option(help="comma-separated benchmark names")] = "humaneval",
+    modes: Annotated[str, typer.Option(help="comma-separated: command, flow")] = "command",
+    n: Annotated[int, typer.Option(help="samples per problem")] = 10,
+    k: Annotated[str, typer.Option(help="comma-separated k for pass@k")] = "1,10",
+    temperature: Annotated[float, typer.Option()] = 0.2,
+    max_tokens: Annotated[int, typer.Option()] = 512,
+    seed: Annotated[int, typer.Option()] = 0,
+    limit: Annotated[Optional[int], typer.Option(help="first N problems of each benchmark")] = None,
+    max_model_len: Annotated[Optional[int], typer.Option(help="vLLM context length")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="sandbox workers per execute task")] = None,
+    ray_address: Annotated[Optional[str], typer.Option(help="none: local Ray; 'auto' or ray://host:port")] = None,
+    run_id: Annotated[Optional[str], typer.Option(help="name the run (default: from the Prefect flow-run id)")] = None,
+) -> None:
+    """Evaluate every checkpoint x benchmark x mode (Prefect flow on Ray); resumable."""
+    from pydantic import ValidationError
+
+    from tasks.checkpoint_eval import CheckpointEvalConfig
+
+    for name in _split(benchmarks):
+        if name not in BENCHMARKS:
+            _fail(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
+    try:
+        config = CheckpointEvalConfig(
+            checkpoints=checkpoints, store=store, benchmarks=_split(benchmarks), modes=_split(modes), ks=_parse_ks(k),
+            sampling={"n": n, "temperature": temperature, "max_tokens": max_tokens, "seed": seed},
+            engine={"max_model_len": max_model_len}, limit=limit, workers=workers, ray_address=ray_address)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        _fail(f"invalid option {'.'.join(map(str, err['loc']))}: {err['msg']}")
+    _prefect_defaults()
+    from flows.evaluate_checkpoints import run_evaluate_checkpoints
+
+    _run_flow(lambda: run_evaluate_checkpoints(config, run_id), store)
+
+
+@app.command("resume")
+def resume_command(
+    run_id: Annotated[str, typer.Argument(help="a run id from `codealign runs`")],
+    store: Annotated[str, typer.Option(help="the run's artifact store")] = "./runs",
+    ray_address: Annotated[Optional[str], typer.Option(help="none: the run's setting")] = None,
+) -> None:
+    """Run the units of RUN_ID that are not complete (and any checkpoint that appeared since)."""
+    _prefect_defaults()
+    from flows.evaluate_checkpoints import resume
+
+    _run_flow(lambda: resume(store, run_id, ray_address), store)
+
+
+@app.command("runs")
+def runs_command(store: Annotated[str, typer.Option(help="artifact store")] = "./runs") -> None:
+    """List runs with their state and complete / failed units."""
+    from tasks.runs import list_runs
+    from tasks.store import ArtifactStore
+
+    table = Table()
+    for col in ("run", "state", "complete", "failed", "updated"):
+        table.add_column(col)
+    summaries = list_runs(ArtifactStore(store))
+    for r in summaries:
+        table.add_row(r.run_id, r.state, f"{r.complete}/{r.units}", str(len(r.failed)), r.updated_at)
+    out.print(table)
+    for r in summaries:
+        for failure in r.failed:
+            out.print(f"{r.run_id}: failed: {failure}", highlight=False, markup=False)
+
+
+@app.command("lineage")
+def lineage_command(
+    target: Annotated[str, typer.Argument(help="a run id or an artifact URI")],
+    store: Annotated[str, typer.Option(help="artifact store")] = "./runs",
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable tree")] = False,
+) -> None:
+    """Print what produced a run's results (or any artifact), down to samples and checkpoints."""
+    from tasks.lineage import lineage_tree, render_tree
+    from tasks.store import ArtifactStore
+
+    st = ArtifactStore(store)
+    key = target if "://" in target else f"runs/{target}/results.json"
+    if not st.exists(key):
+        _fail(f"{target}: no such run or artifact in {st.root}")
+    tree = lineage_tree(st, st.uri(key) if "://" not in key else key)
+    if as_json:
+        out.print_json(json.dumps(tree.to_json()))
+    else:
+        out.print(render_tree(tree), highlight=False, markup=False, soft_wrap=True)
+
+
 if __name__ == "__main__":  # `python -m flows.cli`, as the tests run it
     app()

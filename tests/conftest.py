@@ -98,3 +98,84 @@ def toy_base(toy_model_paths):
 @pytest.fixture(scope="session")
 def toy_instruct(toy_model_paths):
     return _engine(toy_model_paths["toy-instruct"])
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """A temporary Prefect server (prefect_test_harness) for the whole session; yields its URL
+    so that flow processes started by a test can report to it too."""
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield PREFECT_API_URL.value()
+
+
+def _wait_for_nodes(count: int, timeout: float = 120) -> None:
+    import time
+
+    import ray
+
+    deadline = time.monotonic() + timeout
+    while sum(1 for n in ray.nodes() if n.get("Alive")) != count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Ray cluster did not reach {count} alive nodes")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """A Ray head node on 127.0.0.1 (2 CPUs) for the session, started with the `ray` CLI; this
+    process is connected to it as a driver, so every flow in the session reuses its workers.
+    ``add_node()`` joins a second node (1 CPU) and returns a function that stops it."""
+    import subprocess
+    import sys
+    import time
+
+    import ray
+
+    port = _free_port()
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    head = subprocess.Popen([ray_bin, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
+                             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    address = f"127.0.0.1:{port}"
+    nodes: list[subprocess.Popen] = []
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    try:
+        deadline = time.monotonic() + 120
+        while not ray.is_initialized():
+            try:
+                ray.init(address=address, log_to_driver=False)
+            except Exception:  # noqa: BLE001 - the head is still starting
+                if head.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the Ray head node did not start") from None
+                time.sleep(1)
+
+        def add_node():
+            node = subprocess.Popen([ray_bin, "start", f"--address={address}", "--block", "--node-ip-address=127.0.0.1",
+                                     "--num-cpus=1", "--disable-usage-stats"],
+                                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            nodes.append(node)
+            _wait_for_nodes(2)
+
+            def stop():
+                node.terminate()
+                node.wait(60)
+                _wait_for_nodes(1)
+
+            return stop
+
+        yield {"address": address, "add_node": add_node}
+    finally:
+        ray.shutdown()
+        for proc in [*nodes, head]:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()

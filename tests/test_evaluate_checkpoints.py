@@ -1,0 +1,195 @@
+"""The evaluate-checkpoints flow for real: Prefect server, Ray nodes, vLLM on the toy model,
+the sandbox, a local and an S3 store; and the faults it must survive (a corrupt checkpoint,
+SIGKILL mid-run, an artifact modified behind the store's back).
+
+Checkpoints are copies of toy-base that differ in one small file (so each has its own content
+hash and units) and sample the same; every test keeps units tiny (a few problems, n = 2)
+because each checkpoint costs one vLLM engine start (~25 s on 2 cores).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tasks import runs
+from tasks.checkpoint_eval import CheckpointEvalConfig, is_complete
+from tasks.store import ArtifactStore, IntegrityError
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_checkpoints(root: Path, toy_model_paths, steps) -> Path:
+    for step in steps:
+        target = root / f"checkpoint-{step}"
+        shutil.copytree(toy_model_paths["toy-base"], target)
+        (target / "trainer_state.json").write_text(json.dumps({"global_step": step}))  # not hashed
+        (target / "step.txt").write_text(str(step))  # hashed: a distinct checkpoint
+    return root
+
+
+def config(checkpoints, store, **overrides) -> CheckpointEvalConfig:
+    base = dict(checkpoints=[str(c) for c in checkpoints], store=str(store), benchmarks=["toy"], modes=["flow"],
+                sampling={"n": 2, "temperature": 0.8, "max_tokens": 48}, engine={"max_model_len": 512},
+                ks=[1, 2], limit=4, workers=1)
+    return CheckpointEvalConfig(**{**base, **overrides})
+
+
+def run_flow(cfg, run_id):
+    from flows.evaluate_checkpoints import run_evaluate_checkpoints
+
+    return run_evaluate_checkpoints(cfg, run_id)
+
+
+def unit_artifacts(store: ArtifactStore) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for key in store.list("units"):
+        _, unit, name = key.split("/")
+        found.setdefault(unit, []).append(name)
+    return found
+
+
+def rows_by_checkpoint(store: ArtifactStore, run_id: str) -> dict[str, dict]:
+    rows = store.get_json(f"runs/{run_id}/results.json")["rows"]
+    return {(r["checkpoint"], r["benchmark"], r["mode"]): {k: v for k, v in r.items() if k != "unit"} for r in rows}
+
+
+def test_corrupt_checkpoint_fails_its_units_and_resume_runs_only_those(tmp_path, toy_model_paths, prefect_api,
+                                                                      ray_cluster):
+    from flows.evaluate_checkpoints import UnitsFailed
+
+    train = make_checkpoints(tmp_path / "train", toy_model_paths, [10, 20])
+    weights = train / "checkpoint-20" / "model.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(good[: len(good) // 2])  # truncated, as by a crash during save
+    store = ArtifactStore(str(tmp_path / "store"))
+    cfg = config([train], store.root)
+
+    with pytest.raises(UnitsFailed, match=r"checkpoint-20 toy flow .*model\.safetensors: size .* truncated"):
+        run_flow(cfg, "r1")
+    summary = runs.summarize(store, "r1")
+    assert (summary.state, summary.units, summary.complete, len(summary.failed)) == ("failed", 2, 1, 1)
+    first = {u.checkpoint.name: u for u in runs.units_of(store, "r1")}
+    assert is_complete(store, first["checkpoint-10"]) and not is_complete(store, first["checkpoint-20"])
+    done_before = store.meta(first["checkpoint-10"].artifact("samples.jsonl"))
+
+    weights.write_bytes(good)  # fixed: new content, new units
+    from flows.evaluate_checkpoints import resume
+
+    resume(store.root, "r1")
+    summary = runs.summarize(store, "r1")
+    assert (summary.state, summary.complete, summary.failed) == ("completed", 2, [])
+    # checkpoint-10's unit was not redone: same samples artifact, produced by the first flow run
+    assert store.meta(first["checkpoint-10"].artifact("samples.jsonl")) == done_before
+    status = runs.read_status(store, "r1")
+    fixed = {u.checkpoint.name: u for u in runs.units_of(store, "r1")}["checkpoint-20"]
+    assert store.meta(fixed.artifact("samples.jsonl")).producer["flow_run_id"] == status.flow_run_ids[-1]
+    assert done_before.producer["flow_run_id"] == status.flow_run_ids[0]
+    # every unit has exactly its three artifacts; the corrupt checkpoint's unit left no samples
+    assert sorted(map(sorted, unit_artifacts(store).values())) == [["samples.jsonl", "scores.json", "verdicts.jsonl"]] * 2
+
+    clean = ArtifactStore(str(tmp_path / "clean"))
+    run_flow(config([train], clean.root), "clean")
+    assert rows_by_checkpoint(store, "r1") == rows_by_checkpoint(clean, "clean")
+
+    # Lineage from the run back to each checkpoint and its content hash
+    from tasks.lineage import lineage_tree
+
+    tree = lineage_tree(store, store.uri("runs/r1/results.json"))
+    leaves = {n.inputs[0].inputs[0].inputs[0].uri for n in tree.inputs}
+    assert leaves == {f"file://{train}/checkpoint-10", f"file://{train}/checkpoint-20"}
+
+
+def _flow_command(store: Path, train: Path, address: str, run_id: str) -> list[str]:
+    return [sys.executable, "-m", "flows.cli", "evaluate-checkpoints", "--checkpoints", str(train), "--store", str(store),
+            "--benchmarks", "toy,toy-infill", "--modes", "flow", "--n", "2", "--k", "1,2", "--temperature", "0.8",
+            "--max-tokens", "48", "--limit", "4", "--max-model-len", "512", "--workers", "1",
+            "--ray-address", address, "--run-id", run_id]
+
+
+def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path, toy_model_paths, prefect_api,
+                                                                   ray_cluster):
+    train = make_checkpoints(tmp_path / "train", toy_model_paths, [1, 2])
+    store_dir = tmp_path / "store"
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(_flow_command(store_dir, train, ray_cluster["address"], "killed"), env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    units = store_dir / "units"
+    deadline = time.monotonic() + 400
+    while not list(units.glob("*/scores.json")):
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline, "no unit completed in time"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the flow process and anything it started
+    proc.wait()
+    store = ArtifactStore(str(store_dir))
+    before = runs.summarize(store, "killed")
+    assert before.state == "running" and 1 <= before.complete < before.units == 4, before
+    kept = {key: store.meta(key) for key in store.list("units")}
+
+    from flows.evaluate_checkpoints import resume
+
+    resume(store.root, "killed", ray_cluster["address"])
+    after = runs.summarize(store, "killed")
+    assert (after.state, after.complete, after.failed) == ("completed", 4, [])
+    for key, meta in kept.items():  # everything finished before the kill was kept as it was
+        assert store.meta(key) == meta, key
+    artifacts = unit_artifacts(store)
+    assert len(artifacts) == 4 and all(sorted(a) == ["samples.jsonl", "scores.json", "verdicts.jsonl"]
+                                       for a in artifacts.values())
+    for unit in runs.units_of(store, "killed"):  # 4 problems x n=2, once each
+        verdicts = store.get_jsonl(unit.artifact("verdicts.jsonl"))
+        assert sorted((v["task_id"], v["sample_index"]) for v in verdicts) == sorted(
+            {(v["task_id"], i) for v in verdicts for i in range(2)})
+        assert len(verdicts) == 8
+    assert len(store.get_json("runs/killed/results.json")["rows"]) == 4
+
+
+def test_flow_against_s3_store_with_s3_checkpoint(tmp_path, toy_model_paths, prefect_api, ray_cluster, s3_server):
+    import s3fs
+
+    train = make_checkpoints(tmp_path / "train", toy_model_paths, [5])
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_server["endpoint"]})
+    remote_train = f"{s3_server['bucket']}/train-{tmp_path.name}"
+    fs.put(str(train / "checkpoint-5"), f"{remote_train}/checkpoint-5", recursive=True)
+    root = f"s3://{s3_server['bucket']}/store-{tmp_path.name}"
+
+    result = run_flow(config([f"s3://{remote_train}"], root), "s3run")
+    store = ArtifactStore(root)
+    assert result["complete"] == 1 and runs.summarize(store, "s3run").state == "completed"
+    (unit,) = runs.units_of(store, "s3run")
+    assert unit.checkpoint.uri == f"s3://{remote_train}/checkpoint-5"
+    assert len(store.get_jsonl(unit.artifact("verdicts.jsonl"))) == 8
+    assert fs.ls(f"{s3_server['bucket']}/store-{tmp_path.name}/prefect-results"), "Prefect results not in the store"
+    # a stored artifact modified behind the store's back: reading fails, naming it
+    key = unit.artifact("scores.json")
+    fs.pipe_file(store._path(key), b'{"overall": {"pass@1": 1.0}}')
+    with pytest.raises(IntegrityError, match=r"units/.*/scores\.json: content sha256"):
+        store.get(key)
+    from flows.evaluate_checkpoints import resume
+
+    with pytest.raises(IntegrityError, match=r"scores\.json"):
+        resume(root, "s3run")  # the run's results are rebuilt from verified unit scores only
+
+
+def test_two_node_cluster_spreads_samplers(tmp_path, toy_model_paths, prefect_api, ray_cluster):
+    stop_node = ray_cluster["add_node"]()
+    try:
+        train = make_checkpoints(tmp_path / "train", toy_model_paths, [1, 2])
+        store = ArtifactStore(str(tmp_path / "store"))
+        run_flow(config([train], store.root, ray_address=ray_cluster["address"]), "two")
+    finally:
+        stop_node()
+    units = runs.units_of(store, "two")
+    nodes = {store.meta(u.artifact("samples.jsonl")).producer["sampler_node_id"] for u in units}
+    assert len(nodes) == 2, "one vLLM sampler per node"
+    assert runs.summarize(store, "two").complete == 2
