@@ -303,6 +303,12 @@ def evaluate_checkpoints_command(
     except ValidationError as exc:
         err = exc.errors()[0]
         _fail(f"invalid option {'.'.join(map(str, err['loc']))}: {err['msg']}")
+    from tasks.checkpoints import CheckpointError, discover
+
+    try:
+        discover(config.checkpoints)  # bad paths fail here, before any server or cluster starts
+    except CheckpointError as exc:
+        _fail(str(exc))
     _prefect_defaults()
     from flows.evaluate_checkpoints import run_evaluate_checkpoints
 

@@ -1,0 +1,121 @@
+"""Resume cost and orchestration overhead of the evaluate-checkpoints flow.
+
+Why: the point of units keyed by checkpoint content is that a failure costs only the failed
+units.  This evaluates N checkpoints (copies of the toy model that differ in one small file) three
+ways on the same machine in one run:
+
+1. the flow, clean, over all N checkpoints (Prefect + local Ray);
+2. the flow with one checkpoint corrupt (its units fail), then the checkpoint is fixed and the
+   run resumed: the resume's work as a fraction of the full run (units and wall time);
+3. the same units through the plain stage functions in this process (no Prefect, no Ray), to
+   price the orchestration per unit.
+
+Run: ``python benchmarks/resume_cost.py [--checkpoints 4] [--limit 8] [--n 2]`` (needs the toy
+model: built on first use, ~2 min).  Prints the figures and the target (<= 1/N + 10%).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def make_checkpoints(root: Path, base: Path, count: int) -> list[Path]:
+    paths = []
+    for step in range(1, count + 1):
+        target = root / f"checkpoint-{step}"
+        shutil.copytree(base, target)
+        (target / "step.txt").write_text(str(step))
+        paths.append(target)
+    return paths
+
+
+def units_run(store_root: str, since: float) -> int:
+    """Units whose samples were written after ``since`` (i.e. by the run being measured)."""
+    from tasks.store import ArtifactStore
+
+    store = ArtifactStore(store_root)
+    return sum(1 for key in store.list("units") if key.endswith("scores.json")
+               and os.path.getmtime(store._path(key)) >= since)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoints", type=int, default=4)
+    parser.add_argument("--limit", type=int, default=8, help="problems per unit")
+    parser.add_argument("--n", type=int, default=2, help="samples per problem")
+    args = parser.parse_args(argv)
+
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.evaluate_checkpoints import UnitsFailed, resume, run_evaluate_checkpoints
+    from tasks import checkpoint_eval as ce
+    from tasks.checkpoints import fingerprint
+    from tasks.sampling import release_engines
+    from tasks.store import ArtifactStore
+    from tasks.toy.models import build_toy_models
+
+    base = build_toy_models()["toy-base"]
+    work = Path(tempfile.mkdtemp(prefix="codealign-resume-"))
+    ckpts = make_checkpoints(work / "train", base, args.checkpoints)
+    settings = dict(benchmarks=["toy"], modes=["flow"], sampling={"n": args.n, "temperature": 0.8, "max_tokens": 64},
+                    engine={"max_model_len": 512}, ks=[1], limit=args.limit, workers=1)
+
+    with prefect_test_harness(server_startup_timeout=180):
+        # 1. clean full run
+        full_cfg = ce.CheckpointEvalConfig(checkpoints=[str(work / "train")], store=str(work / "full"), **settings)
+        start = time.time()
+        run_evaluate_checkpoints(full_cfg, "full")
+        full_s, full_units = time.time() - start, units_run(full_cfg.store, start)
+
+        # 2. one corrupt checkpoint, then fix and resume
+        weights = ckpts[-2] / "model.safetensors"
+        good = weights.read_bytes()
+        weights.write_bytes(good[: len(good) // 3])
+        failing_cfg = full_cfg.model_copy(update={"store": str(work / "resume")})
+        try:
+            run_evaluate_checkpoints(failing_cfg, "failing")
+        except UnitsFailed as exc:
+            print(f"first run failed as intended: {str(exc)[:160]}...")
+        weights.write_bytes(good)
+        start = time.time()
+        resume(failing_cfg.store, "failing")
+        resume_s, resume_units = time.time() - start, units_run(failing_cfg.store, start)
+
+    # 3. the same units, stage functions called directly (no Prefect, no Ray)
+    direct_cfg = full_cfg.model_copy(update={"store": str(work / "direct")})
+    store = ArtifactStore(direct_cfg.store)
+    start = time.time()
+    units = ce.make_units(direct_cfg, [fingerprint(str(c)) for c in ckpts])
+    for unit in units:
+        release_engines()
+        samples = ce.sample_unit(store, unit, direct_cfg, {})
+        verdicts = ce.execute_unit(store, unit, direct_cfg, samples, {})
+        ce.score_unit(store, unit, direct_cfg, verdicts, {})
+    direct_s = time.time() - start
+    release_engines()
+
+    n = args.checkpoints
+    print(f"\n{n} checkpoints x 1 unit ({args.limit} problems x n={args.n}); {os.cpu_count()} cores")
+    print(f"full run (flow)        : {full_units} units, {full_s:6.1f} s")
+    print(f"resume after 1 failure : {resume_units} units, {resume_s:6.1f} s")
+    print(f"resume / full          : units {resume_units / full_units:.3f}, wall time {resume_s / full_s:.3f} "
+          f"(target <= 1/N + 10% = {1 / n + 0.10:.3f})")
+    print(f"direct stage calls     : {len(units)} units, {direct_s:6.1f} s")
+    print(f"orchestration overhead : {(full_s - direct_s) / len(units):+.1f} s per unit "
+          f"(flow {full_s / len(units):.1f} s/unit vs direct {direct_s / len(units):.1f} s/unit; ratio {full_s / direct_s:.2f})")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

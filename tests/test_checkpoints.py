@@ -1,0 +1,104 @@
+"""Checkpoint discovery, fingerprints and checks; unit keys; run summaries; CLI input errors.
+Fast: no engine, no Prefect, no Ray (the flow itself is in test_evaluate_checkpoints.py)."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tasks.checkpoint_eval import CheckpointEvalConfig, make_units
+from tasks.checkpoints import CheckpointError, discover, fingerprint, validate
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _safetensors(payload: bytes = b"\0" * 16) -> bytes:
+    header = json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, len(payload)]}}).encode()
+    return struct.pack("<Q", len(header)) + header + payload
+
+
+def make_checkpoint(path: Path, weights: bytes | None = None) -> Path:
+    path.mkdir(parents=True)
+    (path / "config.json").write_text('{"model_type": "llama"}')
+    (path / "model.safetensors").write_bytes(weights if weights is not None else _safetensors())
+    return path
+
+
+def test_discover_orders_checkpoints_by_step_not_name(tmp_path):
+    for step in (1000, 50, 200):
+        make_checkpoint(tmp_path / "out" / f"checkpoint-{step}")
+    (tmp_path / "out" / "runs").mkdir()  # unrelated directories are ignored
+    found = discover([str(tmp_path / "out")])
+    assert [u.rsplit("-", 1)[1] for u in found] == ["50", "200", "1000"]
+    assert discover([str(tmp_path / "out" / "checkpoint-200")]) == [found[1]]
+
+
+def test_discover_rejects_missing_and_empty_sources(tmp_path):
+    with pytest.raises(CheckpointError, match="nope: no such checkpoint"):
+        discover([str(tmp_path / "nope")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="neither a checkpoint"):
+        discover([str(tmp_path / "empty")])
+
+
+def test_fingerprint_follows_content_not_path_and_ignores_optimizer_state(tmp_path):
+    a = fingerprint(str(make_checkpoint(tmp_path / "a" / "checkpoint-5")))
+    b = make_checkpoint(tmp_path / "b" / "checkpoint-5")
+    (b / "optimizer.pt").write_bytes(b"optimizer state")
+    assert fingerprint(str(b)).sha256 == a.sha256 and a.step == 5
+    (b / "model.safetensors").write_bytes(_safetensors(b"\1" * 16))
+    assert fingerprint(str(b)).sha256 != a.sha256
+
+
+@pytest.mark.parametrize("weights, message", [
+    (_safetensors()[:-5], "size .* does not match its header"),
+    (b"\xff" * 64, "corrupt header"),
+    (b"abc", "truncated"),
+])
+def test_validate_names_the_corrupt_file(tmp_path, weights, message):
+    ckpt = make_checkpoint(tmp_path / "checkpoint-1", weights)
+    with pytest.raises(CheckpointError, match=rf"checkpoint-1/model\.safetensors: {message}"):
+        validate(str(ckpt))
+
+
+def test_validate_rejects_bad_config(tmp_path):
+    ckpt = make_checkpoint(tmp_path / "checkpoint-1")
+    (ckpt / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match=r"checkpoint-1/config\.json: not valid JSON"):
+        validate(str(ckpt))
+    validate(str(make_checkpoint(tmp_path / "checkpoint-2")))  # a good one passes
+
+
+def test_unit_keys_change_with_results_settings_only(tmp_path):
+    ckpt = fingerprint(str(make_checkpoint(tmp_path / "checkpoint-1")))
+    base = CheckpointEvalConfig(checkpoints=["x"], benchmarks=["toy", "mbpp"], modes=["command", "flow"])
+    keys = [u.key for u in make_units(base, [ckpt])]
+    assert len(set(keys)) == 4
+    moved = base.model_copy(update={"store": "s3://elsewhere", "workers": 7, "ray_address": "auto"})
+    assert [u.key for u in make_units(moved, [ckpt])] == keys  # where it runs does not matter
+    hotter = base.model_copy(update={"sampling": base.sampling.model_copy(update={"temperature": 0.8})})
+    assert not set(u.key for u in make_units(hotter, [ckpt])) & set(keys)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=120)
+
+
+def test_cli_rejects_bad_checkpoint_input_before_starting_anything(tmp_path):
+    r = _cli("evaluate-checkpoints", "--checkpoints", str(tmp_path / "missing"), "--store", str(tmp_path / "s"),
+             "--benchmarks", "toy")
+    assert r.returncode == 2 and "missing: no such checkpoint or directory" in r.stderr
+    r = _cli("evaluate-checkpoints", "--checkpoints", str(tmp_path), "--benchmarks", "nope")
+    assert r.returncode == 2 and "unknown benchmark 'nope'" in r.stderr
+    r = _cli("evaluate-checkpoints", "--checkpoints", str(tmp_path), "--modes", "sideways")
+    assert r.returncode == 2 and "modes" in r.stderr
+    r = _cli("resume", "no-such-run", "--store", str(tmp_path / "s"))
+    assert r.returncode == 2 and "no run 'no-such-run'" in r.stderr
+    r = _cli("lineage", "no-such-run", "--store", str(tmp_path / "s"))
+    assert r.returncode == 2 and "no such run or artifact" in r.stderr
