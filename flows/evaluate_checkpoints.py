@@ -201,7 +201,10 @@ def result_storage(store_root: str) -> LocalFileSystem | RemoteFileSystem:
 
 def run_evaluate_checkpoints(config: ce.CheckpointEvalConfig, run_id: str | None = None) -> dict[str, Any]:
     """Run the flow with the Ray cluster and result storage that ``config`` names."""
-    init = {"address": config.ray_address} if config.ray_address else {}
+    # "local" starts a fresh local Ray instance (plain ray.init() would join whatever cluster a
+    # previous `ray start` on this machine left recorded, even a dead one).  prefect-ray drops an
+    # address of "auto", so it goes through init_kwargs.
+    init = {"address": config.ray_address or "local"}
     configured = evaluate_checkpoints.with_options(
         task_runner=RayTaskRunner(init_kwargs=init), result_storage=result_storage(config.store))
     return configured(config=config, run_id=run_id)
