@@ -92,7 +92,9 @@ def main(argv: list[str] | None = None) -> None:
         resume(failing_cfg.store, "failing")
         resume_s, resume_units = time.time() - start, units_run(failing_cfg.store, start)
 
-    # 3. the same units, stage functions called directly (no Prefect, no Ray)
+    # 3. the same units, stage functions called directly (no Prefect, no Ray), with the engine
+    # set up as the sampler actors set it up (engine core in-process)
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     direct_cfg = full_cfg.model_copy(update={"store": str(work / "direct")})
     store = ArtifactStore(direct_cfg.store)
     start = time.time()
