@@ -343,7 +343,7 @@ def runs_command(store: Annotated[str, typer.Option(help="artifact store")] = ".
     out.print(table)
     for r in summaries:
         for failure in r.failed:
-            out.print(f"{r.run_id}: failed: {failure}", highlight=False, markup=False)
+            out.print(f"{r.run_id}: failed: {failure}", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("lineage")

@@ -102,3 +102,43 @@ def test_cli_rejects_bad_checkpoint_input_before_starting_anything(tmp_path):
     assert r.returncode == 2 and "no run 'no-such-run'" in r.stderr
     r = _cli("lineage", "no-such-run", "--store", str(tmp_path / "s"))
     assert r.returncode == 2 and "no such run or artifact" in r.stderr
+
+
+def test_runs_and_lineage_commands_read_the_store(tmp_path):
+    """`codealign runs` and `lineage` on a run recorded in a store (written here through the
+    same record functions the flow uses)."""
+    from tasks import runs
+    from tasks.checkpoint_eval import score_unit
+    from tasks.lineage import ArtifactMeta, InputRef
+    from tasks.store import ArtifactStore
+
+    ckpts = [fingerprint(str(make_checkpoint(tmp_path / "train" / f"checkpoint-{s}"))) for s in (1, 2)]
+    (tmp_path / "train" / "checkpoint-2" / "step.txt").write_text("2")
+    ckpts[1] = fingerprint(str(tmp_path / "train" / "checkpoint-2"))
+    store = ArtifactStore(str(tmp_path / "store"))
+    cfg = CheckpointEvalConfig(checkpoints=[str(tmp_path / "train")], store=store.root, benchmarks=["toy"],
+                               modes=["flow"], ks=[1])
+    good, bad = make_units(cfg, ckpts)
+    samples = store.put_jsonl(good.artifact("samples.jsonl"), [{"task_id": "toy/0", "index": 0}],
+                              ArtifactMeta("samples", {"task": "sample-unit"}, (InputRef(good.checkpoint.uri, good.checkpoint.sha256),)))
+    verdicts = store.put_jsonl(good.artifact("verdicts.jsonl"),
+                               [{"benchmark": "toy", "task_id": "toy/0", "sample_index": 0, "passed": True}],
+                               ArtifactMeta("verdicts", {"task": "execute-unit"}, (InputRef(samples.uri, samples.sha256),)))
+    score_unit(store, good, cfg, verdicts, {"task": "score-unit"})
+    runs.write_manifest(store, "r1", cfg, [good, bad], {})
+    runs.write_status(store, runs.RunStatus("r1", "failed", failed={bad.key: "sample Failed: CheckpointError: boom"}), {})
+    runs.write_results(store, "r1", [good, bad], {})
+
+    r = _cli("runs", "--store", store.root)
+    assert r.returncode == 0 and "r1" in r.stdout and "failed" in r.stdout and "1/2" in r.stdout
+    assert f"r1: failed: checkpoint-2 toy flow ({bad.key}): sample Failed: CheckpointError: boom" in r.stdout
+    r = _cli("lineage", "r1", "--store", store.root, "--json")
+    tree = json.loads(r.stdout)
+    assert tree["kind"] == "run-results"
+    chain = tree["inputs"][0]
+    kinds = [chain["kind"], chain["inputs"][0]["kind"], chain["inputs"][0]["inputs"][0]["kind"]]
+    assert kinds == ["scores", "verdicts", "samples"]
+    leaf = chain["inputs"][0]["inputs"][0]["inputs"][0]
+    assert leaf["external"] and leaf["uri"].endswith("checkpoint-1") and leaf["sha256"] == good.checkpoint.sha256
+    r = _cli("lineage", "r1", "--store", store.root)
+    assert r.returncode == 0 and "checkpoint-1" in r.stdout.splitlines()[-1]
