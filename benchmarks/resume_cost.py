@@ -10,7 +10,7 @@ ways on the same machine in one run:
 3. the same units through the plain stage functions in this process (no Prefect, no Ray), to
    price the orchestration per unit.
 
-Run: ``python benchmarks/resume_cost.py [--checkpoints 4] [--limit 8] [--n 2]`` (needs the toy
+Run: ``python benchmarks/resume_cost.py [--checkpoints 4] [--limit N] [--n 10]`` (needs the toy
 model: built on first use, ~2 min).  Prints the figures and the target (<= 1/N + 10%).
 """
 
@@ -52,8 +52,8 @@ def units_run(store_root: str, since: float) -> int:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoints", type=int, default=4)
-    parser.add_argument("--limit", type=int, default=8, help="problems per unit")
-    parser.add_argument("--n", type=int, default=2, help="samples per problem")
+    parser.add_argument("--limit", type=int, default=None, help="problems per unit (default: all 60 toy tasks)")
+    parser.add_argument("--n", type=int, default=10, help="samples per problem (the toy calibration setting)")
     args = parser.parse_args(argv)
 
     from prefect.testing.utilities import prefect_test_harness
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     base = build_toy_models()["toy-base"]
     work = Path(tempfile.mkdtemp(prefix="codealign-resume-"))
     ckpts = make_checkpoints(work / "train", base, args.checkpoints)
-    settings = dict(benchmarks=["toy"], modes=["flow"], sampling={"n": args.n, "temperature": 0.8, "max_tokens": 64},
+    settings = dict(benchmarks=["toy"], modes=["flow"], sampling={"n": args.n, "temperature": 0.8, "max_tokens": 128},
                     engine={"max_model_len": 512}, ks=[1], limit=args.limit, workers=1)
 
     with prefect_test_harness(server_startup_timeout=180):
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     release_engines()
 
     n = args.checkpoints
-    print(f"\n{n} checkpoints x 1 unit ({args.limit} problems x n={args.n}); {os.cpu_count()} cores")
+    print(f"\n{n} checkpoints x 1 unit ({args.limit or 'all'} toy problems x n={args.n}); {os.cpu_count()} cores")
     print(f"full run (flow)        : {full_units} units, {full_s:6.1f} s")
     print(f"resume after 1 failure : {resume_units} units, {resume_s:6.1f} s")
     print(f"resume / full          : units {resume_units / full_units:.3f}, wall time {resume_s / full_s:.3f} "

@@ -113,6 +113,15 @@ def prefect_api():
         yield PREFECT_API_URL.value()
 
 
+def _die_with_parent() -> None:
+    """preexec_fn: SIGTERM this child when the test process dies, even by SIGKILL, so that
+    `ray start --block` still stops its node."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _wait_for_nodes(count: int, timeout: float = 120) -> None:
     import time
 
@@ -141,7 +150,7 @@ def ray_cluster(tmp_path_factory):
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     head = subprocess.Popen([ray_bin, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
                              "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
     address = f"127.0.0.1:{port}"
     nodes: list[subprocess.Popen] = []
     os.environ["RAY_AUTH_MODE"] = "disabled"
@@ -158,7 +167,8 @@ def ray_cluster(tmp_path_factory):
         def add_node():
             node = subprocess.Popen([ray_bin, "start", f"--address={address}", "--block", "--node-ip-address=127.0.0.1",
                                      "--num-cpus=1", "--disable-usage-stats"],
-                                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    preexec_fn=_die_with_parent)
             nodes.append(node)
             _wait_for_nodes(2)
 
@@ -179,3 +189,14 @@ def ray_cluster(tmp_path_factory):
                     proc.wait(60)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _release_vllm_engines():
+    """Shut the session's vLLM engines down while the streams are still open (at interpreter
+    exit their shutdown logs into closed handlers)."""
+    yield
+    import sys
+
+    if "tasks.sampling" in sys.modules:
+        sys.modules["tasks.sampling"].release_engines()
