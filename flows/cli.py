@@ -283,6 +283,7 @@ def evaluate_checkpoints_command(
     seed: Annotated[int, typer.Option()] = 0,
     limit: Annotated[Optional[int], typer.Option(help="first N problems of each benchmark")] = None,
     max_model_len: Annotated[Optional[int], typer.Option(help="vLLM context length")] = None,
+    enforce_eager: Annotated[bool, typer.Option(help="skip vLLM's graph compilation: faster start, slower decoding")] = False,
     workers: Annotated[Optional[int], typer.Option(help="sandbox workers per execute task")] = None,
     ray_address: Annotated[Optional[str], typer.Option(help="none: local Ray; 'auto' or ray://host:port")] = None,
     run_id: Annotated[Optional[str], typer.Option(help="name the run (default: from the Prefect flow-run id)")] = None,
@@ -299,7 +300,8 @@ def evaluate_checkpoints_command(
         config = CheckpointEvalConfig(
             checkpoints=checkpoints, store=store, benchmarks=_split(benchmarks), modes=_split(modes), ks=_parse_ks(k),
             sampling={"n": n, "temperature": temperature, "max_tokens": max_tokens, "seed": seed},
-            engine={"max_model_len": max_model_len}, limit=limit, workers=workers, ray_address=ray_address)
+            engine={"max_model_len": max_model_len, "enforce_eager": enforce_eager or None}, limit=limit,
+            workers=workers, ray_address=ray_address)
     except ValidationError as exc:
         err = exc.errors()[0]
         _fail(f"invalid option {'.'.join(map(str, err['loc']))}: {err['msg']}")

@@ -57,6 +57,11 @@ class SamplerActor:
     """A vLLM engine host: one per GPU (or per CPU node), reused across units so that each
     checkpoint's engine starts once."""
 
+    def __init__(self) -> None:
+        # Import vLLM (and torch) now: the actors start while checkpoints are fingerprinted,
+        # so the ~10 s import is off the critical path.
+        import vllm  # noqa: F401
+
     def sample(self, unit: ce.Unit, config: ce.CheckpointEvalConfig, producer: dict[str, Any]) -> ArtifactRef:
         from tasks.checkpoints import local_path, validate
         from tasks.sampling import release_engines
@@ -143,23 +148,26 @@ def evaluate_checkpoints(config: ce.CheckpointEvalConfig, run_id: str | None = N
     status.flow_run_ids = [*status.flow_run_ids, str(flow_run.get_id())]
 
     with remote_options(num_cpus=1, runtime_env={"env_vars": forwarded_env()}):
-        prints = [(uri, fingerprint_task.submit(uri)) for uri in discover(config.checkpoints)]
-        checkpoints = []
-        for uri, future in prints:
-            future.wait()
-            if future.state.is_completed():
-                checkpoints.append(future.result())
-            else:
-                status.bad_checkpoints[uri] = future.state.message or "fingerprint failed"
-        units = ce.make_units(config, checkpoints)
-        runs.write_manifest(store, run_id, config, units, producer)
-        runs.write_status(store, status, producer)
-        pending = [u for u in units if not ce.is_complete(store, u)]
-        logger.info(f"run {run_id}: {len(checkpoints)} checkpoints, {len(units)} units, {len(pending)} to run")
-
-        order = list(dict.fromkeys(u.checkpoint.sha256 for u in pending))
-        samplers = start_samplers(len(order)) if pending else []
+        uris = discover(config.checkpoints)
+        prints = [(uri, fingerprint_task.submit(uri)) for uri in uris]
+        samplers = start_samplers(len(uris))  # they warm up while checkpoints are hashed
         try:
+            checkpoints = []
+            for uri, future in prints:
+                future.wait()
+                if future.state.is_completed():
+                    checkpoints.append(future.result())
+                else:
+                    status.bad_checkpoints[uri] = future.state.message or "fingerprint failed"
+            units = ce.make_units(config, checkpoints)
+            runs.write_manifest(store, run_id, config, units, producer)
+            runs.write_status(store, status, producer)
+            pending = [u for u in units if not ce.is_complete(store, u)]
+            logger.info(f"run {run_id}: {len(checkpoints)} checkpoints, {len(units)} units, {len(pending)} to run")
+
+            order = list(dict.fromkeys(u.checkpoint.sha256 for u in pending))
+            stop_samplers(samplers[len(order):])  # more than the checkpoints left to sample
+            samplers = samplers[: len(order)]
             chains = []
             for unit in pending:
                 sampler = samplers[order.index(unit.checkpoint.sha256) % len(samplers)]

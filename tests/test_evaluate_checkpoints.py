@@ -4,7 +4,8 @@ SIGKILL mid-run, an artifact modified behind the store's back).
 
 Checkpoints are copies of toy-base that differ in one small file (so each has its own content
 hash and units) and sample the same; every test keeps units tiny (a few problems, n = 2)
-because each checkpoint costs one vLLM engine start (~25 s on 2 cores).
+because each checkpoint costs one vLLM engine start (~11 s on 2 cores with enforce_eager,
+which skips graph compilation; ~28 s without).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def make_checkpoints(root: Path, toy_model_paths, steps) -> Path:
 
 def config(checkpoints, store, **overrides) -> CheckpointEvalConfig:
     base = dict(checkpoints=[str(c) for c in checkpoints], store=str(store), benchmarks=["toy"], modes=["flow"],
-                sampling={"n": 2, "temperature": 0.8, "max_tokens": 48}, engine={"max_model_len": 512},
+                sampling={"n": 2, "temperature": 0.8, "max_tokens": 48},
+                engine={"max_model_len": 512, "enforce_eager": True},
                 ks=[1, 2], limit=4, workers=1)
     return CheckpointEvalConfig(**{**base, **overrides})
 
@@ -112,7 +114,7 @@ def test_corrupt_checkpoint_fails_its_units_and_resume_runs_only_those(tmp_path,
 def _flow_command(store: Path, train: Path, address: str, run_id: str) -> list[str]:
     return [sys.executable, "-m", "flows.cli", "evaluate-checkpoints", "--checkpoints", str(train), "--store", str(store),
             "--benchmarks", "toy,toy-infill", "--modes", "flow", "--n", "2", "--k", "1,2", "--temperature", "0.8",
-            "--max-tokens", "48", "--limit", "4", "--max-model-len", "512", "--workers", "1",
+            "--max-tokens", "48", "--limit", "4", "--max-model-len", "512", "--enforce-eager", "--workers", "1",
             "--ray-address", address, "--run-id", run_id]
 
 
@@ -125,7 +127,7 @@ def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path, toy_
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     units = store_dir / "units"
     deadline = time.monotonic() + 400
-    while not list(units.glob("*/scores.json")):
+    while not list(units.glob("*/scores.json.meta.json")):  # a complete unit (sidecar written last)
         assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
         assert time.monotonic() < deadline, "no unit completed in time"
         time.sleep(0.2)
