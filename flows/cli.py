@@ -254,7 +254,7 @@ def print_results(store_root: str, run_id: str) -> None:
 def _run_flow(call: Any, store_root: str) -> None:
     from flows.evaluate_checkpoints import UnitsFailed
     from tasks.checkpoints import CheckpointError
-    from tasks.store import MissingArtifact
+    from tasks.store import IntegrityError, MissingArtifact
 
     try:
         summary = call()
@@ -263,7 +263,7 @@ def _run_flow(call: Any, store_root: str) -> None:
         run_id = str(exc).split(":")[0].removeprefix("run ")
         console.print(f"fix the cause, then: codealign resume {run_id} --store {store_root}", highlight=False)
         raise typer.Exit(1) from None
-    except (CheckpointError, MissingArtifact, DataFileError) as exc:
+    except (CheckpointError, MissingArtifact, IntegrityError, DataFileError) as exc:
         _fail(str(exc))
     print_results(store_root, summary["run_id"])
     console.print(f"run {summary['run_id']}: {summary['complete']}/{summary['units']} units complete; "
@@ -305,8 +305,11 @@ def evaluate_checkpoints_command(
     except ValidationError as exc:
         err = exc.errors()[0]
         _fail(f"invalid option {'.'.join(map(str, err['loc']))}: {err['msg']}")
+    from flows.evaluate_checkpoints import RUN_ID
     from tasks.checkpoints import CheckpointError, discover
 
+    if run_id is not None and not RUN_ID.fullmatch(run_id):
+        _fail(f"--run-id {run_id!r}: use letters, digits, '.', '_' and '-' only")
     try:
         discover(config.checkpoints)  # bad paths fail here, before any server or cluster starts
     except CheckpointError as exc:
@@ -360,7 +363,13 @@ def lineage_command(
 
     st = ArtifactStore(store)
     key = target if "://" in target else f"runs/{target}/results.json"
-    if not st.exists(key):
+    try:
+        found = st.exists(key)
+    except ValueError as exc:  # a URI outside this store
+        _fail(f"{exc}; pass --store with the store that holds it")
+    if not found:
+        if "://" not in target and st.exists(f"runs/{target}/manifest.json"):
+            _fail(f"run {target} has no results yet (interrupted?): `codealign resume {target} --store {st.root}`")
         _fail(f"{target}: no such run or artifact in {st.root}")
     tree = lineage_tree(st, st.uri(key) if "://" not in key else key)
     if as_json:

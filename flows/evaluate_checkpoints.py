@@ -17,10 +17,11 @@ a failure or a kill is never redone (see tasks/checkpoint_eval.py).
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import ray
-from prefect import flow, get_run_logger, task
+from prefect import allow_failure, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.filesystems import LocalFileSystem, RemoteFileSystem
 from prefect_ray import RayTaskRunner
@@ -36,6 +37,9 @@ from tasks.store import ArtifactRef, ArtifactStore, storage_options
 # credentials, model hub settings.  Passed per task (runtime_env), so it reaches workers of a
 # cluster that was started before the caller set them.
 _FORWARD_PREFIXES = ("CODEALIGN_", "AWS_", "HF_", "VLLM_", "PREFECT_API_")
+
+
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class UnitsFailed(RuntimeError):
@@ -72,21 +76,29 @@ class SamplerActor:
         return ce.sample_unit(ArtifactStore(config.store), unit, config, producer)
 
 
-def start_samplers(count: int) -> list[Any]:
+def start_samplers(count: int, tensor_parallel_size: int = 1) -> list[Any]:
     """Start up to ``count`` sampler actors: one per GPU, or one per alive node on CPU.  The
     caller keeps the handles (an actor dies with its last handle) and passes them to tasks."""
     env = {"env_vars": {**forwarded_env(), "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}}
     gpus = int(ray.cluster_resources().get("GPU", 0))
     actor_cls = ray.remote(SamplerActor)
     if gpus:
-        placements = [{"num_gpus": 1}] * min(gpus, count)
+        per_engine = max(1, tensor_parallel_size)
+        placements: list[dict[str, Any]] = [{"num_gpus": per_engine}] * min(gpus // per_engine, count)
     else:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+        # num_cpus=0: the engine's threads share the node's cores with tasks; reserving a core
+        # would leave a 1-core node unable to run any task, and the run would hang.
         nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) >= 1]
-        placements = [{"num_cpus": 1, "scheduling_strategy": NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)}
+        placements = [{"num_cpus": 0, "scheduling_strategy": NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)}
                       for n in nodes[:count]]
-    return [actor_cls.options(runtime_env=env, max_concurrency=1, **placement).remote() for placement in placements]
+    if count and not placements:
+        raise RuntimeError("no Ray node can host a vLLM sampler (no GPU for the engine and no node with a CPU)")
+    # An actor that dies (out of memory, a crashed engine) is restarted for the units after the
+    # one it was serving; that unit fails and is retried by a resume.
+    return [actor_cls.options(runtime_env=env, max_concurrency=1, max_restarts=2, **placement).remote()
+            for placement in placements]
 
 
 def stop_samplers(actors: list[Any]) -> None:
@@ -140,6 +152,8 @@ def evaluate_checkpoints(config: ce.CheckpointEvalConfig, run_id: str | None = N
     logger = get_run_logger()
     store = ArtifactStore(config.store)
     run_id = run_id or _default_run_id()
+    if not RUN_ID.fullmatch(run_id):
+        raise ValueError(f"run id {run_id!r}: use letters, digits, '.', '_' and '-' only")
     producer = _producer("evaluate-checkpoints")
     status = runs.read_status(store, run_id) or runs.RunStatus(run_id, "running")
     status.state, status.failed, status.bad_checkpoints = "running", {}, {}
@@ -150,7 +164,7 @@ def evaluate_checkpoints(config: ce.CheckpointEvalConfig, run_id: str | None = N
     with remote_options(num_cpus=1, runtime_env={"env_vars": forwarded_env()}):
         uris = discover(config.checkpoints)
         prints = [(uri, fingerprint_task.submit(uri)) for uri in uris]
-        samplers = start_samplers(len(uris))  # they warm up while checkpoints are hashed
+        samplers = start_samplers(len(uris), config.engine.tensor_parallel_size)  # warm up while hashing
         try:
             checkpoints = []
             for uri, future in prints:
@@ -160,6 +174,7 @@ def evaluate_checkpoints(config: ce.CheckpointEvalConfig, run_id: str | None = N
                 else:
                     status.bad_checkpoints[uri] = future.state.message or "fingerprint failed"
             units = ce.make_units(config, checkpoints)
+            units += runs.kept_units(store, run_id, units)
             runs.write_manifest(store, run_id, config, units, producer)
             runs.write_status(store, status, producer)
             pending = [u for u in units if not ce.is_complete(store, u)]
@@ -169,9 +184,13 @@ def evaluate_checkpoints(config: ce.CheckpointEvalConfig, run_id: str | None = N
             stop_samplers(samplers[len(order):])  # more than the checkpoints left to sample
             samplers = samplers[: len(order)]
             chains = []
+            last_on: dict[int, Any] = {}  # sampler index -> its previous sample task
             for unit in pending:
-                sampler = samplers[order.index(unit.checkpoint.sha256) % len(samplers)]
-                samples = sample_task.submit(unit, config, sampler)
+                slot = order.index(unit.checkpoint.sha256) % len(samplers)
+                # One sampler serves its units in submission order (grouped by checkpoint), so
+                # each engine starts once; a failed unit does not stop the next (allow_failure).
+                after = [allow_failure(last_on[slot])] if slot in last_on else None
+                samples = last_on[slot] = sample_task.submit(unit, config, samplers[slot], wait_for=after)
                 verdicts = execute_task.submit(unit, config, samples)
                 scores = score_task.submit(unit, config, verdicts)
                 chains.append((unit, (samples, verdicts, scores)))
@@ -221,7 +240,8 @@ def run_evaluate_checkpoints(config: ce.CheckpointEvalConfig, run_id: str | None
 def resume(store_root: str, run_id: str, ray_address: str | None = None) -> dict[str, Any]:
     """Run ``run_id`` again: checkpoints are rediscovered (new ones join), complete units are kept."""
     config = runs.run_config(ArtifactStore(store_root), run_id)
-    config = config.model_copy(update={"store": store_root, **({"ray_address": ray_address} if ray_address else {})})
+    update = {"store": store_root, **({"ray_address": ray_address} if ray_address else {})}
+    config = ce.CheckpointEvalConfig.model_validate({**config.model_dump(), **update})  # validators run again
     return run_evaluate_checkpoints(config, run_id)
 
 

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from tasks.checkpoints import Checkpoint, local_path, validate
 from tasks.evaluation import EvaluateConfig, sample_model, select_problems
@@ -35,7 +36,7 @@ class CheckpointEvalConfig(BaseModel):
     """What `codealign evaluate-checkpoints` runs (also the Prefect UI form of the flow)."""
 
     checkpoints: list[str] = Field(
-        description="checkpoint directories/URIs, or training output directories holding checkpoint-<step>")
+        min_length=1, description="checkpoint directories/URIs, or training output directories holding checkpoint-<step>")
     store: str = Field("./runs", description="artifact store root: a directory, file:// or s3://bucket/prefix")
     benchmarks: list[str] = Field(default_factory=lambda: ["humaneval"])
     modes: list[Literal["command", "flow"]] = Field(default_factory=lambda: ["command"])
@@ -48,6 +49,17 @@ class CheckpointEvalConfig(BaseModel):
     limits: Limits = Field(default_factory=Limits)
     workers: int | None = Field(None, description="sandbox workers per execute task (default: the node's cores)")
     ray_address: str | None = Field(None, description="none = a local Ray; 'auto' or ray://host:port = a cluster")
+
+    @field_validator("store")
+    @classmethod
+    def _absolute_store(cls, value: str) -> str:
+        """Ray workers on other nodes (other working directories) must find the same store."""
+        return value if "://" in value else "file://" + os.path.abspath(value)
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _absolute_checkpoints(cls, value: list[str]) -> list[str]:
+        return [v if "://" in v else os.path.abspath(v) for v in value]
 
     def unit_config(self, model: str, benchmark: str, mode: str) -> EvaluateConfig:
         return EvaluateConfig(model=model, benchmarks=[benchmark], mode=mode, sampling=self.sampling,
@@ -78,13 +90,15 @@ def result_settings(config: CheckpointEvalConfig) -> dict[str, Any]:
 
 def make_units(config: CheckpointEvalConfig, checkpoints: list[Checkpoint]) -> list[Unit]:
     settings = json.dumps(result_settings(config), sort_keys=True)
-    units = []
+    units: dict[str, Unit] = {}
     for ckpt in checkpoints:
         for benchmark in config.benchmarks:
             for mode in config.modes:
                 ident = json.dumps([ckpt.sha256, benchmark, mode, settings])
-                units.append(Unit(hashlib.sha256(ident.encode()).hexdigest()[:24], ckpt, benchmark, mode))
-    return units
+                key = hashlib.sha256(ident.encode()).hexdigest()[:24]
+                # two paths with the same content are one unit (evaluated once, under the first path)
+                units.setdefault(key, Unit(key, ckpt, benchmark, mode))
+    return list(units.values())
 
 
 def is_complete(store: ArtifactStore, unit: Unit) -> bool:

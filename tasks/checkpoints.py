@@ -139,7 +139,10 @@ def _check_safetensors(fs: fsspec.AbstractFileSystem, path: str, label: str) -> 
             header = json.loads(f.read(n))
         except (ValueError, UnicodeDecodeError):
             raise CheckpointError(f"{label}: corrupt header (not JSON)") from None
-    ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"]
+    try:
+        ends = [int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"]
+    except (AttributeError, KeyError, TypeError, IndexError, ValueError):
+        raise CheckpointError(f"{label}: corrupt header (not a safetensors tensor table)") from None
     if 8 + n + max(ends, default=0) != size:
         raise CheckpointError(f"{label}: size {size} does not match its header ({8 + n + max(ends, default=0)} bytes)"
                               " - truncated or overwritten")

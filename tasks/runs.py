@@ -17,7 +17,7 @@ from typing import Any
 from tasks.checkpoint_eval import CheckpointEvalConfig, Unit, is_complete
 from tasks.checkpoints import Checkpoint
 from tasks.lineage import ArtifactMeta, InputRef
-from tasks.store import ArtifactRef, ArtifactStore, MissingArtifact
+from tasks.store import ArtifactRef, ArtifactStore, IntegrityError, MissingArtifact
 
 
 def _now() -> str:
@@ -81,9 +81,11 @@ def write_status(store: ArtifactStore, status: RunStatus, producer: dict[str, An
 
 
 def read_status(store: ArtifactStore, run_id: str) -> RunStatus | None:
+    """The run's last recorded status; None if there is none or it cannot be trusted (a writer
+    killed between content and sidecar): completeness is read from the units anyway."""
     try:
         return RunStatus(**store.get_json(f"runs/{run_id}/status.json"))
-    except MissingArtifact:
+    except (MissingArtifact, IntegrityError):
         return None
 
 
@@ -127,4 +129,22 @@ def summarize(store: ArtifactStore, run_id: str) -> RunSummary:
 
 def list_runs(store: ArtifactStore) -> list[RunSummary]:
     ids = sorted({k.split("/")[1] for k in store.list("runs") if k.endswith("/manifest.json")})
-    return [summarize(store, run_id) for run_id in ids]
+    summaries = []
+    for run_id in ids:
+        try:
+            summaries.append(summarize(store, run_id))
+        except IntegrityError as exc:  # one damaged run must not hide the others
+            summaries.append(RunSummary(run_id, "unreadable", 0, 0, [str(exc)], ""))
+    return summaries
+
+
+def kept_units(store: ArtifactStore, run_id: str, current: list[Unit]) -> list[Unit]:
+    """Units of the run's previous manifest whose checkpoint path is no longer found (deleted by
+    a trainer's save_total_limit, moved): their results stay part of the run."""
+    try:
+        previous = units_of(store, run_id)
+    except MissingArtifact:
+        return []
+    seen = {u.checkpoint.uri for u in current}
+    keys = {u.key for u in current}
+    return [u for u in previous if u.checkpoint.uri not in seen and u.key not in keys]

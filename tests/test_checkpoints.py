@@ -59,6 +59,7 @@ def test_fingerprint_follows_content_not_path_and_ignores_optimizer_state(tmp_pa
     (_safetensors()[:-5], "size .* does not match its header"),
     (b"\xff" * 64, "corrupt header"),
     (b"abc", "truncated"),
+    (b"\x02\0\0\0\0\0\0\0[]", "corrupt header \\(not a safetensors tensor table\\)"),
 ])
 def test_validate_names_the_corrupt_file(tmp_path, weights, message):
     ckpt = make_checkpoint(tmp_path / "checkpoint-1", weights)
@@ -85,6 +86,44 @@ def test_unit_keys_change_with_results_settings_only(tmp_path):
     assert not set(u.key for u in make_units(hotter, [ckpt])) & set(keys)
 
 
+def test_config_paths_are_absolute_so_remote_workers_find_them(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = CheckpointEvalConfig(checkpoints=["train"], store="runs")
+    assert cfg.store == f"file://{tmp_path}/runs" and cfg.checkpoints == [f"{tmp_path}/train"]
+    assert CheckpointEvalConfig(checkpoints=["s3://b/t"], store="s3://b/p").store == "s3://b/p"
+    with pytest.raises(ValueError):
+        CheckpointEvalConfig(checkpoints=[])
+
+
+def test_same_content_under_two_paths_is_one_unit(tmp_path):
+    a = fingerprint(str(make_checkpoint(tmp_path / "checkpoint-1")))
+    b = fingerprint(str(make_checkpoint(tmp_path / "final" / "checkpoint-1")))
+    cfg = CheckpointEvalConfig(checkpoints=["x"], benchmarks=["toy"], modes=["flow"])
+    (unit,) = make_units(cfg, [a, b])
+    assert unit.checkpoint.uri == a.uri
+
+
+def test_resume_keeps_units_of_checkpoints_that_vanished(tmp_path):
+    """A trainer's save_total_limit deletes old checkpoint dirs: their results stay in the run."""
+    from tasks import runs
+    from tasks.store import ArtifactStore
+
+    ckpts = []
+    for step in (1, 2):
+        path = make_checkpoint(tmp_path / f"checkpoint-{step}")
+        (path / "step.txt").write_text(str(step))
+        ckpts.append(fingerprint(str(path)))
+    store = ArtifactStore(str(tmp_path / "store"))
+    cfg = CheckpointEvalConfig(checkpoints=[str(tmp_path)], store=store.root, benchmarks=["toy"], modes=["flow"])
+    old = make_units(cfg, ckpts)
+    runs.write_manifest(store, "r", cfg, old, {})
+    now = make_units(cfg, ckpts[1:])  # checkpoint-1 is gone
+    assert runs.kept_units(store, "r", now) == [old[0]]
+    (tmp_path / "checkpoint-1" / "step.txt").write_text("rewritten")  # same path, new content
+    changed = fingerprint(str(tmp_path / "checkpoint-1"))
+    assert runs.kept_units(store, "r", make_units(cfg, [changed, ckpts[1]])) == []  # replaced, not kept
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, cwd=REPO,
                           timeout=120)
@@ -102,6 +141,11 @@ def test_cli_rejects_bad_checkpoint_input_before_starting_anything(tmp_path):
     assert r.returncode == 2 and "no run 'no-such-run'" in r.stderr
     r = _cli("lineage", "no-such-run", "--store", str(tmp_path / "s"))
     assert r.returncode == 2 and "no such run or artifact" in r.stderr
+    r = _cli("lineage", "s3://elsewhere/x.json", "--store", str(tmp_path / "s"))
+    assert r.returncode == 2 and "is not in the store" in r.stderr
+    make_checkpoint(tmp_path / "checkpoint-1")
+    r = _cli("evaluate-checkpoints", "--checkpoints", str(tmp_path), "--run-id", "a/b", "--benchmarks", "toy")
+    assert r.returncode == 2 and "--run-id 'a/b'" in r.stderr
 
 
 def test_runs_and_lineage_commands_read_the_store(tmp_path):

@@ -70,19 +70,19 @@ def test_corrupt_checkpoint_fails_its_units_and_resume_runs_only_those(tmp_path,
     from flows.evaluate_checkpoints import UnitsFailed
 
     train = make_checkpoints(tmp_path / "train", toy_model_paths, [10, 20])
-    weights = train / "checkpoint-20" / "model.safetensors"
+    weights = train / "checkpoint-10" / "model.safetensors"  # the first: the next one must still run
     good = weights.read_bytes()
     weights.write_bytes(good[: len(good) // 2])  # truncated, as by a crash during save
     store = ArtifactStore(str(tmp_path / "store"))
     cfg = config([train], store.root)
 
-    with pytest.raises(UnitsFailed, match=r"checkpoint-20 toy flow .*model\.safetensors: size .* truncated"):
+    with pytest.raises(UnitsFailed, match=r"checkpoint-10 toy flow .*model\.safetensors: size .* truncated"):
         run_flow(cfg, "r1")
     summary = runs.summarize(store, "r1")
     assert (summary.state, summary.units, summary.complete, len(summary.failed)) == ("failed", 2, 1, 1)
     first = {u.checkpoint.name: u for u in runs.units_of(store, "r1")}
-    assert is_complete(store, first["checkpoint-10"]) and not is_complete(store, first["checkpoint-20"])
-    done_before = store.meta(first["checkpoint-10"].artifact("samples.jsonl"))
+    assert is_complete(store, first["checkpoint-20"]) and not is_complete(store, first["checkpoint-10"])
+    done_before = store.meta(first["checkpoint-20"].artifact("samples.jsonl"))
 
     weights.write_bytes(good)  # fixed: new content, new units
     from flows.evaluate_checkpoints import resume
@@ -90,10 +90,10 @@ def test_corrupt_checkpoint_fails_its_units_and_resume_runs_only_those(tmp_path,
     resume(store.root, "r1")
     summary = runs.summarize(store, "r1")
     assert (summary.state, summary.complete, summary.failed) == ("completed", 2, [])
-    # checkpoint-10's unit was not redone: same samples artifact, produced by the first flow run
-    assert store.meta(first["checkpoint-10"].artifact("samples.jsonl")) == done_before
+    # checkpoint-20's unit was not redone: same samples artifact, produced by the first flow run
+    assert store.meta(first["checkpoint-20"].artifact("samples.jsonl")) == done_before
     status = runs.read_status(store, "r1")
-    fixed = {u.checkpoint.name: u for u in runs.units_of(store, "r1")}["checkpoint-20"]
+    fixed = {u.checkpoint.name: u for u in runs.units_of(store, "r1")}["checkpoint-10"]
     assert store.meta(fixed.artifact("samples.jsonl")).producer["flow_run_id"] == status.flow_run_ids[-1]
     assert done_before.producer["flow_run_id"] == status.flow_run_ids[0]
     assert done_before.producer["task"] == "sample-unit" and done_before.producer["task_run_id"]
