@@ -100,7 +100,6 @@ def main(argv: list[str] | None = None) -> None:
     start = time.time()
     units = ce.make_units(direct_cfg, [fingerprint(str(c)) for c in ckpts])
     for unit in units:
-        release_engines()
         samples = ce.sample_unit(store, unit, direct_cfg, {})
         verdicts = ce.execute_unit(store, unit, direct_cfg, samples, {})
         ce.score_unit(store, unit, direct_cfg, verdicts, {})

@@ -42,6 +42,25 @@ def _parse_ks(text: str) -> list[int]:
     return ks
 
 
+def _parse_benchmarks(text: str) -> list[str]:
+    names = [b.strip() for b in text.split(",") if b.strip()]
+    for name in names:
+        if name not in BENCHMARKS:
+            _fail(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
+    return names
+
+
+# Options shared by `evaluate` and `evaluate-checkpoints` (the parameter name is the flag).
+BenchmarksOpt = Annotated[str, typer.Option(help="comma-separated benchmark names")]
+SamplesOpt = Annotated[int, typer.Option(help="samples per problem")]
+KOpt = Annotated[str, typer.Option(help="comma-separated k for pass@k")]
+TemperatureOpt = Annotated[float, typer.Option()]
+MaxTokensOpt = Annotated[int, typer.Option()]
+SeedOpt = Annotated[int, typer.Option()]
+LimitOpt = Annotated[Optional[int], typer.Option(help="first N problems of each benchmark")]
+MaxModelLenOpt = Annotated[Optional[int], typer.Option(help="vLLM context length")]
+
+
 @app.command("exec")
 def exec_command(
     benchmark: Annotated[str, typer.Option(help=f"one of: {', '.join(BENCHMARKS)}")],
@@ -181,18 +200,18 @@ def resolve_model(model: str) -> str:
 @app.command("evaluate")
 def evaluate_command(
     model: Annotated[str, typer.Option(help="local path, Hugging Face id, or toy-base / toy-instruct")],
-    benchmarks: Annotated[str, typer.Option(help="comma-separated benchmark names")] = "humaneval",
+    benchmarks: BenchmarksOpt = "humaneval",
     mode: Annotated[str, typer.Option(help="command (instruction -> code) or flow (completion / infilling)")] = "command",
-    n: Annotated[int, typer.Option(help="samples per problem")] = 10,
-    k: Annotated[str, typer.Option(help="comma-separated k for pass@k")] = "1,10",
-    temperature: Annotated[float, typer.Option()] = 0.2,
+    n: SamplesOpt = 10,
+    k: KOpt = "1,10",
+    temperature: TemperatureOpt = 0.2,
     top_p: Annotated[float, typer.Option()] = 0.95,
-    max_tokens: Annotated[int, typer.Option()] = 512,
-    seed: Annotated[int, typer.Option()] = 0,
+    max_tokens: MaxTokensOpt = 512,
+    seed: SeedOpt = 0,
     shots: Annotated[int, typer.Option(help="in-context demonstrations: 0, 1, 3 or 5 (command mode)")] = 0,
     shots_file: Annotated[Optional[Path], typer.Option(help="JSONL of {instruction, code}; default MBPP prompt split")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="first N problems of each benchmark")] = None,
-    max_model_len: Annotated[Optional[int], typer.Option(help="vLLM context length")] = None,
+    limit: LimitOpt = None,
+    max_model_len: MaxModelLenOpt = None,
     workers: Annotated[Optional[int], typer.Option(help="sandbox workers (default: cores)")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="run directory")] = Path("runs/evaluate"),
 ) -> None:
@@ -204,10 +223,7 @@ def evaluate_command(
     from tasks.sampling import EngineSettings, SamplingSettings
 
     ks = _parse_ks(k)
-    names = [b.strip() for b in benchmarks.split(",") if b.strip()]
-    for name in names:
-        if name not in BENCHMARKS:
-            _fail(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
+    names = _parse_benchmarks(benchmarks)
     try:
         config = EvaluateConfig(
             model=resolve_model(model), benchmarks=names, mode=mode, ks=ks, limit=limit, workers=workers,
@@ -233,10 +249,6 @@ def _prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
-def _split(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
 def print_results(store_root: str, run_id: str) -> None:
     from tasks.store import ArtifactStore
 
@@ -260,8 +272,7 @@ def _run_flow(call: Any, store_root: str) -> None:
         summary = call()
     except UnitsFailed as exc:
         console.print(f"[bold red]codealign:[/] {escape(str(exc))}", highlight=False)
-        run_id = str(exc).split(":")[0].removeprefix("run ")
-        console.print(f"fix the cause, then: codealign resume {run_id} --store {store_root}", highlight=False)
+        console.print(f"fix the cause, then: codealign resume {exc.run_id} --store {store_root}", highlight=False)
         raise typer.Exit(1) from None
     except (CheckpointError, MissingArtifact, IntegrityError, DataFileError) as exc:
         _fail(str(exc))
@@ -274,15 +285,15 @@ def _run_flow(call: Any, store_root: str) -> None:
 def evaluate_checkpoints_command(
     checkpoints: Annotated[list[str], typer.Option(help="checkpoint dir/URI or a training output dir (repeatable)")],
     store: Annotated[str, typer.Option(help="artifact store: directory, file:// or s3://bucket/prefix")] = "./runs",
-    benchmarks: Annotated[str, typer.Option(help="comma-separated benchmark names")] = "humaneval",
+    benchmarks: BenchmarksOpt = "humaneval",
     modes: Annotated[str, typer.Option(help="comma-separated: command, flow")] = "command",
-    n: Annotated[int, typer.Option(help="samples per problem")] = 10,
-    k: Annotated[str, typer.Option(help="comma-separated k for pass@k")] = "1,10",
-    temperature: Annotated[float, typer.Option()] = 0.2,
-    max_tokens: Annotated[int, typer.Option()] = 512,
-    seed: Annotated[int, typer.Option()] = 0,
-    limit: Annotated[Optional[int], typer.Option(help="first N problems of each benchmark")] = None,
-    max_model_len: Annotated[Optional[int], typer.Option(help="vLLM context length")] = None,
+    n: SamplesOpt = 10,
+    k: KOpt = "1,10",
+    temperature: TemperatureOpt = 0.2,
+    max_tokens: MaxTokensOpt = 512,
+    seed: SeedOpt = 0,
+    limit: LimitOpt = None,
+    max_model_len: MaxModelLenOpt = None,
     enforce_eager: Annotated[bool, typer.Option(help="skip vLLM's graph compilation: faster start, slower decoding")] = False,
     workers: Annotated[Optional[int], typer.Option(help="sandbox workers per execute task")] = None,
     ray_address: Annotated[Optional[str], typer.Option(help="none: local Ray; 'auto' or ray://host:port")] = None,
@@ -293,23 +304,25 @@ def evaluate_checkpoints_command(
 
     from tasks.checkpoint_eval import CheckpointEvalConfig
 
-    for name in _split(benchmarks):
-        if name not in BENCHMARKS:
-            _fail(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
+    names = _parse_benchmarks(benchmarks)
     try:
         config = CheckpointEvalConfig(
-            checkpoints=checkpoints, store=store, benchmarks=_split(benchmarks), modes=_split(modes), ks=_parse_ks(k),
+            checkpoints=checkpoints, store=store, benchmarks=names,
+            modes=[m.strip() for m in modes.split(",") if m.strip()], ks=_parse_ks(k),
             sampling={"n": n, "temperature": temperature, "max_tokens": max_tokens, "seed": seed},
             engine={"max_model_len": max_model_len, "enforce_eager": enforce_eager or None}, limit=limit,
             workers=workers, ray_address=ray_address)
     except ValidationError as exc:
         err = exc.errors()[0]
         _fail(f"invalid option {'.'.join(map(str, err['loc']))}: {err['msg']}")
-    from flows.evaluate_checkpoints import RUN_ID
+    from flows.evaluate_checkpoints import check_run_id
     from tasks.checkpoints import CheckpointError, discover
 
-    if run_id is not None and not RUN_ID.fullmatch(run_id):
-        _fail(f"--run-id {run_id!r}: use letters, digits, '.', '_' and '-' only")
+    if run_id is not None:
+        try:
+            check_run_id(run_id)
+        except ValueError as exc:
+            _fail(f"--run-id {exc}")
     try:
         discover(config.checkpoints)  # bad paths fail here, before any server or cluster starts
     except CheckpointError as exc:

@@ -16,6 +16,7 @@ a failure or a kill is never redone (see tasks/checkpoint_eval.py).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from typing import Any
@@ -24,12 +25,13 @@ import ray
 from prefect import allow_failure, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.filesystems import LocalFileSystem, RemoteFileSystem
+from prefect.runtime import flow_run
 from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
 from tasks import checkpoint_eval as ce
 from tasks import runs
-from tasks.checkpoints import Checkpoint, CheckpointError, discover, fingerprint
+from tasks.checkpoints import Checkpoint, discover, fingerprint
 from tasks.lineage import prefect_producer
 from tasks.store import ArtifactRef, ArtifactStore, storage_options
 
@@ -39,11 +41,25 @@ from tasks.store import ArtifactRef, ArtifactStore, storage_options
 _FORWARD_PREFIXES = ("CODEALIGN_", "AWS_", "HF_", "VLLM_", "PREFECT_API_")
 
 
-RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_run_id(run_id: str) -> str:
+    """Run ids name store folders: letters, digits, '.', '_' and '-' only."""
+    if not _RUN_ID.fullmatch(run_id):
+        raise ValueError(f"{run_id!r}: a run id takes letters, digits, '.', '_' and '-' only")
+    return run_id
 
 
 class UnitsFailed(RuntimeError):
     """Some units failed; the run is marked failed and `codealign resume` retries them."""
+
+    def __init__(self, run_id: str, failures: list[str]):
+        super().__init__(run_id, failures)  # args stay picklable (Prefect persists flow results)
+        self.run_id, self.failures = run_id, failures
+
+    def __str__(self) -> str:
+        return f"run {self.run_id}: {len(self.failures)} failed: " + "; ".join(self.failures)
 
 
 def forwarded_env() -> dict[str, str]:
@@ -67,11 +83,6 @@ class SamplerActor:
         import vllm  # noqa: F401
 
     def sample(self, unit: ce.Unit, config: ce.CheckpointEvalConfig, producer: dict[str, Any]) -> ArtifactRef:
-        from tasks.checkpoints import local_path, validate
-        from tasks.sampling import release_engines
-
-        validate(unit.checkpoint.uri)  # a corrupt checkpoint fails here, naming its file
-        release_engines(keep=local_path(unit.checkpoint))
         producer = {**producer, "sampler_node_id": ray.get_runtime_context().get_node_id()}
         return ce.sample_unit(ArtifactStore(config.store), unit, config, producer)
 
@@ -119,9 +130,6 @@ def fingerprint_task(uri: str) -> Checkpoint:
 
 @task(name="sample-unit", cache_policy=NO_CACHE, persist_result=True)
 def sample_task(unit: ce.Unit, config: ce.CheckpointEvalConfig, sampler: Any) -> ArtifactRef:
-    store = ArtifactStore(config.store)
-    if ref := ce.existing(store, unit.artifact("samples.jsonl")):
-        return ref
     try:
         return ray.get(sampler.sample.remote(unit, config, _producer("sample-unit")))
     except ray.exceptions.RayTaskError as exc:
@@ -140,8 +148,6 @@ def score_task(unit: ce.Unit, config: ce.CheckpointEvalConfig, verdicts: Artifac
 
 def _default_run_id() -> str:
     """The Prefect flow-run id: a UI "Retry" of the flow run reuses it, and so resumes the run."""
-    from prefect.runtime import flow_run
-
     return "run-" + str(flow_run.get_id()).replace("-", "")[:12]
 
 
@@ -151,14 +157,10 @@ def evaluate_checkpoints(config: ce.CheckpointEvalConfig, run_id: str | None = N
     in the store are run.  Fails (after recording them) if any unit failed."""
     logger = get_run_logger()
     store = ArtifactStore(config.store)
-    run_id = run_id or _default_run_id()
-    if not RUN_ID.fullmatch(run_id):
-        raise ValueError(f"run id {run_id!r}: use letters, digits, '.', '_' and '-' only")
+    run_id = check_run_id(run_id or _default_run_id())
     producer = _producer("evaluate-checkpoints")
     status = runs.read_status(store, run_id) or runs.RunStatus(run_id, "running")
     status.state, status.failed, status.bad_checkpoints = "running", {}, {}
-    from prefect.runtime import flow_run
-
     status.flow_run_ids = [*status.flow_run_ids, str(flow_run.get_id())]
 
     with remote_options(num_cpus=1, runtime_env={"env_vars": forwarded_env()}):
@@ -183,10 +185,11 @@ def evaluate_checkpoints(config: ce.CheckpointEvalConfig, run_id: str | None = N
             order = list(dict.fromkeys(u.checkpoint.sha256 for u in pending))
             stop_samplers(samplers[len(order):])  # more than the checkpoints left to sample
             samplers = samplers[: len(order)]
+            slot_of = {sha: i % len(samplers) for i, sha in enumerate(order)}
             chains = []
             last_on: dict[int, Any] = {}  # sampler index -> its previous sample task
             for unit in pending:
-                slot = order.index(unit.checkpoint.sha256) % len(samplers)
+                slot = slot_of[unit.checkpoint.sha256]
                 # One sampler serves its units in submission order (grouped by checkpoint), so
                 # each engine starts once; a failed unit does not stop the next (allow_failure).
                 after = [allow_failure(last_on[slot])] if slot in last_on else None
@@ -208,15 +211,13 @@ def evaluate_checkpoints(config: ce.CheckpointEvalConfig, run_id: str | None = N
     runs.write_status(store, status, producer)
     summary = runs.summarize(store, run_id)
     if summary.failed:
-        raise UnitsFailed(f"run {run_id}: {len(summary.failed)} failed: " + "; ".join(summary.failed))
+        raise UnitsFailed(run_id, summary.failed)
     return {"run_id": run_id, "results": results.uri, "units": summary.units, "complete": summary.complete}
 
 
 def result_storage(store_root: str) -> LocalFileSystem | RemoteFileSystem:
     """Prefect task and flow results live beside the artifacts (remote when the store is).
     Prefect wants the storage block saved server-side; it is named after the store root."""
-    import hashlib
-
     store = ArtifactStore(store_root)
     if store.is_local:
         block: LocalFileSystem | RemoteFileSystem = LocalFileSystem(basepath=store.root[len("file://"):] + "/prefect-results")
@@ -245,4 +246,4 @@ def resume(store_root: str, run_id: str, ray_address: str | None = None) -> dict
     return run_evaluate_checkpoints(config, run_id)
 
 
-__all__ = ["evaluate_checkpoints", "run_evaluate_checkpoints", "resume", "CheckpointError", "UnitsFailed"]
+__all__ = ["evaluate_checkpoints", "run_evaluate_checkpoints", "resume", "check_run_id", "UnitsFailed"]

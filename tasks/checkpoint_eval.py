@@ -27,7 +27,7 @@ from tasks.evaluation import EvaluateConfig, sample_model, select_problems
 from tasks.lineage import ArtifactMeta, InputRef
 from tasks.sampling import EngineSettings, SamplingSettings
 from tasks.sandbox.limits import Limits
-from tasks.store import ArtifactRef, ArtifactStore
+from tasks.store import ArtifactRef, ArtifactStore, to_uri
 
 FLOW_NAME = "evaluate-checkpoints"
 
@@ -54,7 +54,7 @@ class CheckpointEvalConfig(BaseModel):
     @classmethod
     def _absolute_store(cls, value: str) -> str:
         """Ray workers on other nodes (other working directories) must find the same store."""
-        return value if "://" in value else "file://" + os.path.abspath(value)
+        return to_uri(value)
 
     @field_validator("checkpoints")
     @classmethod
@@ -112,7 +112,7 @@ def _meta(kind: str, unit: Unit, config: CheckpointEvalConfig, inputs: tuple[Inp
     return ArtifactMeta(kind, producer, inputs, params)
 
 
-def existing(store: ArtifactStore, key: str) -> ArtifactRef | None:
+def _existing(store: ArtifactStore, key: str) -> ArtifactRef | None:
     if not store.exists(key):
         return None
     meta = store.meta(key)
@@ -121,12 +121,19 @@ def existing(store: ArtifactStore, key: str) -> ArtifactRef | None:
 
 def sample_unit(store: ArtifactStore, unit: Unit, config: CheckpointEvalConfig, producer: dict[str, Any],
                 llm: Any = None) -> ArtifactRef:
-    """Stage 1: sample the unit's prompts (with ``llm``, the caller's vLLM engine for this
-    checkpoint, or one started here)."""
-    if ref := existing(store, unit.artifact("samples.jsonl")):
+    """Stage 1: sample the unit's prompts, with ``llm`` (the caller's vLLM engine for this
+    checkpoint) or else this process's engine for it: started here, after any engine for another
+    checkpoint is shut down (a stage process moves from checkpoint to checkpoint and holds one).
+    A corrupt checkpoint fails before that, naming its file."""
+    from tasks.sampling import release_engines
+
+    if ref := _existing(store, unit.artifact("samples.jsonl")):
         return ref
     validate(unit.checkpoint.uri)
-    cfg = config.unit_config(local_path(unit.checkpoint), unit.benchmark, unit.mode)
+    path = local_path(unit.checkpoint)
+    if llm is None:
+        release_engines(keep=path)
+    cfg = config.unit_config(path, unit.benchmark, unit.mode)
     records = sample_model(cfg, select_problems(cfg), llm)
     checkpoint = InputRef(unit.checkpoint.uri, unit.checkpoint.sha256)
     return store.put_jsonl(unit.artifact("samples.jsonl"), [asdict(r) for r in records],
@@ -139,7 +146,7 @@ def execute_unit(store: ArtifactStore, unit: Unit, config: CheckpointEvalConfig,
     from tasks.execute import execute
     from tasks.samples import Sample
 
-    if ref := existing(store, unit.artifact("verdicts.jsonl")):
+    if ref := _existing(store, unit.artifact("verdicts.jsonl")):
         return ref
     cfg = config.unit_config("-", unit.benchmark, unit.mode)
     problems = select_problems(cfg)[unit.benchmark]
@@ -155,7 +162,7 @@ def score_unit(store: ArtifactStore, unit: Unit, config: CheckpointEvalConfig, v
     """Stage 3: pass@k of the unit; completes it."""
     from tasks.scoring import score
 
-    if ref := existing(store, unit.artifact("scores.json")):
+    if ref := _existing(store, unit.artifact("scores.json")):
         return ref
     rows = store.get_jsonl(verdicts.uri)
     scores = score(rows, config.ks)

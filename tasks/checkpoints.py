@@ -20,7 +20,7 @@ from pathlib import Path
 
 import fsspec
 
-from tasks.store import storage_options
+from tasks.store import storage_options, to_uri
 
 _STEP = re.compile(r"^checkpoint-(\d+)$")
 CACHE_DIR = Path(os.environ.get("CODEALIGN_CACHE", Path.home() / ".cache" / "codealign")) / "checkpoints"
@@ -40,10 +40,6 @@ class Checkpoint:
     sha256: str
 
 
-def _normalize(uri: str) -> str:
-    return uri.rstrip("/") if "://" in uri else "file://" + os.path.abspath(uri)
-
-
 def _fs(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     return fsspec.core.url_to_fs(uri, **storage_options(uri))
 
@@ -58,7 +54,7 @@ def discover(sources: list[str]) -> list[str]:
     Sources that do not exist are an error; a directory with neither is an error too."""
     found: list[str] = []
     for source in sources:
-        uri = _normalize(source)
+        uri = to_uri(source)
         fs, path = _fs(uri)
         if not fs.exists(path):
             raise CheckpointError(f"{source}: no such checkpoint or directory")
@@ -92,11 +88,11 @@ def _files(fs: fsspec.AbstractFileSystem, path: str) -> list[str]:
 def fingerprint(uri: str) -> Checkpoint:
     """Hash the checkpoint's files (names and contents).  A corrupt checkpoint still has a hash:
     its units exist and fail (see :func:`validate`); once it is fixed, its hash and units change."""
-    uri = _normalize(uri)
+    uri = to_uri(uri)
     fs, path = _fs(uri)
     name = uri.rsplit("/", 1)[-1]
     match = _STEP.match(name)
-    if not fs.exists(f"{path}/config.json"):
+    if not _is_checkpoint(fs, path):
         raise CheckpointError(f"{uri}: no config.json; not a model checkpoint")
     digest = hashlib.sha256()
     for rel in _files(fs, path):
@@ -112,7 +108,7 @@ def validate(uri: str) -> None:
     """Cheap structural checks, so a corrupt checkpoint fails with its file named before any
     engine starts: config.json parses, and every safetensors file has a well-formed header
     whose tensors end exactly at the end of the file (catches truncation and overwrites)."""
-    fs, path = _fs(_normalize(uri))
+    fs, path = _fs(to_uri(uri))
     try:
         json.loads(fs.cat_file(f"{path}/config.json"))
     except (ValueError, UnicodeDecodeError) as exc:

@@ -43,7 +43,7 @@ class ArtifactMeta:
 
     def completed(self, uri: str, sha256: str, size: int) -> ArtifactMeta:
         return replace(self, uri=uri, sha256=sha256, size=size,
-                       created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                       created_at=utc_now(),
                        code=self.code or code_version(), packages=self.packages or package_versions())
 
     def to_json(self) -> dict[str, Any]:
@@ -56,6 +56,10 @@ class ArtifactMeta:
         d = dict(d)
         d["inputs"] = tuple(InputRef(**i) for i in d.get("inputs", ()))
         return cls(**d)
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 @lru_cache(maxsize=1)

@@ -10,18 +10,13 @@ writing its status still reports the truth.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tasks.checkpoint_eval import CheckpointEvalConfig, Unit, is_complete
+from tasks.checkpoint_eval import FLOW_NAME, CheckpointEvalConfig, Unit, is_complete
 from tasks.checkpoints import Checkpoint
-from tasks.lineage import ArtifactMeta, InputRef
+from tasks.lineage import ArtifactMeta, InputRef, utc_now
 from tasks.store import ArtifactRef, ArtifactStore, IntegrityError, MissingArtifact
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -54,7 +49,7 @@ def write_manifest(store: ArtifactStore, run_id: str, config: CheckpointEvalConf
                    producer: dict[str, Any]) -> ArtifactRef:
     manifest = {
         "run_id": run_id,
-        "flow": "evaluate-checkpoints",
+        "flow": FLOW_NAME,
         "config": config.model_dump(mode="json"),
         "checkpoints": [asdict(c) for c in dict.fromkeys(u.checkpoint for u in units)],
         "units": [{"key": u.key, "checkpoint": u.checkpoint.uri, "benchmark": u.benchmark, "mode": u.mode}
@@ -76,7 +71,7 @@ def run_config(store: ArtifactStore, run_id: str) -> CheckpointEvalConfig:
 
 
 def write_status(store: ArtifactStore, status: RunStatus, producer: dict[str, Any]) -> None:
-    status.updated_at = _now()
+    status.updated_at = utc_now()
     store.put_json(f"runs/{status.run_id}/status.json", asdict(status), ArtifactMeta("run-status", producer))
 
 

@@ -47,13 +47,17 @@ def storage_options(url: str) -> dict[str, Any]:
     return {}
 
 
+def to_uri(location: str) -> str:
+    """A URL for ``location``: URLs as given (no trailing slash), local paths as absolute
+    ``file://`` URLs, so that any process on any node means the same place."""
+    return location.rstrip("/") if "://" in location else "file://" + os.path.abspath(location)
+
+
 class ArtifactStore:
     """Content + verified sidecar artifacts under one root URL."""
 
     def __init__(self, root: str):
-        if "://" not in root:
-            root = "file://" + os.path.abspath(root)
-        self.root = root.rstrip("/")
+        self.root = to_uri(root)
         self.fs, self._root_path = fsspec.core.url_to_fs(self.root, **storage_options(self.root))
         if self.is_local:
             self.fs.makedirs(self._root_path, exist_ok=True)
