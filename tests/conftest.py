@@ -145,11 +145,12 @@ def ray_cluster(tmp_path_factory):
 
     import ray
 
-    port = _free_port()
+    port, client_port = _free_port(), _free_port()
     ray_bin = str(Path(sys.executable).with_name("ray"))
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     head = subprocess.Popen([ray_bin, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-                             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
+                             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
+                             f"--ray-client-server-port={client_port}"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
     address = f"127.0.0.1:{port}"
     nodes: list[subprocess.Popen] = []
@@ -179,7 +180,7 @@ def ray_cluster(tmp_path_factory):
 
             return stop
 
-        yield {"address": address, "add_node": add_node}
+        yield {"address": address, "client": f"ray://127.0.0.1:{client_port}", "add_node": add_node}
     finally:
         ray.shutdown()
         for proc in [*nodes, head]:

@@ -197,3 +197,21 @@ def test_two_node_cluster_spreads_samplers(tmp_path, toy_model_paths, prefect_ap
     nodes = {store.meta(u.artifact("samples.jsonl")).producer["sampler_node_id"] for u in units}
     assert len(nodes) == 2, "one vLLM sampler per node"
     assert runs.summarize(store, "two").complete == 2
+
+
+@pytest.mark.parametrize("where", ["local", "ray-client"])
+def test_cli_runs_on_a_local_ray_or_through_ray_client(tmp_path, toy_model_paths, prefect_api, ray_cluster, where):
+    """No --ray-address: the flow process starts (and stops) a Ray instance of its own;
+    ray://host:port: it drives the session's cluster through Ray Client."""
+    train = make_checkpoints(tmp_path / "train", toy_model_paths, [1])
+    store = tmp_path / "store"
+    cmd = _flow_command(store, train, ray_cluster["client"], "r")
+    if where == "local":
+        cmd = cmd[: cmd.index("--ray-address")] + cmd[cmd.index("--run-id"):]
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PYTHONPATH": str(REPO)}
+    r = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2/2 units complete" in r.stderr
+    st = ArtifactStore(str(store))
+    assert runs.summarize(st, "r").state == "completed"
+    assert sorted(row["benchmark"] for row in st.get_json("runs/r/results.json")["rows"]) == ["toy", "toy-infill"]
