@@ -17,8 +17,10 @@ a failure or a kill is never redone (see tasks/checkpoint_eval.py).
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
+import time
 from typing import Any
 
 import ray
@@ -227,15 +229,39 @@ def result_storage(store_root: str) -> LocalFileSystem | RemoteFileSystem:
     return block
 
 
+def connect_ray(address: str | None, attempts: int = 3) -> None:
+    """Connect this process to the Ray cluster ``address`` names; None starts a fresh local Ray
+    ("local": plain ray.init() would join whatever cluster a previous `ray start` on this machine
+    left recorded, even a dead one).
+
+    A Ray Client connection (ray://) can fail at start-up through no fault of ours: the cluster's
+    proxy forks a server per client, and that fork dies now and then (ray-project/ray#63202,
+    "Initialization failure from server"); each new attempt gets a new server."""
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(address=address or "local")
+            return
+        except ConnectionError as exc:
+            if attempt == attempts or not (address or "").startswith("ray://"):
+                raise
+            logging.getLogger(__name__).warning("Ray Client connection to %s failed (%s); attempt %d of %d",
+                                                address, exc, attempt + 1, attempts)
+            time.sleep(attempt)
+
+
 def run_evaluate_checkpoints(config: ce.CheckpointEvalConfig, run_id: str | None = None) -> dict[str, Any]:
-    """Run the flow with the Ray cluster and result storage that ``config`` names."""
-    # "local" starts a fresh local Ray instance (plain ray.init() would join whatever cluster a
-    # previous `ray start` on this machine left recorded, even a dead one).  prefect-ray drops an
-    # address of "auto", so it goes through init_kwargs.
-    init = {"address": config.ray_address or "local"}
-    configured = evaluate_checkpoints.with_options(
-        task_runner=RayTaskRunner(init_kwargs=init), result_storage=result_storage(config.store))
-    return configured(config=config, run_id=run_id)
+    """Run the flow on the Ray cluster and with the result storage that ``config`` names (a
+    process already connected to Ray keeps its connection)."""
+    connected_here = not ray.is_initialized()
+    if connected_here:
+        connect_ray(config.ray_address)
+    try:
+        # The flow's RayTaskRunner finds Ray initialized and uses this connection.
+        configured = evaluate_checkpoints.with_options(result_storage=result_storage(config.store))
+        return configured(config=config, run_id=run_id)
+    finally:
+        if connected_here:
+            ray.shutdown()
 
 
 def resume(store_root: str, run_id: str, ray_address: str | None = None) -> dict[str, Any]:

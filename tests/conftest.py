@@ -134,11 +134,19 @@ def _wait_for_nodes(count: int, timeout: float = 120) -> None:
         time.sleep(0.5)
 
 
+# Ray rewrites 127.0.0.1 to the machine's routable address (its nodes are meant to be reached
+# from other hosts).  Tests stay on loopback: a local Ray started by a test uses the loopback
+# address (Ray's switch for single-host clusters), and the session cluster's nodes take other
+# loopback addresses, which Ray leaves as they are.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
+
+
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory):
-    """A Ray head node on 127.0.0.1 (2 CPUs) for the session, started with the `ray` CLI; this
+    """A Ray head node on 127.0.0.2 (2 CPUs) for the session, started with the `ray` CLI; this
     process is connected to it as a driver, so every flow in the session reuses its workers.
-    ``add_node()`` joins a second node (1 CPU) and returns a function that stops it."""
+    ``add_node()`` joins a second node (1 CPU, 127.0.0.3) and returns a function that stops it."""
     import subprocess
     import sys
     import time
@@ -147,12 +155,14 @@ def ray_cluster(tmp_path_factory):
 
     port, client_port = _free_port(), _free_port()
     ray_bin = str(Path(sys.executable).with_name("ray"))
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
-    head = subprocess.Popen([ray_bin, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
+    # `ray start` refuses to join a node to a cluster under the single-host switch
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
+    head = subprocess.Popen([ray_bin, "start", "--head", "--block", f"--node-ip-address={HEAD_IP}", f"--port={port}",
                              "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
                              f"--ray-client-server-port={client_port}"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
-    address = f"127.0.0.1:{port}"
+    address = f"{HEAD_IP}:{port}"
     nodes: list[subprocess.Popen] = []
     os.environ["RAY_AUTH_MODE"] = "disabled"
     try:
@@ -166,7 +176,7 @@ def ray_cluster(tmp_path_factory):
                 time.sleep(1)
 
         def add_node():
-            node = subprocess.Popen([ray_bin, "start", f"--address={address}", "--block", "--node-ip-address=127.0.0.1",
+            node = subprocess.Popen([ray_bin, "start", f"--address={address}", "--block", f"--node-ip-address={WORKER_IP}",
                                      "--num-cpus=1", "--disable-usage-stats"],
                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                     preexec_fn=_die_with_parent)
@@ -180,7 +190,7 @@ def ray_cluster(tmp_path_factory):
 
             return stop
 
-        yield {"address": address, "client": f"ray://127.0.0.1:{client_port}", "add_node": add_node}
+        yield {"address": address, "client": f"ray://{HEAD_IP}:{client_port}", "add_node": add_node}
     finally:
         ray.shutdown()
         for proc in [*nodes, head]:

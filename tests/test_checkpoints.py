@@ -186,3 +186,40 @@ def test_runs_and_lineage_commands_read_the_store(tmp_path):
     assert leaf["external"] and leaf["uri"].endswith("checkpoint-1") and leaf["sha256"] == good.checkpoint.sha256
     r = _cli("lineage", "r1", "--store", store.root)
     assert r.returncode == 0 and "checkpoint-1" in r.stdout.splitlines()[-1]
+
+
+@pytest.mark.parametrize("address, calls, raises", [
+    ("ray://127.0.0.2:10001", 2, False),  # Ray Client: a failed server start is retried
+    ("127.0.0.2:6379", 1, True),  # a plain cluster address: the error is the user's to see
+])
+def test_connect_ray_retries_only_ray_client_start_failures(monkeypatch, address, calls, raises):
+    import ray
+
+    from flows import evaluate_checkpoints as flow
+
+    seen = []
+
+    def init(address):
+        seen.append(address)
+        if len(seen) == 1:
+            raise ConnectionAbortedError("Initialization failure from server")
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(flow.time, "sleep", lambda s: None)
+    if raises:
+        with pytest.raises(ConnectionAbortedError):
+            flow.connect_ray(address)
+    else:
+        flow.connect_ray(address)
+    assert seen == [address] * calls
+
+
+def test_connect_ray_without_address_starts_a_fresh_local_instance(monkeypatch):
+    import ray
+
+    from flows import evaluate_checkpoints as flow
+
+    seen = []
+    monkeypatch.setattr(ray, "init", lambda address: seen.append(address))
+    flow.connect_ray(None)
+    assert seen == ["local"]
