@@ -92,26 +92,28 @@ class SamplerActor:
 def start_samplers(count: int, tensor_parallel_size: int = 1) -> list[Any]:
     """Start up to ``count`` sampler actors: one per GPU, or one per alive node on CPU.  The
     caller keeps the handles (an actor dies with its last handle) and passes them to tasks."""
-    env = {"env_vars": {**forwarded_env(), "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}}
+    env = {**forwarded_env(), "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
     gpus = int(ray.cluster_resources().get("GPU", 0))
     actor_cls = ray.remote(SamplerActor)
     if gpus:
         per_engine = max(1, tensor_parallel_size)
-        placements: list[dict[str, Any]] = [{"num_gpus": per_engine}] * min(gpus // per_engine, count)
+        placements: list[dict[str, Any]] = [{"num_gpus": per_engine, "runtime_env": {"env_vars": env}}
+                                            ] * min(gpus // per_engine, count)
     else:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         # num_cpus=0: the engine's threads share the node's cores with tasks; reserving a core
-        # would leave a 1-core node unable to run any task, and the run would hang.
+        # would leave a 1-core node unable to run any task, and the run would hang.  Ray sets
+        # OMP_NUM_THREADS=1 in a worker that reserves no CPU; the engine gets the node's cores.
         nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) >= 1]
-        placements = [{"num_cpus": 0, "scheduling_strategy": NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)}
+        placements = [{"num_cpus": 0, "scheduling_strategy": NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
+                       "runtime_env": {"env_vars": {**env, "OMP_NUM_THREADS": str(int(n["Resources"]["CPU"]))}}}
                       for n in nodes[:count]]
     if count and not placements:
         raise RuntimeError("no Ray node can host a vLLM sampler (no GPU for the engine and no node with a CPU)")
     # An actor that dies (out of memory, a crashed engine) is restarted for the units after the
     # one it was serving; that unit fails and is retried by a resume.
-    return [actor_cls.options(runtime_env=env, max_concurrency=1, max_restarts=2, **placement).remote()
-            for placement in placements]
+    return [actor_cls.options(max_concurrency=1, max_restarts=2, **placement).remote() for placement in placements]
 
 
 def stop_samplers(actors: list[Any]) -> None:
