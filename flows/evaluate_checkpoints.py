@@ -97,8 +97,8 @@ def start_samplers(count: int, tensor_parallel_size: int = 1) -> list[Any]:
     actor_cls = ray.remote(SamplerActor)
     if gpus:
         per_engine = max(1, tensor_parallel_size)
-        placements: list[dict[str, Any]] = [{"num_gpus": per_engine, "runtime_env": {"env_vars": env}}
-                                            ] * min(gpus // per_engine, count)
+        placement = {"num_gpus": per_engine, "runtime_env": {"env_vars": env}}
+        placements: list[dict[str, Any]] = [placement] * min(gpus // per_engine, count)
     else:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -231,7 +231,7 @@ def result_storage(store_root: str) -> LocalFileSystem | RemoteFileSystem:
     return block
 
 
-def connect_ray(address: str | None, attempts: int = 3) -> None:
+def connect_ray(address: str | None) -> None:
     """Connect this process to the Ray cluster ``address`` names; None starts a fresh local Ray
     ("local": plain ray.init() would join whatever cluster a previous `ray start` on this machine
     left recorded, even a dead one).
@@ -239,12 +239,13 @@ def connect_ray(address: str | None, attempts: int = 3) -> None:
     A Ray Client connection (ray://) can fail at start-up through no fault of ours: the cluster's
     proxy forks a server per client, and that fork dies now and then (ray-project/ray#63202,
     "Initialization failure from server"); each new attempt gets a new server."""
+    attempts = 3 if (address or "").startswith("ray://") else 1
     for attempt in range(1, attempts + 1):
         try:
             ray.init(address=address or "local")
             return
         except ConnectionError as exc:
-            if attempt == attempts or not (address or "").startswith("ray://"):
+            if attempt == attempts:
                 raise
             logging.getLogger(__name__).warning("Ray Client connection to %s failed (%s); attempt %d of %d",
                                                 address, exc, attempt + 1, attempts)

@@ -1,5 +1,6 @@
-"""Checkpoint discovery, fingerprints and checks; unit keys; run summaries; CLI input errors.
-Fast: no engine, no Prefect, no Ray (the flow itself is in test_evaluate_checkpoints.py)."""
+"""Checkpoint discovery, fingerprints and checks; unit keys; run summaries; CLI input errors;
+the Ray connection's retries.  Fast: no engine, no Prefect server, no Ray instance (ray.init is
+stubbed; the flow itself is in test_evaluate_checkpoints.py)."""
 
 from __future__ import annotations
 
