@@ -26,8 +26,6 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # a local Ray on the loopback address (Ray otherwise takes the machine's routable one)
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -45,11 +43,11 @@ def make_checkpoints(root: Path, base: Path, count: int) -> list[Path]:
 
 def units_run(store_root: str, since: float) -> int:
     """Units whose samples were written after ``since`` (i.e. by the run being measured)."""
-    from tasks.store import ArtifactStore
+    from tasks.artifacts.store import ArtifactStore
 
     store = ArtifactStore(store_root)
     return sum(1 for key in store.list("units") if key.endswith("scores.json")
-               and os.path.getmtime(store._path(key)) >= since)
+               and store.fs.modified(store.path(key)).timestamp() >= since)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -59,13 +57,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=10, help="samples per problem (the toy calibration setting)")
     args = parser.parse_args(argv)
 
-    from prefect.testing.utilities import prefect_test_harness
+    from prefect.testing.utilities import prefect_test_harness  # after flows/: its Prefect settings apply
 
-    from flows.evaluate_checkpoints import UnitsFailed, resume, run_evaluate_checkpoints
-    from tasks import checkpoint_eval as ce
-    from tasks.checkpoints import fingerprint
-    from tasks.sampling import release_engines
-    from tasks.store import ArtifactStore
+    from flows.evaluate_checkpoints import resume, run_evaluate_checkpoints
+    from flows.runtime import RunFailed
+    from tasks.artifacts.checkpoints import fingerprint
+    from tasks.evaluation import units as ce
+    from tasks.generation.sampling import release_engines
     from tasks.toy.models import build_toy_models
 
     base = build_toy_models()["toy-base"]
@@ -93,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         failing_cfg = full_cfg.model_copy(update={"store": str(work / "resume")})
         try:
             run_evaluate_checkpoints(failing_cfg, "failing")
-        except UnitsFailed as exc:
+        except RunFailed as exc:
             print(f"first run failed as intended: {str(exc)[:160]}...")
         weights.write_bytes(good)
         start = time.time()
@@ -104,13 +102,12 @@ def main(argv: list[str] | None = None) -> None:
     # set up as the sampler actors set it up (engine core in-process)
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     direct_cfg = full_cfg.model_copy(update={"store": str(work / "direct")})
-    store = ArtifactStore(direct_cfg.store)
     start = time.time()
     units = ce.make_units(direct_cfg, [fingerprint(str(c)) for c in ckpts])
     for unit in units:
-        samples = ce.sample_unit(store, unit, direct_cfg, {})
-        verdicts = ce.execute_unit(store, unit, direct_cfg, samples, {})
-        ce.score_unit(store, unit, direct_cfg, verdicts, {})
+        samples = ce.sample_unit(unit, direct_cfg, {})
+        verdicts = ce.execute_unit(unit, direct_cfg, samples, {})
+        ce.score_unit(unit, direct_cfg, verdicts, {})
     direct_s = time.time() - start
     release_engines()
 

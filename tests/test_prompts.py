@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.benchmarks import Problem
-from tasks.postprocess import command_solution, end_of_function_body, extract_code_block, flow_completion, truncate
-from tasks.prompts import NoFimTokens, PromptSpec, Shot, build_prompt, detect_fim, stop_sequences
+from tasks.benchmarks.problem import Problem
+from tasks.generation.postprocess import (
+    command_solution,
+    end_of_function_body,
+    extract_code_block,
+    flow_completion,
+    truncate,
+)
+from tasks.generation.prompts import NoFimTokens, PromptSpec, Shot, build_prompt, detect_fim, stop_sequences
 
 
 class FakeTokenizer:

@@ -10,10 +10,11 @@ import json
 
 import pytest
 
-from tasks.benchmarks import load_benchmark
-from tasks.evaluation import EvaluateConfig, evaluate_model
-from tasks.prompts import PromptSpec, build_prompt
-from tasks.sampling import SamplingSettings, generate
+from tasks.benchmarks.registry import load_benchmark
+from tasks.evaluation.pipeline import evaluate_model
+from tasks.evaluation.settings import EvaluateConfig
+from tasks.generation.prompts import PromptSpec, build_prompt
+from tasks.generation.sampling import SamplingSettings, generate
 
 pytestmark = pytest.mark.slow
 

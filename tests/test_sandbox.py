@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.execute import execute
-from tasks.samples import Sample
+from tasks.generation.samples import Sample
+from tasks.sandbox.execute import execute
 from tasks.sandbox.limits import Limits
 
 LIMITS = Limits(cpu_s=3, wall_s=12)

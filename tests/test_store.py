@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tasks.lineage import ArtifactMeta, InputRef, lineage_tree, render_tree
-from tasks.store import META_SUFFIX, ArtifactStore, IntegrityError, MissingArtifact
+from tasks.artifacts.lineage import ArtifactMeta, InputRef, lineage_tree, render_tree
+from tasks.artifacts.store import META_SUFFIX, ArtifactStore, IntegrityError, MissingArtifact
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -32,7 +32,7 @@ def test_put_get_roundtrip_with_lineage(store):
 
 
 def test_content_without_sidecar_is_not_an_artifact(store):
-    path = store._path("half/written.jsonl")
+    path = store.path("half/written.jsonl")
     store.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     store.fs.pipe_file(path, b"partial")  # as if the writer died before its sidecar
     assert not store.exists("half/written.jsonl")
@@ -42,7 +42,7 @@ def test_content_without_sidecar_is_not_an_artifact(store):
 
 def test_modified_artifact_fails_with_its_name(store):
     store.put_jsonl("a/verdicts.jsonl", [{"passed": True}], ArtifactMeta("verdicts"))
-    store.fs.pipe_file(store._path("a/verdicts.jsonl"), b'{"passed": false}\n')
+    store.fs.pipe_file(store.path("a/verdicts.jsonl"), b'{"passed": false}\n')
     with pytest.raises(IntegrityError, match=r"a/verdicts\.jsonl: content sha256 .* does not match"):
         store.get("a/verdicts.jsonl")
 

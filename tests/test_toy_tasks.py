@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tasks.benchmarks import load_benchmark
-from tasks.execute import execute
-from tasks.samples import Sample
+from tasks.benchmarks.registry import load_benchmark
+from tasks.generation.samples import Sample
+from tasks.sandbox.execute import execute
 from tasks.toy.families import FAMILIES, generate, toy_tasks
 
 
@@ -41,3 +41,20 @@ def test_every_mode_is_available_and_reference_solutions_pass():
     wrong = execute(toy[:6], [Sample(p.task_id, 0, "    return None\n") for p in toy[:6]])
     assert not any(v.passed for v in wrong)
     assert len(problems) == 120
+
+
+def test_toy_training_prompts_are_what_the_evaluator_sends(toy_model_paths):
+    """The toy models are trained on exactly the text the evaluator prompts with: FIM and plain
+    instructions for toy-base, the chat template for toy-instruct (one home: generation/prompts)."""
+    from tasks.evaluation.pipeline import load_tokenizer
+    from tasks.generation.prompts import PromptSpec, build_prompt
+    from tasks.toy.families import to_problem
+    from tasks.toy.models import fim_example, instruct_pairs, plain_instruction_example
+
+    base, instruct = (load_tokenizer(str(toy_model_paths[name])) for name in ("toy-base", "toy-instruct"))
+    for task in toy_tasks("train", 2):
+        infill = to_problem(task, "toy-infill")
+        assert fim_example(task) == (build_prompt(infill, PromptSpec("flow"), base), infill.canonical_completion)
+        assert plain_instruction_example(task)[0] == build_prompt(to_problem(task), PromptSpec("command"), base)
+        (prompt,), _ = instruct_pairs([task], 0, instruct)
+        assert prompt == build_prompt(to_problem(task), PromptSpec("command"), instruct)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.sandbox.records import SampleLimits
 
@@ -14,6 +14,8 @@ class Limits(BaseModel):
     wall-clock limit is only a backstop against samples that sleep or block.  The defaults pass
     every canonical solution of every shipped benchmark with a wide margin.
     """
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt setting is an error, not ignored
 
     cpu_s: float = Field(3.0, gt=0, description="CPU seconds per sample (all its processes' own limit)")
     wall_s: float | None = Field(None, gt=0, description="wall-clock backstop; default 3 x cpu_s + 10 s")

@@ -89,7 +89,6 @@ class SandboxPool:
         self.limits = limits or Limits()
         self.strict_isolation = strict_isolation
         self._workers: list[_Worker | None] = [None] * self.size
-        self.isolation: dict[str, Any] = {}
 
     def __enter__(self) -> SandboxPool:
         return self
@@ -122,7 +121,6 @@ class SandboxPool:
                 proc.kill()
                 raise IsolationUnavailable(f"sandbox namespaces unavailable: {info['reason']}")
             _warn_once(info["reason"])
-        self.isolation = info
         return _Worker(proc, info, cgroup)
 
     def _stop_worker(self, worker: _Worker) -> None:

@@ -5,9 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
-Status = Literal["passed", "failed", "error", "timeout", "memory", "crashed"]
-STATUSES: tuple[str, ...] = ("passed", "failed", "error", "timeout", "memory", "crashed")
-
 
 @dataclass(frozen=True)
 class SampleLimits:
@@ -24,7 +21,7 @@ class SampleLimits:
 
 @dataclass(frozen=True)
 class DifferentialJob:
-    """Inputs and expected outputs for evalplus-style testing (see tasks.benchmarks)."""
+    """Inputs and expected outputs for evalplus-style testing (see tasks.benchmarks.registry)."""
 
     flavor: str
     entry_point: str

@@ -24,12 +24,20 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tasks.toy.families import ToyTask, toy_tasks
+from tasks.files import cache_dir
+from tasks.generation.prompts import (
+    TokenizerLike,
+    chat_instruction_prompt,
+    fenced,
+    fim_format,
+    plain_instruction_prompt,
+)
+from tasks.toy.families import ToyTask, to_problem, toy_tasks
 
 EOS = "<|endoftext|>"
-FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE = "<fim_prefix>", "<fim_suffix>", "<fim_middle>"
+FIM = fim_format("starcoder")  # the toy models speak StarCoder's fill-in-the-middle
 USER, ASSISTANT = "<|user|>", "<|assistant|>"
-SPECIAL_TOKENS = [EOS, FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE, USER, ASSISTANT, "<|pad|>"]
+SPECIAL_TOKENS = [EOS, FIM.prefix, FIM.suffix, FIM.middle, USER, ASSISTANT, "<|pad|>"]
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if message['role'] == 'user' %}{{ '<|user|>\\n' + message['content'] + '\\n' }}"
@@ -73,13 +81,17 @@ def _python_corpus(limit_bytes: int = 400_000) -> list[str]:
     return texts
 
 
+# Training examples are built by the same functions that build the evaluator's prompts
+# (tasks/generation/prompts.py), so what the toy models learn is byte for byte what they are asked.
+
+
 def fim_example(task: ToyTask) -> tuple[str, str]:
-    middle = task.body[: -len("    return result\n")]
-    return f"{FIM_PREFIX}{task.prompt}{FIM_SUFFIX}    return result\n{FIM_MIDDLE}", middle
+    problem = to_problem(task, "toy-infill")
+    return FIM.build(problem.prompt, problem.suffix), problem.canonical_completion
 
 
 def plain_instruction_example(task: ToyTask) -> tuple[str, str]:
-    return f"### Instruction:\n{task.instruction}\n\n### Response:\n", f"```python\n{task.source.rstrip()}\n```"
+    return plain_instruction_prompt(task.instruction, []), fenced(task.source)
 
 
 def base_corpus(tasks: list[ToyTask], seed: int) -> tuple[list[str], list[str]]:
@@ -103,13 +115,14 @@ def base_corpus(tasks: list[ToyTask], seed: int) -> tuple[list[str], list[str]]:
     return [p for p, _ in pairs], [c for _, c in pairs]
 
 
-def instruct_pairs(tasks: list[ToyTask], seed: int) -> tuple[list[str], list[str]]:
-    """Command-mode instruction tuning data: chat-formatted prompt, fenced code completion."""
+def instruct_pairs(tasks: list[ToyTask], seed: int, tokenizer: TokenizerLike) -> tuple[list[str], list[str]]:
+    """Command-mode instruction tuning data: chat-formatted prompt (``tokenizer``'s template),
+    fenced code completion."""
     rng = random.Random(seed + 1)
     order = list(tasks)
     rng.shuffle(order)
-    prompts = [f"{USER}\n{t.instruction}\n{ASSISTANT}\n" for t in order]
-    completions = [f"```python\n{t.source.rstrip()}\n```" for t in order]
+    prompts = [chat_instruction_prompt(tokenizer, t.instruction, []) for t in order]
+    completions = [fenced(t.source) for t in order]
     return prompts, completions
 
 
@@ -122,16 +135,14 @@ def cache_key(config: ToyModelConfig) -> str:
 
     here = Path(__file__).resolve().parent
     h = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode())
-    for name in ("families.py", "models.py"):
-        h.update((here / name).read_bytes())
+    for path in (here / "families.py", here / "models.py", here.parent / "generation" / "prompts.py"):
+        h.update(path.read_bytes())
     for mod in (torch, transformers, trl, tokenizers):
         h.update(f"{mod.__name__}={mod.__version__}".encode())
     return h.hexdigest()[:16]
 
 
 def default_root() -> Path:
-    from tasks.execute import cache_dir
-
     return cache_dir() / "toy-models"
 
 
@@ -228,7 +239,7 @@ def build_toy_models(root: Path | None = None, config: ToyModelConfig | None = N
 
     tokenizer.chat_template = CHAT_TEMPLATE
     model = AutoModelForCausalLM.from_pretrained(work / "toy-base")
-    prompts, completions = instruct_pairs(tasks, config.seed)
+    prompts, completions = instruct_pairs(tasks, config.seed, tokenizer)
     _log(f"toy-instruct: {len(prompts)} instruction pairs")
     _sft(model, tokenizer, Dataset.from_dict({"prompt": prompts, "completion": completions}), config,
          config.instruct_epochs, work)

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import os
 import pickle
 import sys
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
-from tasks.benchmarks import Problem
-from tasks.samples import Sample
+from tasks.benchmarks.problem import Problem
+from tasks.files import atomic_open, cache_dir
+from tasks.generation.samples import Sample
 from tasks.sandbox.limits import Limits
 from tasks.sandbox.pool import SandboxPool
 from tasks.sandbox.records import DifferentialJob, Job, Verdict
@@ -30,13 +29,6 @@ _REFERENCE_FORMAT = "3"
 # ground-truth time factor), so tasks whose reference is slow keep a wide margin while the
 # default floor (Limits.cpu_s) keeps infinite loops cheap.
 REFERENCE_CPU_FACTOR = 4.0
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("CODEALIGN_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "codealign"
-    )
-    return Path(base)
 
 
 def _tests_key(problem: Problem) -> str:
@@ -99,11 +91,8 @@ def reference_runs(problems: Sequence[Problem], pool: SandboxPool) -> dict[str, 
                 raise RuntimeError(f"{benchmark} {verdict.task_id}: canonical solution failed "
                                    f"({verdict.status}: {verdict.detail})")
             runs[verdict.task_id] = {**(verdict.outputs or {}), "cpu_s": verdict.cpu_s}
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        with tmp.open("wb") as f:
+        with atomic_open(path, binary=True) as f:
             pickle.dump(runs, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
         # Older versions of this benchmark only: "humaneval-*.pkl" would also match the
         # "humaneval-infill-*" caches, so compare the name without its fingerprint.
         for old in folder.glob(f"{glob.escape(benchmark)}-*.pkl"):

@@ -16,14 +16,13 @@ import re
 import shutil
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 
 import fsspec
 
-from tasks.store import storage_options, to_uri
+from tasks.artifacts.store import local_path, storage_options, to_uri
+from tasks.files import cache_dir
 
 _STEP = re.compile(r"^checkpoint-(\d+)$")
-CACHE_DIR = Path(os.environ.get("CODEALIGN_CACHE", Path.home() / ".cache" / "codealign")) / "checkpoints"
 
 
 class CheckpointError(ValueError):
@@ -144,12 +143,12 @@ def _check_safetensors(fs: fsspec.AbstractFileSystem, path: str, label: str) -> 
                               " - truncated or overwritten")
 
 
-def local_path(checkpoint: Checkpoint) -> str:
+def local_copy(checkpoint: Checkpoint) -> str:
     """A local directory with the checkpoint's files (remote ones are downloaded once, into a
     cache keyed by content hash)."""
-    if checkpoint.uri.startswith("file://"):
-        return checkpoint.uri[len("file://"):]
-    target = CACHE_DIR / checkpoint.sha256[:24]
+    if (path := local_path(checkpoint.uri)) is not None:
+        return path
+    target = cache_dir() / "checkpoints" / checkpoint.sha256[:24]
     if not (target / ".complete").exists():
         fs, path = _fs(checkpoint.uri)
         tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")

@@ -1,7 +1,7 @@
 """Artifact store over fsspec: a local directory by default, ``s3://bucket/prefix`` via s3fs.
 
 Every artifact is two objects: its content and a ``<name>.meta.json`` sidecar holding its
-sha256, size and lineage (:class:`~tasks.lineage.ArtifactMeta`).  The content is written
+sha256, size and lineage (:class:`~tasks.artifacts.lineage.ArtifactMeta`).  The content is written
 first, atomically (local: temporary name then rename; S3: a single PUT, which is all or
 nothing), and the sidecar last, so an artifact without a sidecar is incomplete and is treated
 as absent.  Reads verify the sha256; a mismatch raises :class:`IntegrityError` naming the
@@ -14,13 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import fsspec
 
-from tasks.lineage import ArtifactMeta
+from tasks.artifacts.lineage import ArtifactMeta
+from tasks.files import jsonl_text, write_bytes_atomic
 
 META_SUFFIX = ".meta.json"
 
@@ -53,6 +53,11 @@ def to_uri(location: str) -> str:
     return location.rstrip("/") if "://" in location else "file://" + os.path.abspath(location)
 
 
+def local_path(uri: str) -> str | None:
+    """The local filesystem path of a ``file://`` URI (None for remote URIs)."""
+    return uri[len("file://"):] if uri.startswith("file://") else None
+
+
 class ArtifactStore:
     """Content + verified sidecar artifacts under one root URL."""
 
@@ -69,7 +74,9 @@ class ArtifactStore:
     def uri(self, key: str) -> str:
         return f"{self.root}/{key.lstrip('/')}"
 
-    def _path(self, uri_or_key: str) -> str:
+    def path(self, uri_or_key: str) -> str:
+        """Where an artifact's content lives on the store's filesystem (``self.fs``): for tools
+        and tests that must look behind the store's back; everything else uses get/put."""
         if "://" in uri_or_key:
             if not uri_or_key.startswith(self.root + "/"):
                 raise ValueError(f"{uri_or_key} is not in the store {self.root}")
@@ -78,20 +85,14 @@ class ArtifactStore:
 
     def _write_atomic(self, path: str, data: bytes) -> None:
         if self.is_local:
-            self.fs.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            write_bytes_atomic(path, data)
         else:
             self.fs.pipe_file(path, data)  # one PUT: the object appears complete or not at all
 
     def put(self, key: str, data: bytes, meta: ArtifactMeta) -> ArtifactRef:
         """Store ``data`` under ``key`` with its lineage; returns its URI and sha256."""
         digest = hashlib.sha256(data).hexdigest()
-        path = self._path(key)
+        path = self.path(key)
         meta = meta.completed(uri=self.uri(key), sha256=digest, size=len(data))
         self._write_atomic(path, data)
         self._write_atomic(path + META_SUFFIX, json.dumps(meta.to_json(), indent=2).encode())
@@ -101,15 +102,15 @@ class ArtifactStore:
         return self.put(key, json.dumps(obj, indent=2, sort_keys=True).encode(), meta)
 
     def put_jsonl(self, key: str, records: list[dict[str, Any]], meta: ArtifactMeta) -> ArtifactRef:
-        return self.put(key, "".join(json.dumps(r) + "\n" for r in records).encode(), meta)
+        return self.put(key, jsonl_text(records).encode(), meta)
 
     def exists(self, key: str) -> bool:
         """True only for complete artifacts (content and sidecar)."""
-        path = self._path(key)
+        path = self.path(key)
         return self.fs.exists(path + META_SUFFIX) and self.fs.exists(path)
 
     def meta(self, key: str) -> ArtifactMeta:
-        path = self._path(key)
+        path = self.path(key)
         try:
             raw = self.fs.cat_file(path + META_SUFFIX)
         except FileNotFoundError:
@@ -120,7 +121,7 @@ class ArtifactStore:
         """The artifact's bytes, verified against its recorded sha256."""
         meta = self.meta(key)
         try:
-            data = self.fs.cat_file(self._path(key))
+            data = self.fs.cat_file(self.path(key))
         except FileNotFoundError:
             raise MissingArtifact(f"{meta.uri}: content missing (sidecar present)") from None
         digest = hashlib.sha256(data).hexdigest()
@@ -139,7 +140,7 @@ class ArtifactStore:
 
     def list(self, prefix: str) -> list[str]:
         """Keys of complete artifacts under ``prefix``."""
-        base = self._path(prefix).rstrip("/")
+        base = self.path(prefix).rstrip("/")
         try:
             found = self.fs.find(base)
         except FileNotFoundError:

@@ -16,17 +16,18 @@ import gzip
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
+
+from tasks.benchmarks.problem import DifferentialTests, Problem
+from tasks.files import parse_jsonl
 
 __all__ = [
     "BENCHMARKS",
     "DATA_FILES",
     "DataFileError",
-    "DifferentialTests",
-    "Problem",
     "data_dir",
     "load_benchmark",
 ]
@@ -91,68 +92,6 @@ DATA_FILES: dict[str, DataFile] = {
     ]
 }
 
-Flavor = Literal["humaneval", "mbpp"]
-
-
-@dataclass(frozen=True)
-class DifferentialTests:
-    """evalplus-style tests: call the entry point on each input and compare with the canonical
-    solution's output (exact, or within ``atol`` for floats, plus evalplus' special oracles).
-
-    ``base_inputs`` are the benchmark's original inputs and ``plus_inputs`` the added ones; they
-    are judged as two groups, as evalplus does (its float tolerance handling restarts per group).
-    """
-
-    flavor: Flavor
-    base_inputs: list[Any]
-    plus_inputs: list[Any]
-    atol: float
-    output_not_none: bool = False
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One benchmark task, whatever the benchmark.
-
-    ``prompt`` is the code a model continues in Flow mode (signature + docstring; the infilling
-    prefix); ``instruction`` is the natural-language task for Command mode.  A *completion* is
-    what a model writes after the prompt (the middle, for infilling); a *solution* is the full
-    program text (:meth:`solution`).
-    """
-
-    benchmark: str
-    task_id: str
-    prompt: str
-    instruction: str
-    entry_point: str
-    canonical_completion: str
-    test_setup: str = ""
-    test: str = ""
-    suffix: str = ""
-    split: str = "test"
-    completion_is_program: bool = False
-    differential: DifferentialTests | None = field(default=None, repr=False)
-    metadata: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
-
-    def solution(self, completion: str) -> str:
-        """The full program a completion stands for (prompt + completion + suffix)."""
-        if self.completion_is_program:
-            return completion
-        return self.prompt + completion + self.suffix
-
-    @property
-    def canonical_solution(self) -> str:
-        return self.solution(self.canonical_completion)
-
-    def test_program(self, solution: str) -> str:
-        """Script-style check program: passing means it runs to its end without an exception."""
-        if self.differential is not None:
-            raise ValueError(f"{self.task_id} uses differential tests, not a test script")
-        # MBPP's test_setup_code builds fixtures from classes the solution defines, so it
-        # follows the solution.
-        return f"{solution}\n\n{self.test_setup}\n{self.test}\n"
-
-
 # ---------------------------------------------------------------------------- data files
 
 
@@ -195,15 +134,8 @@ def read_data_file(name: str) -> bytes:
 
 
 def _jsonl(name: str) -> list[dict[str, Any]]:
-    records = []
-    for lineno, line in enumerate(read_data_file(name).decode("utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise DataFileError(f"{data_dir() / name}:{lineno}: invalid JSON ({exc.msg})") from exc
-    return records
+    text = read_data_file(name).decode("utf-8")
+    return [record for _, record in parse_jsonl(text, str(data_dir() / name), DataFileError)]
 
 
 # ---------------------------------------------------------------------------- loaders
@@ -257,7 +189,7 @@ MBPP_OUTPUT_NOT_NONE = frozenset({"check_str", "text_match_three", "text_starta_
 
 
 def _mbpp_plus() -> list[Problem]:
-    from tasks.mbpp_inputs import deserialize_mbpp_plus_inputs
+    from tasks.benchmarks.mbpp_inputs import deserialize_mbpp_plus_inputs
 
     problems = []
     for rec in _jsonl("MbppPlus-v0.2.0.jsonl.gz"):

@@ -13,28 +13,32 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class SamplingSettings(BaseModel):
     """Sampling parameters (defaults follow the papers: T = 0.2, top-p 0.95, n = 10)."""
 
-    n: int = Field(10, ge=1)
-    temperature: float = Field(0.2, ge=0)
-    top_p: float = Field(0.95, gt=0, le=1)
-    max_tokens: int = Field(512, ge=1)
-    seed: int = 0
+    model_config = ConfigDict(extra="forbid")  # a misspelt setting is an error, not ignored
+
+    n: int = Field(10, ge=1, description="samples per prompt")
+    temperature: float = Field(0.2, ge=0, description="sampling temperature (0 = greedy)")
+    top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling mass")
+    max_tokens: int = Field(512, ge=1, description="largest number of tokens generated per sample")
+    seed: int = Field(0, description="run seed; each prompt's seed is derived from it and the prompt text")
 
 
 class EngineSettings(BaseModel):
     """How to start vLLM; ``None`` values take vLLM's defaults."""
 
-    dtype: str = "auto"
-    max_model_len: int | None = None
-    gpu_memory_utilization: float | None = None
-    tensor_parallel_size: int = 1
-    enforce_eager: bool | None = None
-    max_num_seqs: int | None = None
+    model_config = ConfigDict(extra="forbid")  # a misspelt setting is an error, not ignored
+
+    dtype: str = Field("auto", description="weights and activations dtype (vLLM's dtype)")
+    max_model_len: int | None = Field(None, description="context length (default: the model's)")
+    gpu_memory_utilization: float | None = Field(None, description="fraction of GPU memory for the engine")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine")
+    enforce_eager: bool | None = Field(None, description="skip graph compilation: faster start, slower decoding")
+    max_num_seqs: int | None = Field(None, description="sequences decoded at once")
     enable_chunked_prefill: bool | None = Field(
         None, description="on CPU machines defaults to False: vLLM-CPU cannot rewind a seeded request's "
         "random generator after a partial (chunked) prefill step")

@@ -10,12 +10,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from tasks.benchmarks import Problem
+from tasks.benchmarks.problem import Problem
+from tasks.files import read_jsonl
 
 Mode = Literal["command", "flow"]
 
@@ -55,6 +55,11 @@ FIM_FORMATS: tuple[FimFormat, ...] = (
 )
 
 
+def fim_format(family: str) -> FimFormat:
+    """The FIM format of a model family by name (e.g. the toy models use StarCoder's)."""
+    return next(f for f in FIM_FORMATS if f.family == family)
+
+
 class NoFimTokens(ValueError):
     """The model has no fill-in-the-middle sentinels, so Flow-mode infilling is impossible."""
 
@@ -81,7 +86,7 @@ class Shot:
 
 def mbpp_prompt_shots() -> list[Shot]:
     """The MBPP prompt split (tasks 1-10), the conventional source of MBPP few-shot examples."""
-    from tasks.benchmarks import load_benchmark
+    from tasks.benchmarks.registry import load_benchmark
 
     return [Shot(p.instruction, p.canonical_completion.replace("\r\n", "\n").strip())
             for p in load_benchmark("mbpp", split="prompt")]
@@ -89,16 +94,8 @@ def mbpp_prompt_shots() -> list[Shot]:
 
 def load_shots(path: str | Path) -> list[Shot]:
     """Shots from a JSONL file of ``{"instruction": ..., "code": ...}``."""
-    shots = []
-    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            shots.append(Shot(str(rec["instruction"]), str(rec["code"])))
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ValueError(f"{path}:{lineno}: a shot needs 'instruction' and 'code' ({exc})") from None
-    return shots
+    return [Shot(str(rec["instruction"]), str(rec["code"]))
+            for _, rec in read_jsonl(path, "shots file", required=("instruction", "code"))]
 
 
 def fenced(code: str) -> str:

@@ -1,0 +1,117 @@
+"""What every flow needs around its composition: run ids, the Ray connection, environment for
+Ray workers, Prefect result storage, producer records, and running a flow the way the CLI and
+deployments both do (:func:`run_flow`)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import time
+from typing import Any
+
+import ray
+from prefect import Flow
+from prefect.filesystems import LocalFileSystem, RemoteFileSystem
+from prefect.runtime import flow_run
+
+from tasks.artifacts import layout
+from tasks.artifacts.lineage import prefect_producer
+from tasks.artifacts.store import ArtifactStore, local_path, storage_options
+
+# Environment the Ray workers need from the caller: data and cache locations, S3 endpoint and
+# credentials, model hub settings.  Passed per task (runtime_env), so it reaches workers of a
+# cluster that was started before the caller set them.
+FORWARD_PREFIXES = ("CODEALIGN_", "AWS_", "HF_", "VLLM_", "PREFECT_API_")
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+class RunFailed(RuntimeError):
+    """Some items of a run failed; the run is marked failed and `codealign resume` retries them."""
+
+    def __init__(self, run_id: str, failures: list[str]):
+        super().__init__(run_id, failures)  # args stay picklable (Prefect persists flow results)
+        self.run_id, self.failures = run_id, failures
+
+    def __str__(self) -> str:
+        return f"run {self.run_id}: {len(self.failures)} failed: " + "; ".join(self.failures)
+
+
+def check_run_id(run_id: str) -> str:
+    """Run ids name store folders: letters, digits, '.', '_' and '-' only."""
+    if not _RUN_ID.fullmatch(run_id):
+        raise ValueError(f"{run_id!r}: a run id takes letters, digits, '.', '_' and '-' only")
+    return run_id
+
+
+def default_run_id() -> str:
+    """The Prefect flow-run id: a UI "Retry" of the flow run reuses it, and so resumes the run."""
+    return "run-" + str(flow_run.get_id()).replace("-", "")[:12]
+
+
+def forwarded_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith(FORWARD_PREFIXES)}
+
+
+def producer(flow: str, task: str) -> dict[str, Any]:
+    """Lineage producer of an artifact made here: flow, task, Prefect run ids, Ray node."""
+    made_by = prefect_producer(flow, task)
+    if ray.is_initialized():
+        made_by["ray_node_id"] = ray.get_runtime_context().get_node_id()
+    return made_by
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The user's exception inside a Ray error, so task failures read as what went wrong."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
+
+
+def result_storage(store_root: str) -> LocalFileSystem | RemoteFileSystem:
+    """Prefect task and flow results live beside the artifacts (remote when the store is).
+    Prefect wants the storage block saved server-side; it is named after the store root."""
+    store = ArtifactStore(store_root)
+    results = store.uri(layout.PREFECT_RESULTS)
+    if (path := local_path(results)) is not None:
+        block: LocalFileSystem | RemoteFileSystem = LocalFileSystem(basepath=path)
+    else:
+        block = RemoteFileSystem(basepath=results, settings=storage_options(store.root))
+    block.save(f"codealign-results-{hashlib.sha256(store.root.encode()).hexdigest()[:16]}", overwrite=True)
+    return block
+
+
+def connect_ray(address: str | None) -> None:
+    """Connect this process to the Ray cluster ``address`` names; None starts a fresh local Ray
+    ("local": plain ray.init() would join whatever cluster a previous `ray start` on this machine
+    left recorded, even a dead one).
+
+    A Ray Client connection (ray://) can fail at start-up through no fault of ours: the cluster's
+    proxy forks a server per client, and that fork dies now and then (ray-project/ray#63202,
+    "Initialization failure from server"); each new attempt gets a new server."""
+    attempts = 3 if (address or "").startswith("ray://") else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(address=address or "local")
+            return
+        except ConnectionError as exc:
+            if attempt == attempts:
+                raise
+            logging.getLogger(__name__).warning("Ray Client connection to %s failed (%s); attempt %d of %d",
+                                                address, exc, attempt + 1, attempts)
+            time.sleep(attempt)
+
+
+def run_flow(flow: Flow, config: Any, run_id: str | None = None) -> Any:
+    """Run ``flow(config=..., run_id=...)`` on the Ray cluster ``config.ray_address`` names and
+    with its results persisted in ``config.store`` (a process already connected to Ray keeps
+    its connection; one connected here is shut down at the end)."""
+    connected_here = not ray.is_initialized()
+    if connected_here:
+        connect_ray(config.ray_address)
+    try:
+        # The flow's RayTaskRunner finds Ray initialized and uses this connection.
+        return flow.with_options(result_storage=result_storage(config.store))(config=config, run_id=run_id)
+    finally:
+        if connected_here:
+            ray.shutdown()

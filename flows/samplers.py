@@ -1,0 +1,91 @@
+"""vLLM sampler actors: long-lived Ray actors that host one engine each and run the plain-Python
+sampling stages of any flow.
+
+One actor per GPU (``tensor_parallel_size`` GPUs each); on CPU clusters one per node.  An actor
+keeps its engine between calls, so units (or shards) of one model sampled in a row start that
+engine once: :class:`SamplerQueue` assigns each model to one actor and chains its calls in
+submission order.  The Prefect task that waits on an actor holds no GPU (a task holding the GPU
+while waiting on GPU work would deadlock), and a task blocked in ``ray.get`` gives its CPU back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import ray
+from prefect import allow_failure
+from prefect.futures import PrefectFuture
+
+from flows.runtime import forwarded_env
+
+
+class SamplerActor:
+    """A vLLM engine host that runs sampling stages in its own process (where the engine lives)."""
+
+    def __init__(self) -> None:
+        # Import vLLM (and torch) now: actors start while a flow prepares its inputs, so the
+        # ~10 s import is off the critical path.
+        import vllm  # noqa: F401
+
+    def run(self, stage: Callable[..., Any], *args: Any, producer: dict[str, Any]) -> Any:
+        """``stage(*args, producer=...)``, with this actor's node in the producer record."""
+        return stage(*args, producer={**producer, "sampler_node_id": ray.get_runtime_context().get_node_id()})
+
+
+def start_samplers(count: int, tensor_parallel_size: int = 1) -> list[Any]:
+    """Start up to ``count`` sampler actors: one per GPU group, or one per alive node on CPU.
+    The caller keeps the handles (an actor dies with its last handle) and passes them to tasks."""
+    env = {**forwarded_env(), "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    actor_cls = ray.remote(SamplerActor)
+    if gpus:
+        per_engine = max(1, tensor_parallel_size)
+        placement = {"num_gpus": per_engine, "runtime_env": {"env_vars": env}}
+        placements: list[dict[str, Any]] = [placement] * min(gpus // per_engine, count)
+    else:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        # num_cpus=0: the engine's threads share the node's cores with tasks; reserving a core
+        # would leave a 1-core node unable to run any task, and the run would hang.  Ray sets
+        # OMP_NUM_THREADS=1 in a worker that reserves no CPU; the engine gets the node's cores.
+        nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) >= 1]
+        placements = [{"num_cpus": 0, "scheduling_strategy": NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
+                       "runtime_env": {"env_vars": {**env, "OMP_NUM_THREADS": str(int(n["Resources"]["CPU"]))}}}
+                      for n in nodes[:count]]
+    if count and not placements:
+        raise RuntimeError("no Ray node can host a vLLM sampler (no GPU for the engine and no node with a CPU)")
+    # An actor that dies (out of memory, a crashed engine) is restarted for the calls after the
+    # one it was serving; that call fails and is retried by a resume.
+    return [actor_cls.options(max_concurrency=1, max_restarts=2, **placement).remote() for placement in placements]
+
+
+def stop_samplers(actors: list[Any]) -> None:
+    for actor in actors:
+        ray.kill(actor)
+
+
+class SamplerQueue:
+    """Spreads models over sampler actors and orders each actor's calls.
+
+    ``models`` lists the models to sample, in the order their work will be submitted; surplus
+    actors are stopped.  :meth:`submit` gives each call the actor of its model and makes it
+    wait for that actor's previous call (whether it failed or not), so each engine starts once
+    per model and one failure does not block the next call."""
+
+    def __init__(self, samplers: list[Any], models: list[str]):
+        order = list(dict.fromkeys(models))
+        stop_samplers(samplers[len(order):])
+        self.samplers = samplers[: len(order)]
+        self._slot = {model: i % len(self.samplers) for i, model in enumerate(order)} if self.samplers else {}
+        self._last: dict[int, PrefectFuture] = {}
+
+    def submit(self, model: str, submit: Callable[[Any, list[Any] | None], PrefectFuture]) -> PrefectFuture:
+        """``submit(sampler, wait_for)`` for a call about ``model``; returns its future."""
+        slot = self._slot[model]
+        after = [allow_failure(self._last[slot])] if slot in self._last else None
+        future = self._last[slot] = submit(self.samplers[slot], after)
+        return future
+
+    def stop(self) -> None:
+        stop_samplers(self.samplers)

@@ -1,0 +1,207 @@
+"""Checkpoint evaluation split into resumable units, and the three stages of a unit.
+
+A unit is (checkpoint content hash, benchmark, mode, result-affecting settings).  Its artifacts
+live in the store under ``units/<key>/`` — ``samples.jsonl``, ``verdicts.jsonl``,
+``scores.json`` — written in that order, each with its lineage.  A unit is complete when its
+``scores.json`` exists; each stage skips work whose artifact already exists, so any rerun
+(a new run, ``codealign resume``, a Prefect "Retry") does only what is missing, and two runs
+over the same checkpoint share its units.
+
+The stages are the evaluation pipeline's (tasks/evaluation/pipeline.py) with store artifacts
+for inputs and outputs.  They are plain Python (no Prefect, no Ray): ``flows/evaluate_checkpoints``
+wraps them as Prefect tasks running on Ray, and ``benchmarks/resume_cost.py`` calls them
+directly to measure what the orchestration costs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from tasks.artifacts import layout, runs
+from tasks.artifacts.checkpoints import Checkpoint, local_copy, validate
+from tasks.artifacts.lineage import ArtifactMeta, InputRef
+from tasks.artifacts.runs import Manifest, RunItem
+from tasks.artifacts.store import ArtifactRef, ArtifactStore, MissingArtifact, to_uri
+from tasks.evaluation.pipeline import execute_samples, sample_model, score_verdicts
+from tasks.evaluation.settings import EvalSettings
+from tasks.generation.prompts import Mode
+from tasks.generation.samples import Sample
+
+FLOW_NAME = "evaluate-checkpoints"
+
+
+class CheckpointEvalConfig(EvalSettings):
+    """What `codealign evaluate-checkpoints` runs (also the Prefect UI form of the flow)."""
+
+    checkpoints: list[str] = Field(
+        min_length=1, description="checkpoint directories/URIs, or training output directories holding checkpoint-<step>")
+    store: str = Field(layout.DEFAULT_STORE, validate_default=True, description="artifact store root: a directory, file:// or s3://bucket/prefix")
+    modes: list[Mode] = Field(default_factory=lambda: ["command"], description="command and/or flow")
+    ray_address: str | None = Field(None, description="none = a local Ray; 'auto' or ray://host:port = a cluster")
+
+    @field_validator("store")
+    @classmethod
+    def _absolute_store(cls, value: str) -> str:
+        """Ray workers on other nodes (other working directories) must find the same store."""
+        return to_uri(value)
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _absolute_checkpoints(cls, value: list[str]) -> list[str]:
+        return [v if "://" in v else os.path.abspath(v) for v in value]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One (checkpoint, benchmark, mode, settings) evaluation."""
+
+    key: str
+    checkpoint: Checkpoint
+    benchmark: str
+    mode: Mode
+
+    def artifact(self, name: str) -> str:
+        return layout.unit_artifact(self.key, name)
+
+    def label(self) -> str:
+        return f"{self.checkpoint.name} {self.benchmark} {self.mode}"
+
+    def as_item(self) -> RunItem:
+        return RunItem(self.key, self.label(), self.artifact("scores.json"),
+                       {"checkpoint": asdict(self.checkpoint), "benchmark": self.benchmark, "mode": self.mode})
+
+    @classmethod
+    def from_item(cls, item: RunItem) -> Unit:
+        return cls(item.key, Checkpoint(**item.data["checkpoint"]), item.data["benchmark"], item.data["mode"])
+
+
+def make_units(config: CheckpointEvalConfig, checkpoints: list[Checkpoint]) -> list[Unit]:
+    settings = json.dumps(config.result_settings(), sort_keys=True)
+    units: dict[str, Unit] = {}
+    for ckpt in checkpoints:
+        for benchmark in config.benchmarks:
+            for mode in config.modes:
+                ident = json.dumps([ckpt.sha256, benchmark, mode, settings])
+                key = hashlib.sha256(ident.encode()).hexdigest()[:24]
+                # two paths with the same content are one unit (evaluated once, under the first path)
+                units.setdefault(key, Unit(key, ckpt, benchmark, mode))
+    return list(units.values())
+
+
+def write_manifest(store: ArtifactStore, run_id: str, config: CheckpointEvalConfig, units: list[Unit],
+                   producer: dict[str, Any]) -> ArtifactRef:
+    """The run's manifest; its lineage inputs are the checkpoints (URI + content hash)."""
+    manifest = Manifest(run_id, FLOW_NAME, config.model_dump(mode="json"), [u.as_item() for u in units])
+    checkpoints = tuple(dict.fromkeys(InputRef(u.checkpoint.uri, u.checkpoint.sha256) for u in units))
+    return runs.write_manifest(store, manifest, checkpoints, producer)
+
+
+def recorded_units(store: ArtifactStore, run_id: str) -> list[Unit]:
+    """The units of the run's manifest (none for a new run)."""
+    try:
+        manifest = runs.read_manifest(store, run_id)
+    except MissingArtifact:
+        return []
+    return [Unit.from_item(item) for item in manifest.items]
+
+
+def run_config(store: ArtifactStore, run_id: str) -> CheckpointEvalConfig:
+    """The configuration run ``run_id`` was started with (validated again)."""
+    manifest = runs.read_manifest(store, run_id)
+    if manifest.flow != FLOW_NAME:
+        raise ValueError(f"run {run_id} is a {manifest.flow} run, not {FLOW_NAME}")
+    return CheckpointEvalConfig.model_validate(manifest.config)
+
+
+def kept_units(previous: list[Unit], current: list[Unit]) -> list[Unit]:
+    """Units of the run's previous manifest whose checkpoint path is no longer found (deleted by
+    a trainer's save_total_limit, moved): their results stay part of the run."""
+    seen = {u.checkpoint.uri for u in current}
+    keys = {u.key for u in current}
+    return [u for u in previous if u.checkpoint.uri not in seen and u.key not in keys]
+
+
+def is_complete(store: ArtifactStore, unit: Unit) -> bool:
+    return store.exists(unit.artifact("scores.json"))
+
+
+def result_rows(store: ArtifactStore, units: list[Unit]) -> tuple[list[dict[str, Any]], tuple[InputRef, ...]]:
+    """The run's score table (one row per complete unit, in the units' order) and the scores
+    artifacts it was read from."""
+    rows, inputs = [], []
+    for unit in units:
+        if not is_complete(store, unit):
+            continue
+        key = unit.artifact("scores.json")
+        scores, meta = store.get_json(key), store.meta(key)
+        bench = scores["benchmarks"].get(unit.benchmark, {})
+        rows.append({"checkpoint": unit.checkpoint.name, "step": unit.checkpoint.step, "benchmark": unit.benchmark,
+                     "mode": unit.mode, "unit": unit.key,
+                     **{k: v for k, v in bench.items() if k.startswith("pass@") or k in ("tasks", "samples")}})
+        inputs.append(InputRef(meta.uri, meta.sha256))
+    return rows, tuple(inputs)
+
+
+def _meta(kind: str, unit: Unit, config: CheckpointEvalConfig, inputs: tuple[InputRef, ...],
+          producer: dict[str, Any]) -> ArtifactMeta:
+    params = {"unit": unit.key, "checkpoint": unit.checkpoint.uri, "step": unit.checkpoint.step,
+              "benchmark": unit.benchmark, "mode": unit.mode, **config.result_settings()}
+    return ArtifactMeta(kind, producer, inputs, params)
+
+
+def _existing(store: ArtifactStore, key: str) -> ArtifactRef | None:
+    if not store.exists(key):
+        return None
+    meta = store.meta(key)
+    return ArtifactRef(meta.uri, meta.sha256, meta.size)
+
+
+def sample_unit(unit: Unit, config: CheckpointEvalConfig, producer: dict[str, Any]) -> ArtifactRef:
+    """Stage 1: sample the unit's prompts with this process's engine for its checkpoint,
+    started here after any engine for another checkpoint is shut down (a sampler moves from
+    checkpoint to checkpoint and holds one).  A corrupt checkpoint fails before that, naming
+    its file."""
+    from tasks.generation.sampling import release_engines
+
+    store = ArtifactStore(config.store)
+    if ref := _existing(store, unit.artifact("samples.jsonl")):
+        return ref
+    validate(unit.checkpoint.uri)
+    path = local_copy(unit.checkpoint)
+    release_engines(keep=path)
+    records = sample_model(path, unit.mode, config, config.select_problems([unit.benchmark]))
+    checkpoint = InputRef(unit.checkpoint.uri, unit.checkpoint.sha256)
+    return store.put_jsonl(unit.artifact("samples.jsonl"), [asdict(r) for r in records],
+                           _meta("samples", unit, config, (checkpoint,), producer))
+
+
+def execute_unit(unit: Unit, config: CheckpointEvalConfig, samples: ArtifactRef,
+                 producer: dict[str, Any]) -> ArtifactRef:
+    """Stage 2: run every sample in the sandbox."""
+    store = ArtifactStore(config.store)
+    if ref := _existing(store, unit.artifact("verdicts.jsonl")):
+        return ref
+    rows = store.get_jsonl(samples.uri)
+    batch = {unit.benchmark: [Sample(r["task_id"], r["index"], r["completion"], r["solution"]) for r in rows]}
+    verdicts = execute_samples(config.select_problems([unit.benchmark]), batch, config)
+    return store.put_jsonl(unit.artifact("verdicts.jsonl"), [v.to_json() for v in verdicts],
+                           _meta("verdicts", unit, config, (InputRef(samples.uri, samples.sha256),), producer))
+
+
+def score_unit(unit: Unit, config: CheckpointEvalConfig, verdicts: ArtifactRef,
+               producer: dict[str, Any]) -> ArtifactRef:
+    """Stage 3: pass@k of the unit; completes it."""
+    store = ArtifactStore(config.store)
+    if ref := _existing(store, unit.artifact("scores.json")):
+        return ref
+    scores = score_verdicts(store.get_jsonl(verdicts.uri), config)
+    scores["unit"] = {"key": unit.key, "checkpoint": unit.checkpoint.uri, "checkpoint_sha256": unit.checkpoint.sha256,
+                      "step": unit.checkpoint.step, "benchmark": unit.benchmark, "mode": unit.mode}
+    return store.put_json(unit.artifact("scores.json"), scores,
+                          _meta("scores", unit, config, (InputRef(verdicts.uri, verdicts.sha256),), producer))

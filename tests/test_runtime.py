@@ -1,0 +1,82 @@
+"""Flow runtime and store layout: Prefect's settings are applied before Prefect is imported,
+run records are flow-neutral, and every path in the store is spelled where layout.py says."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tasks.artifacts import layout, runs
+from tasks.artifacts.store import ArtifactStore
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _prefect_settings_after(script: str) -> list:
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS",
+                                                            "PREFECT_SERVER_ANALYTICS_ENABLED")}
+    probe = script + (
+        "\nfrom prefect.settings import get_current_settings\n"
+        "s = get_current_settings()\n"
+        "print(json.dumps([s.server.ephemeral.startup_timeout_seconds, s.server.analytics_enabled]))\n")
+    r = subprocess.run([sys.executable, "-c", "import json\n" + probe], env=env, cwd=REPO, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_prefect_settings_apply_on_the_cli_path_to_a_flow():
+    """`codealign evaluate-checkpoints` loads flows.cli, then the flow module (hence Prefect):
+    the longer ephemeral-server start-up and analytics-off must be in force."""
+    assert _prefect_settings_after("import flows.cli\nimport flows.evaluate_checkpoints") == [180, False]
+
+
+def test_settings_set_after_prefect_is_imported_are_ignored():
+    """Why the order matters (and why the test above can fail): Prefect reads them at import."""
+    late = "import prefect\nimport os\nos.environ['PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS'] = '180'"
+    assert _prefect_settings_after(late)[0] != 180
+
+
+def test_run_records_live_under_the_store_root(tmp_path, monkeypatch):
+    """The default store is ./store, with runs/<id>/ and units/<key>/ directly under it (no
+    runs/runs), and command outputs (demo, evaluate) default to ./out, outside it."""
+    from flows import cli
+    from tasks.artifacts.checkpoints import Checkpoint
+    from tasks.evaluation.units import CheckpointEvalConfig, Unit, write_manifest
+
+    monkeypatch.chdir(tmp_path)
+    config = CheckpointEvalConfig(checkpoints=["train"])
+    assert config.store == f"file://{tmp_path}/store"
+    unit = Unit("k1", Checkpoint("file:///c/checkpoint-1", "checkpoint-1", 1, "a" * 64), "toy", "flow")
+    write_manifest(ArtifactStore(config.store), "r1", config, [unit], {})
+    assert (tmp_path / "store" / "runs" / "r1" / "manifest.json").is_file()
+    assert not (tmp_path / "store" / "runs" / "runs").exists()
+    assert unit.artifact("scores.json") == "units/k1/scores.json"
+    import inspect
+
+    defaults = {name: {p.name: p.default for p in inspect.signature(fn).parameters.values()}
+                for name, fn in (("demo", cli.demo_command), ("evaluate", cli.evaluate_command),
+                                 ("runs", cli.runs_command), ("resume", cli.resume_command))}
+    assert defaults["demo"]["out_dir"] == Path("out/demo") and defaults["evaluate"]["out_dir"] == Path("out/evaluate")
+    assert defaults["runs"]["store"] == defaults["resume"]["store"] == layout.DEFAULT_STORE == "./store"
+
+
+def test_runs_listing_reads_any_flow(tmp_path):
+    """`codealign runs` needs nothing flow-specific: an item is complete when its `done`
+    artifact exists, whatever flow wrote the manifest."""
+    from tasks.artifacts.lineage import ArtifactMeta
+
+    store = ArtifactStore(str(tmp_path))
+    items = [runs.RunItem("a", "shard 0", layout.unit_artifact("a", "pairs.parquet"), {"shard": 0}),
+             runs.RunItem("b", "shard 1", layout.unit_artifact("b", "pairs.parquet"), {"shard": 1})]
+    runs.write_manifest(store, runs.Manifest("p1", "generate-preferences", {"n": 8}, items), (), {})
+    store.put("units/a/pairs.parquet", b"x", ArtifactMeta("pairs"))
+    runs.write_status(store, runs.RunStatus("p1", "failed", failed={"b": "sandbox crashed"}), {})
+    (summary,) = runs.list_runs(store)
+    assert (summary.run_id, summary.flow, summary.state, summary.items, summary.complete) == (
+        "p1", "generate-preferences", "failed", 2, 1)
+    assert summary.failed == ["shard 1 (b): sandbox crashed"]
+    assert runs.read_manifest(store, "p1").items == items
