@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -46,6 +47,24 @@ def atomic_open(path: str | Path, binary: bool = False) -> Iterator[IO[Any]]:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_directory(target: str | Path) -> Iterator[Path]:
+    """A fresh temporary directory beside ``target`` to fill; on success it replaces ``target``
+    whole, on failure it is removed.  Readers tell a complete directory by a marker file the
+    writer puts in last (``.complete``, ``DONE``)."""
+    target = Path(target)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        shutil.rmtree(target, ignore_errors=True)  # os.replace cannot replace a non-empty directory
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
 import struct
 from dataclasses import dataclass
 
 import fsspec
 
 from tasks.artifacts.store import local_path, storage_options, to_uri
-from tasks.files import cache_dir
+from tasks.files import atomic_directory, cache_dir
 
 _STEP = re.compile(r"^checkpoint-(\d+)$")
 
@@ -151,10 +149,7 @@ def local_copy(checkpoint: Checkpoint) -> str:
     target = cache_dir() / "checkpoints" / checkpoint.sha256[:24]
     if not (target / ".complete").exists():
         fs, path = _fs(checkpoint.uri)
-        tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        fs.get(path.rstrip("/") + "/", str(tmp), recursive=True)
-        (tmp / ".complete").touch()
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
+        with atomic_directory(target) as tmp:
+            fs.get(path.rstrip("/") + "/", str(tmp), recursive=True)
+            (tmp / ".complete").touch()
     return str(target)

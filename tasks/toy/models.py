@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tasks.files import cache_dir
+from tasks.files import atomic_directory, cache_dir
 from tasks.generation.prompts import (
     TokenizerLike,
     chat_instruction_prompt,
@@ -200,19 +200,24 @@ def _sft(model, tokenizer, dataset, config: ToyModelConfig, epochs: float, out: 
 def build_toy_models(root: Path | None = None, config: ToyModelConfig | None = None,
                      force: bool = False) -> dict[str, Path]:
     """Build (or reuse) toy-base and toy-instruct; returns their directories."""
-    import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
-
     config = config or ToyModelConfig()
     root = Path(root or default_root()) / cache_key(config)
     paths = {"toy-base": root / "toy-base", "toy-instruct": root / "toy-instruct"}
     if not force and all((p / "config.json").is_file() for p in paths.values()) and (root / "DONE").is_file():
         return paths
-    work = root.with_name(root.name + f".tmp{os.getpid()}")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
     started = time.monotonic()
+    with atomic_directory(root) as work:
+        _build(work, config, started)
+    _log(f"toy models built in {time.monotonic() - started:.0f}s: {root}")
+    return paths
+
+
+def _build(work: Path, config: ToyModelConfig, started: float) -> None:
+    """Train both models into ``work`` (DONE is written last)."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
     torch.manual_seed(config.seed)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
 
@@ -247,11 +252,6 @@ def build_toy_models(root: Path | None = None, config: ToyModelConfig | None = N
     tokenizer.save_pretrained(work / "toy-instruct")
 
     (work / "DONE").write_text(json.dumps({"config": asdict(config), "seconds": time.monotonic() - started}))
-    if root.exists():
-        shutil.rmtree(root)
-    os.replace(work, root)
-    _log(f"toy models built in {time.monotonic() - started:.0f}s: {root}")
-    return paths
 
 
 def _log(message: str) -> None:
