@@ -95,7 +95,7 @@ def with_config_options(model: type[BaseModel], on_error: Callable[[str], Any], 
         for o in options:
             if o.name in own_names:
                 raise TypeError(f"{command.__name__}: parameter {o.name!r} clashes with a config option")
-            kind: Any = list[o.kind] if o.many else o.kind
+            kind: Any = list[str] if o.many else o.kind  # "1,10": split here, converted by pydantic
             added.append(inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=None,
                                            annotation=Annotated[Optional[kind], typer.Option(o.flag, help=o.help)]))
 

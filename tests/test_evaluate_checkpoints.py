@@ -129,12 +129,14 @@ def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path, toy_
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     units = store_dir / "units"
     deadline = time.monotonic() + 400
-    while not list(units.glob("*/scores.json.meta.json")):  # a complete unit (sidecar written last)
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-        assert time.monotonic() < deadline, "no unit completed in time"
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # the flow process and anything it started
-    proc.wait()
+    try:
+        while not list(units.glob("*/scores.json.meta.json")):  # a complete unit (sidecar written last)
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "no unit completed in time"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the flow process and anything it started (also on failure)
+        proc.wait()
     store = ArtifactStore(str(store_dir))
     before = runs.summarize(store, "killed")
     assert before.state == "running" and 1 <= before.complete < before.items == 4, before

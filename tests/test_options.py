@@ -77,10 +77,13 @@ def test_cli_errors_name_the_option(tmp_path):
     assert r.returncode == 2 and "none.yaml: cannot read config file" in r.stderr
 
 
-def _closed_port() -> int:
+@pytest.fixture()
+def closed_port():
+    """A loopback port that refuses connections: bound (so no one else can take it) but not
+    listening, for as long as the test runs."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # nothing listens there once the socket is closed
+        yield s.getsockname()[1]
 
 
 @pytest.mark.parametrize("model, env, message", [
@@ -89,12 +92,12 @@ def _closed_port() -> int:
     ("Qwen/Qwen2.5-Coder-1.5B", {"HF_HUB_OFFLINE": "1"}, "not in the local Hugging Face cache and HF_HUB_OFFLINE"),
     ("not a model!", {}, "neither a local model directory"),
 ])
-def test_bad_model_references_are_one_line_and_exit_2(tmp_path, model, env, message):
+def test_bad_model_references_are_one_line_and_exit_2(tmp_path, closed_port, model, env, message):
     """Before any engine starts: a missing directory, an unreachable hub (here a closed loopback
     port stands in for it), an offline cache miss, a malformed id."""
     import os
 
-    hub = {"HF_ENDPOINT": f"http://127.0.0.1:{_closed_port()}", "HF_HOME": str(tmp_path / "hf")}
+    hub = {"HF_ENDPOINT": f"http://127.0.0.1:{closed_port}", "HF_HOME": str(tmp_path / "hf")}
     r = codealign("evaluate", "--model", model, "--benchmarks", "toy", env={**os.environ, **hub, **env})
     assert r.returncode == 2, r.stderr
     assert message in r.stderr and "Traceback" not in r.stderr
@@ -112,3 +115,25 @@ def test_model_references_resolve_to_local_directories(tmp_path, toy_model_paths
     monkeypatch.chdir(tmp_path)
     assert resolve_model("./my-model") == str(model)
     assert resolve_model("toy-base") == str(toy_model_paths["toy-base"])
+
+
+def test_list_options_take_commas_and_repeats_and_convert(tmp_path):
+    """Through the real command line: `--k 1,10` and `--k 1 --k 5` are lists of ints."""
+    import typer
+    from typer.testing import CliRunner
+
+    from flows.options import with_config_options
+
+    seen = []
+    app = typer.Typer()
+
+    @app.command()
+    @with_config_options(CheckpointEvalConfig, on_error=lambda message: seen.append(message))
+    def run(config: CheckpointEvalConfig) -> None:
+        seen.append(config)
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["--checkpoints", "c", "--k", "1,10", "--k", "5", "--modes", "flow"]).exit_code == 0
+    assert seen[-1].ks == [1, 5, 10] and seen[-1].modes == ["flow"]
+    runner.invoke(app, ["--checkpoints", "c", "--k", "one"])
+    assert seen[-1].startswith("--k: Input should be a valid integer")
