@@ -67,12 +67,30 @@ _EVALPLUS_SEPARATE = frozenset({"Mbpp/255"})
 
 
 def _solutions(problems: list[Problem]) -> list[tuple[str, int, str]]:
-    """(task_id, index, full program): index 0 canonical, index 1 a mutant."""
+    """(task_id, index, full program): index 0 canonical, index 1 a mutant, index 2 the extra
+    correct solutions of :func:`_extra_solutions`."""
     out = []
     for i, p in enumerate(problems):
         out.append((p.task_id, 0, p.canonical_solution))
         out.append((p.task_id, 1, wrong_solution(p, i)))
+    by_id = {p.task_id: p for p in problems}
+    out += [(t, 2, by_id[t].prompt + body) for t, body in _extra_solutions(problems[0].benchmark).items()]
     return out
+
+
+def _extra_solutions(benchmark: str) -> dict[str, str]:
+    """Correct solutions that are not the ground truth: slower than it (judged by per-input
+    limits), or computing floats another way (judged within tolerance)."""
+    if benchmark != "humaneval+":
+        return {}
+    original_96 = {p.task_id: p for p in load_benchmark("humaneval")}["HumanEval/96"].canonical_completion
+    return {
+        "HumanEval/96": original_96,  # naive prime check: ~10x the ground truth's time
+        "HumanEval/4": ("    import math\n    mean = math.fsum(numbers) / len(numbers)\n"
+                        "    return math.fsum(abs(x - mean) for x in numbers) / len(numbers)\n"),
+        "HumanEval/21": ("    lo, hi = min(numbers), max(numbers)\n    scale = 1.0 / (hi - lo)\n"
+                         "    return [(x - lo) * scale for x in numbers]\n"),
+    }
 
 
 def _report(disagreements: list[str]) -> str:

@@ -17,7 +17,12 @@ from typing import Any
 
 from tasks.artifacts import layout
 from tasks.artifacts.lineage import ArtifactMeta, InputRef, utc_now
-from tasks.artifacts.store import ArtifactRef, ArtifactStore, IntegrityError, MissingArtifact
+from tasks.artifacts.store import (
+    ArtifactRef,
+    ArtifactStore,
+    IntegrityError,
+    MissingArtifact,
+)
 
 
 @dataclass(frozen=True)

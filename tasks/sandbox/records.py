@@ -31,6 +31,9 @@ class DifferentialJob:
     output_not_none: bool = False
     base_expected: list[Any] | None = None
     plus_expected: list[Any] | None = None
+    # CPU seconds each input may take (evalplus' per-input limits); None: no per-input limit
+    base_limits: list[float] | None = None
+    plus_limits: list[float] | None = None
 
 
 @dataclass(frozen=True)

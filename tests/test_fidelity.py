@@ -1,0 +1,73 @@
+"""Verdict fidelity with evalplus on the "+" benchmarks: each input gets its own CPU limit
+(max(1 s, 4 x the canonical solution's CPU time on it)), so a correct solution that is somewhat
+slower than the ground truth passes, a solution that is too slow on one input fails naming
+that input, and neither depends on how busy the machine is."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import pytest
+
+from tasks.benchmarks.registry import load_benchmark
+from tasks.generation.samples import Sample
+from tasks.sandbox.execute import MIN_INPUT_CPU_S, TASK_CPU_CAP_S, execute, input_limits
+
+pytestmark = pytest.mark.slow
+
+
+def _spin() -> None:
+    while True:
+        pass
+
+
+def _cases():
+    plus = load_benchmark("humaneval+")
+    by_id = {p.task_id: p for p in plus}
+    original_96 = {p.task_id: p for p in load_benchmark("humaneval")}["HumanEval/96"].canonical_completion
+    zero = by_id["HumanEval/0"]
+    inputs = [*zero.differential.base_inputs, *zero.differential.plus_inputs]
+    largest = max(len(repr(i)) for i in inputs)
+    first = next(i for i, inp in enumerate(inputs) if len(repr(inp)) == largest)
+    group, index = ("base", first) if first < len(zero.differential.base_inputs) else (
+        "plus", first - len(zero.differential.base_inputs))
+    # Correct, but burns ~4 s of CPU on the largest input only: past its limit (a few hundred
+    # milliseconds of reference time x 4, at least 1 s), far inside the task's whole budget.
+    slow_on_largest = zero.prompt + (
+        "    import time\n"
+        f"    if len(repr((numbers, threshold))) >= {largest}:\n"
+        "        start = time.process_time()\n"
+        "        while time.process_time() - start < 4:\n"
+        "            pass\n"
+        "    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])\n")
+    samples = [Sample("HumanEval/96", 0, completion=original_96), Sample("HumanEval/0", 0, solution=slow_on_largest)]
+    return plus, samples, f"{group} input #{index}:"
+
+
+def test_slow_but_correct_passes_and_slow_on_one_input_fails_naming_it():
+    plus, samples, named = _cases()
+    slow_correct, slow_on_one = execute(plus, samples)
+    assert slow_correct.passed, slow_correct  # 'CPU limit 3s exceeded' under one whole-program budget
+    assert slow_correct.cpu_s > 3, "the original HumanEval/96 solution is meant to be slow"
+    assert slow_on_one.status == "timeout" and slow_on_one.detail.startswith(named), slow_on_one
+    assert "CPU limit" in slow_on_one.detail and "for this input exceeded" in slow_on_one.detail
+
+
+def test_verdicts_do_not_change_with_the_cores_saturated():
+    plus, samples, _ = _cases()
+    quiet = [(v.status, v.detail) for v in execute(plus, samples)]
+    busy = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(4)]
+    for p in busy:
+        p.start()
+    try:
+        loaded = [(v.status, v.detail) for v in execute(plus, samples)]
+    finally:
+        for p in busy:
+            p.kill()
+            p.join()
+    assert loaded == quiet
+
+
+def test_per_input_limits_follow_evalplus():
+    assert input_limits([0.0, 0.1, 0.5]) == [MIN_INPUT_CPU_S, MIN_INPUT_CPU_S, 2.0]
+    assert TASK_CPU_CAP_S == 60.0
