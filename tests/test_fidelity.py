@@ -6,6 +6,10 @@ that input, and neither depends on how busy the machine is."""
 from __future__ import annotations
 
 import multiprocessing
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +18,7 @@ from tasks.generation.samples import Sample
 from tasks.sandbox.execute import MIN_INPUT_CPU_S, TASK_CPU_CAP_S, execute, input_limits
 
 pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _spin() -> None:
@@ -71,3 +76,64 @@ def test_verdicts_do_not_change_with_the_cores_saturated():
 def test_per_input_limits_follow_evalplus():
     assert input_limits([0.0, 0.1, 0.5]) == [MIN_INPUT_CPU_S, MIN_INPUT_CPU_S, 2.0]
     assert TASK_CPU_CAP_S == 60.0
+
+
+def _venv_under_tmp(root: Path, with_numpy: bool) -> Path:
+    """A virtual environment in ``root`` (pytest's tmp dirs are under /tmp) whose only numpy,
+    if any, is its own: copied from this interpreter's."""
+    import numpy
+
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    if with_numpy:
+        site = next((venv / "lib").glob("python*/site-packages"))
+        source = Path(numpy.__file__).resolve().parent
+        for path in [source, *source.parent.glob("numpy.libs"), *source.parent.glob("numpy-*.dist-info")]:
+            shutil.copytree(path, site / path.name, symlinks=True)
+    return venv / "bin" / "python"
+
+
+FLOAT_SOLUTIONS = {  # correct, but not bit-identical to the ground truth: compared within tolerance
+    "HumanEval/21": ("    lo, hi = min(numbers), max(numbers)\n    scale = 1.0 / (hi - lo)\n"
+                     "    return [(x - lo) * scale for x in numbers]\n"),
+    "HumanEval/4": ("    import math\n    mean = math.fsum(numbers) / len(numbers)\n"
+                    "    return math.fsum(abs(x - mean) for x in numbers) / len(numbers)\n"),
+}
+
+
+def test_python_installed_under_tmp_judges_float_answers_correctly(tmp_path, monkeypatch):
+    """The sandbox gives each sample a fresh /tmp; a Python installed there must stay visible
+    (read-only) to samples, or the float comparison's `import numpy` fails and correct answers
+    are judged wrong.  Files a sample leaves beside the kept directories do not survive it."""
+    python = _venv_under_tmp(tmp_path, with_numpy=True)
+    monkeypatch.setattr(sys, "executable", str(python))
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    plus = load_benchmark("humaneval+")
+    by_id = {p.task_id: p for p in plus}
+    samples = [Sample(t, 0, completion=body) for t, body in FLOAT_SOLUTIONS.items()]
+    verdicts = execute([by_id[t] for t in FLOAT_SOLUTIONS] + [p for p in plus if p.task_id not in FLOAT_SOLUTIONS],
+                       samples, workers=1)
+    assert [(v.task_id, v.status, v.detail) for v in verdicts] == [(t, "passed", "") for t in FLOAT_SOLUTIONS]
+
+    leak = tmp_path / "leaked.txt"  # beside the venv: on the sample's fresh tmpfs, not the host's
+    from tasks.benchmarks.problem import Problem
+
+    writer = Problem("t", "t/write", "", "", "f", "", test=f"open({str(leak)!r}, 'w').write('x')",
+                     completion_is_program=True)
+    reader = Problem("t", "t/read", "", "", "f", "", test=f"import os\nassert not os.path.exists({str(leak)!r})",
+                     completion_is_program=True)
+    verdicts = execute([writer, reader], [Sample("t/write", 0, solution=""), Sample("t/read", 0, solution="")],
+                       workers=1, use_reference=False)
+    assert [v.status for v in verdicts] == ["passed", "passed"], verdicts
+    assert not leak.exists()
+
+
+def test_an_environment_samples_cannot_use_is_an_error_not_a_verdict(tmp_path, monkeypatch):
+    python = _venv_under_tmp(tmp_path, with_numpy=False)
+    monkeypatch.setattr(sys, "executable", str(python))
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    from tasks.benchmarks.problem import Problem
+
+    problem = Problem("t", "t/0", "", "", "f", "", test="pass", completion_is_program=True)
+    with pytest.raises(RuntimeError, match="sandbox self-check failed: .*numpy"):
+        execute([problem], [Sample("t/0", 0, solution="")], workers=1, use_reference=False)

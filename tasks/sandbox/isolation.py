@@ -8,8 +8,9 @@ ctypes.  The design is two-stage so the per-sample cost stays near one ``fork``:
 * once per worker, too: the worker becomes PID 1 of its own PID namespace
   (:func:`become_namespace_init`) with a ``/proc`` showing only that namespace;
 * between samples (:func:`reset_sample_filesystem`): fresh tmpfs mounts over ``/tmp`` (the
-  private working directory), ``/dev/shm`` and ``/var/tmp``.  The worker kills every other
-  process of its namespace after each verdict (see ``runner.py``).
+  private working directory), ``/dev/shm`` and ``/var/tmp``, with the interpreter's own
+  directories that lie under them bound back read-only (:func:`keep_visible`).  The worker
+  kills every other process of its namespace after each verdict (see ``runner.py``).
 """
 
 from __future__ import annotations
@@ -166,38 +167,76 @@ def become_namespace_init() -> bool:
 
 
 _SAMPLE_TMPFS = ("/tmp", "/dev/shm", "/var/tmp")
+# Directories under a scratch mount that samples must still see (the interpreter, its
+# libraries, the project), kept as open handles: a fresh tmpfs hides the originals, and each
+# is bound back read-only from its handle (see keep_visible).
+_kept: list[tuple[str, int]] = []
+_pristine: list[tuple[str, int]] = []
 
 
-def _scratch_is_pristine(work: str) -> bool:
-    """True when the scratch mounts hold nothing but an empty work dir (the common case: most
-    samples write nothing), so they need not be replaced."""
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def python_paths() -> list[str]:
+    """Where this interpreter and everything it imports live: its prefixes and import path."""
+    import sys
+
+    found = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path) if p}
+    return sorted(p for p in found if os.path.isdir(p))
+
+
+def keep_visible(paths: list[str]) -> list[str]:
+    """Remember the ``paths`` that lie under a scratch mount (a venv in /tmp, a CI cache there)
+    so that every fresh scratch tmpfs gets them bound back, read-only: verdicts must not depend
+    on where Python is installed.  Call before the first :func:`reset_sample_filesystem`, while
+    the originals are still reachable.  Returns the paths kept."""
+    for path in sorted(paths):
+        inside = any(_under(path, t) and path != t for t in _SAMPLE_TMPFS)  # never a whole scratch mount
+        if inside and not any(_under(path, k) for k, _ in _kept):
+            _kept.append((path, os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)))
+    return [k for k, _ in _kept]
+
+
+def _scratch_listing() -> list[tuple[str, int]]:
+    """Every entry of the scratch mounts with its mode (not descending into kept binds)."""
+    kept = {k for k, _ in _kept}
+    entries = []
+    for target in _SAMPLE_TMPFS:
+        if not os.path.isdir(target):
+            continue
+        entries.append((target, os.stat(target).st_mode))
+        for root, dirs, files in os.walk(target):
+            dirs[:] = [d for d in dirs if os.path.join(root, d) not in kept]
+            for name in dirs + files:
+                full = os.path.join(root, name)
+                entries.append((full, os.lstat(full).st_mode))
+    return sorted(entries)
+
+
+def reset_sample_filesystem(tmpfs_mb: int, work: str) -> None:
+    """Give the next sample empty scratch space and an empty private ``work`` directory:
+    replace the writable scratch mounts with fresh tmpfs ones (called by PID 1 between samples,
+    after every sample process is dead, so the old mounts are simply dropped), unless they are
+    exactly as the last reset left them (the common case: most samples write nothing)."""
     try:
-        if os.listdir(work) or os.listdir("/tmp") != [os.path.basename(work)]:
-            return False
-        for target in _SAMPLE_TMPFS:
-            if os.path.isdir(target) and (os.stat(target).st_mode & 0o7777 != 0o1777
-                                          or (target != "/tmp" and os.listdir(target))):
-                return False  # a sample may chmod what it owns; then start from scratch
-        return True
+        if _pristine and _scratch_listing() == _pristine:
+            return
     except OSError:
-        return False
-
-
-def reset_sample_filesystem(tmpfs_mb: int, work: str) -> bool:
-    """Give the next sample empty scratch space: replace the writable scratch mounts with fresh
-    tmpfs ones (called by PID 1 between samples, after every sample process is dead, so the old
-    mounts are simply dropped) unless they are already pristine.  Returns True if the work dir
-    must be created."""
-    if _scratch_is_pristine(work):
-        os.chmod(work, 0o700)
-        return False
+        pass
     opts = f"size={tmpfs_mb}m,mode=1777"
     for target in _SAMPLE_TMPFS:
         if not os.path.isdir(target):
             continue
         _libc.umount2(target.encode(), MNT_DETACH)  # EINVAL the first time: nothing mounted yet
         mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, opts)
-    return True
+        for path, handle in _kept:
+            if _under(path, target):
+                os.makedirs(path, exist_ok=True)
+                mount(f"/proc/self/fd/{handle}", path, None, MS_BIND | MS_REC)
+                mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    os.mkdir(work, 0o700)
+    _pristine[:] = _scratch_listing()
 
 
 class _CapHeader(ctypes.Structure):

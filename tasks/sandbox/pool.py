@@ -30,6 +30,10 @@ _ENV_KEEP = ("PATH", "LANG", "LC_ALL", "TZ", "PYTHONPATH", "VIRTUAL_ENV", "CODEA
 _CGROUP_ROOTS = ("/sys/fs/cgroup/pids", "/sys/fs/cgroup")
 
 
+# The self-check every worker passes before its first sample (see SandboxPool._self_check).
+_PROBE = Job("self-check", -1, "import numpy\nassert numpy.allclose([1.0], [1.0 + 1e-9])\n", "script")
+
+
 class IsolationUnavailable(RuntimeError):
     """Raised with ``strict_isolation`` when the OS refuses the namespaces we need."""
 
@@ -121,7 +125,24 @@ class SandboxPool:
                 proc.kill()
                 raise IsolationUnavailable(f"sandbox namespaces unavailable: {info['reason']}")
             _warn_once(info["reason"])
-        return _Worker(proc, info, cgroup)
+        worker = _Worker(proc, info, cgroup)
+        self._self_check(worker)
+        return worker
+
+    def _self_check(self, worker: _Worker) -> None:
+        """Run a probe sample that imports what the harness imports lazily (numpy, for float
+        comparisons): an environment samples cannot use is an error here, never a wrong
+        verdict later."""
+        assert worker.proc.stdin is not None and worker.proc.stdout is not None
+        try:
+            send(worker.proc.stdin, (_PROBE, self.limits.for_worker(), None, None))
+            _, verdict = receive(worker.proc.stdout)
+        except (EOFError, BrokenPipeError, OSError) as exc:
+            verdict = Verdict("self-check", -1, "crashed", False, 0.0, 0.0, f"worker died: {exc!r}")
+        if not verdict.passed:
+            self._stop_worker(worker)
+            raise RuntimeError(f"sandbox self-check failed: {verdict.status}: {verdict.detail} (a sample cannot "
+                               f"import what judging needs; interpreter {sys.executable})")
 
     def _stop_worker(self, worker: _Worker) -> None:
         try:

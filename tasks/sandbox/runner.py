@@ -130,8 +130,7 @@ def _send(fd: int, nonce: str, mode: str, status: str, detail: str, outputs: obj
 def fresh_work_dir(ctx: SandboxContext, tmpfs_mb: int) -> str:
     """A clean, empty, private working directory for the next sample."""
     if ctx.is_namespace_init:
-        if isolation.reset_sample_filesystem(tmpfs_mb, _WORK_DIR):
-            os.mkdir(_WORK_DIR, 0o700)
+        isolation.reset_sample_filesystem(tmpfs_mb, _WORK_DIR)
         return _WORK_DIR
     import tempfile  # fallback mode only: workers keep their imports lean (cheaper forks)
 

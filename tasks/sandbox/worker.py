@@ -78,6 +78,8 @@ def main() -> None:
         if disable
         else isolation.enter_worker_isolation()
     )
+    if mode.namespaces:  # before any scratch tmpfs hides them
+        isolation.keep_visible(isolation.python_paths())
     for name in _PRELOAD:
         try:
             __import__(name)
