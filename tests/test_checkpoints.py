@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 
 from tasks.artifacts.checkpoints import CheckpointError, discover, fingerprint, validate
-from tasks.evaluation.units import CheckpointEvalConfig, kept_units, make_units, recorded_units, write_manifest
+from tasks.evaluation.units import (
+    CheckpointEvalConfig,
+    kept_units,
+    make_units,
+    recorded_units,
+    write_manifest,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -115,17 +115,19 @@ def test_python_installed_under_tmp_judges_float_answers_correctly(tmp_path, mon
                        samples, workers=1)
     assert [(v.task_id, v.status, v.detail) for v in verdicts] == [(t, "passed", "") for t in FLOAT_SOLUTIONS]
 
-    leak = tmp_path / "leaked.txt"  # beside the venv: on the sample's fresh tmpfs, not the host's
+    beside = tmp_path / "leaked.txt"  # next to the kept venv: on the sample's fresh tmpfs (and not its to write)
+    top = f"/tmp/leaked-{tmp_path.name}"  # the scratch root: writable, gone with the sample
     from tasks.benchmarks.problem import Problem
 
-    writer = Problem("t", "t/write", "", "", "f", "", test=f"open({str(leak)!r}, 'w').write('x')",
-                     completion_is_program=True)
-    reader = Problem("t", "t/read", "", "", "f", "", test=f"import os\nassert not os.path.exists({str(leak)!r})",
-                     completion_is_program=True)
+    write = (f"try:\n    open({str(beside)!r}, 'w').write('x')\nexcept PermissionError:\n    pass\n"
+             f"open({top!r}, 'w').write('x')")
+    read = f"import os\nassert not os.path.exists({str(beside)!r}) and not os.path.exists({top!r})"
+    writer = Problem("t", "t/write", "", "", "f", "", test=write, completion_is_program=True)
+    reader = Problem("t", "t/read", "", "", "f", "", test=read, completion_is_program=True)
     verdicts = execute([writer, reader], [Sample("t/write", 0, solution=""), Sample("t/read", 0, solution="")],
                        workers=1, use_reference=False)
     assert [v.status for v in verdicts] == ["passed", "passed"], verdicts
-    assert not leak.exists()
+    assert not beside.exists() and not Path(top).exists()
 
 
 def test_an_environment_samples_cannot_use_is_an_error_not_a_verdict(tmp_path, monkeypatch):

@@ -12,7 +12,14 @@ from tasks.generation.postprocess import (
     flow_completion,
     truncate,
 )
-from tasks.generation.prompts import NoFimTokens, PromptSpec, Shot, build_prompt, detect_fim, stop_sequences
+from tasks.generation.prompts import (
+    NoFimTokens,
+    PromptSpec,
+    Shot,
+    build_prompt,
+    detect_fim,
+    stop_sequences,
+)
 
 
 class FakeTokenizer:

@@ -262,3 +262,41 @@ def test_fallback_without_namespaces_still_judges_and_warns(problem_factory, mon
     assert "WARNING: sandbox namespaces unavailable" in capfd.readouterr().err
     time.sleep(0.3)
     assert _marker_processes(marker) == []
+
+
+def test_samples_cannot_read_the_hosts_secrets(problem_factory):
+    """Canaries in the account's home, in /root and in an owner-only file elsewhere, and
+    /etc/shadow: a hostile sample that raises their content gets nothing into its verdict
+    (home directories are covered; samples run as an unprivileged uid).  Honest samples using
+    the standard library and numpy still pass."""
+    tag = uuid.uuid4().hex
+    repo = Path(__file__).resolve().parent.parent
+    home_dir = Path.home() / f".codealign-canary-{tag}"
+    canaries = [home_dir / "credentials", Path("/root") / f".codealign-root-canary-{tag}", repo / f".canary-{tag}"]
+    written = []
+    try:
+        for i, path in enumerate(canaries):
+            if path.parent.is_dir() or path.parent == home_dir:
+                path.parent.mkdir(exist_ok=True)
+                path.write_text(f"SECRET-{tag}-{i}")
+                path.chmod(0o600)
+                written.append(path)
+        hostile = {f"read_{i}": f"def f():\n    raise ValueError(open({str(p)!r}).read())" for i, p in enumerate(written)}
+        hostile["list_home"] = f"import os\ndef f():\n    raise ValueError(os.listdir({str(home_dir.parent)!r}))"
+        hostile["shadow"] = "def f():\n    raise ValueError(open('/etc/shadow').read())"
+        honest = {"stdlib_numpy": "import heapq, json, numpy\ndef f():\n    return int(numpy.array([heapq.nsmallest(1, "
+                                  "json.loads('[1, 2]'))[0]]).sum())"}
+        verdicts = run(problem_factory(), {**hostile, **honest})
+    finally:
+        for path in written:
+            path.unlink()
+        if home_dir.exists():
+            home_dir.rmdir()
+    assert verdicts["stdlib_numpy"].passed, verdicts["stdlib_numpy"]
+    for name in hostile:
+        v = verdicts[name]
+        assert not v.passed and f"SECRET-{tag}" not in v.detail, (name, v)
+        if name.startswith("read_"):
+            assert v.detail.startswith(("PermissionError", "FileNotFoundError")), (name, v)
+    assert f"canary-{tag}" not in verdicts["list_home"].detail, verdicts["list_home"]  # not even the names
+    assert verdicts["shadow"].detail.startswith(("PermissionError", "FileNotFoundError")), verdicts["shadow"]

@@ -7,7 +7,12 @@ import json
 import pytest
 
 from tasks.artifacts.lineage import ArtifactMeta, InputRef, lineage_tree, render_tree
-from tasks.artifacts.store import META_SUFFIX, ArtifactStore, IntegrityError, MissingArtifact
+from tasks.artifacts.store import (
+    META_SUFFIX,
+    ArtifactStore,
+    IntegrityError,
+    MissingArtifact,
+)
 
 
 @pytest.fixture(params=["local", "s3"])

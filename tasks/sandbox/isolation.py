@@ -7,6 +7,8 @@ ctypes.  The design is two-stage so the per-sample cost stays near one ``fork``:
   usable interface and a private mount namespace in which every mount is read-only;
 * once per worker, too: the worker becomes PID 1 of its own PID namespace
   (:func:`become_namespace_init`) with a ``/proc`` showing only that namespace;
+* once per worker: home directories covered by an empty read-only tmpfs (:func:`hide_secrets`),
+  and samples run as an unprivileged uid of their own (:func:`become_unprivileged`);
 * between samples (:func:`reset_sample_filesystem`): fresh tmpfs mounts over ``/tmp`` (the
   private working directory), ``/dev/shm`` and ``/var/tmp``, with the interpreter's own
   directories that lie under them bound back read-only (:func:`keep_visible`).  The worker
@@ -41,6 +43,7 @@ MS_STRICTATIME = 1 << 24
 
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 MNT_DETACH = 2
 PR_CAPBSET_DROP = 24
 PR_SET_SECUREBITS = 28
@@ -166,7 +169,7 @@ def become_namespace_init() -> bool:
     return True
 
 
-_SAMPLE_TMPFS = ("/tmp", "/dev/shm", "/var/tmp")
+SCRATCH_MOUNTS = ("/tmp", "/dev/shm", "/var/tmp")
 # Directories under a scratch mount that samples must still see (the interpreter, its
 # libraries, the project), kept as open handles: a fresh tmpfs hides the originals, and each
 # is bound back read-only from its handle (see keep_visible).
@@ -182,27 +185,56 @@ def python_paths() -> list[str]:
     """Where this interpreter and everything it imports live: its prefixes and import path."""
     import sys
 
-    found = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path) if p}
+    project = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # holds tasks/
+    found = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path, project) if p}
     return sorted(p for p in found if os.path.isdir(p))
 
 
-def keep_visible(paths: list[str]) -> list[str]:
-    """Remember the ``paths`` that lie under a scratch mount (a venv in /tmp, a CI cache there)
-    so that every fresh scratch tmpfs gets them bound back, read-only: verdicts must not depend
-    on where Python is installed.  Call before the first :func:`reset_sample_filesystem`, while
-    the originals are still reachable.  Returns the paths kept."""
+def secret_roots() -> list[str]:
+    """Directories samples must not see at all: home directories (SSH keys, cloud credentials,
+    tokens, codealign's and Prefect's and Ray's state under the account's home)."""
+    home = os.path.realpath(os.path.expanduser("~"))
+    roots = ["/root", "/home"]
+    if home != "/" and not any(_under(home, r) for r in roots):
+        roots.append(home)
+    return [r for r in roots if os.path.isdir(r)]
+
+
+def keep_visible(paths: list[str], hidden: list[str]) -> list[str]:
+    """Remember the ``paths`` that lie under a ``hidden`` directory (a venv in /tmp or in the
+    account's home, a CI cache there) so that whatever covers that directory gets them bound
+    back, read-only: verdicts must not depend on where Python is installed.  Call while the
+    originals are still reachable, before anything is covered.  Returns the paths kept."""
     for path in sorted(paths):
-        inside = any(_under(path, t) and path != t for t in _SAMPLE_TMPFS)  # never a whole scratch mount
+        inside = any(_under(path, h) and path != h for h in hidden)  # never a whole hidden directory
         if inside and not any(_under(path, k) for k, _ in _kept):
             _kept.append((path, os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)))
     return [k for k, _ in _kept]
+
+
+def _cover(target: str, opts: str) -> None:
+    """A fresh tmpfs over ``target``, with the kept paths below it bound back read-only."""
+    mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, opts)
+    for path, handle in _kept:
+        if _under(path, target) and path != target:
+            os.makedirs(path, exist_ok=True)
+            mount(f"/proc/self/fd/{handle}", path, None, MS_BIND | MS_REC)
+            mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def hide_secrets(roots: list[str]) -> None:
+    """Cover each of ``roots`` with an empty read-only tmpfs (the kept paths below bound back),
+    once per worker: samples see neither the files there nor their names."""
+    for root in roots:
+        _cover(root, "size=1m,mode=0755")
+        mount(None, root, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
 def _scratch_listing() -> list[tuple[str, int]]:
     """Every entry of the scratch mounts with its mode (not descending into kept binds)."""
     kept = {k for k, _ in _kept}
     entries = []
-    for target in _SAMPLE_TMPFS:
+    for target in SCRATCH_MOUNTS:
         if not os.path.isdir(target):
             continue
         entries.append((target, os.stat(target).st_mode))
@@ -214,28 +246,26 @@ def _scratch_listing() -> list[tuple[str, int]]:
     return sorted(entries)
 
 
-def reset_sample_filesystem(tmpfs_mb: int, work: str) -> None:
+def reset_sample_filesystem(tmpfs_mb: int, work: str, owner: int | None = None) -> None:
     """Give the next sample empty scratch space and an empty private ``work`` directory:
     replace the writable scratch mounts with fresh tmpfs ones (called by PID 1 between samples,
     after every sample process is dead, so the old mounts are simply dropped), unless they are
-    exactly as the last reset left them (the common case: most samples write nothing)."""
+    exactly as the last reset left them (the common case: most samples write nothing).  The
+    work directory belongs to ``owner``, the uid samples run as."""
     try:
         if _pristine and _scratch_listing() == _pristine:
             return
     except OSError:
         pass
     opts = f"size={tmpfs_mb}m,mode=1777"
-    for target in _SAMPLE_TMPFS:
+    for target in SCRATCH_MOUNTS:
         if not os.path.isdir(target):
             continue
         _libc.umount2(target.encode(), MNT_DETACH)  # EINVAL the first time: nothing mounted yet
-        mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, opts)
-        for path, handle in _kept:
-            if _under(path, target):
-                os.makedirs(path, exist_ok=True)
-                mount(f"/proc/self/fd/{handle}", path, None, MS_BIND | MS_REC)
-                mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        _cover(target, opts)
     os.mkdir(work, 0o700)
+    if owner is not None:
+        os.chown(work, owner, owner)
     _pristine[:] = _scratch_listing()
 
 
@@ -258,6 +288,25 @@ def lock_inheritable_privileges() -> None:
     # SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP(_LOCKED) | KEEP_CAPS_LOCKED
     _libc.prctl(PR_SET_SECUREBITS, 0x2F, 0, 0, 0)
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+
+
+# Samples run as an unprivileged uid of their own worker: SAMPLE_UID_BASE + the worker's pid
+# (unique while the worker lives, so RLIMIT_NPROC counts one worker's sample and nothing else).
+SAMPLE_UID_BASE = 200_000
+
+
+def become_unprivileged(uid: int) -> None:
+    """Switch a sample process to ``uid`` (group ``uid``, no supplementary groups): files the
+    host keeps to their owner (/etc/shadow, keys, 0600 files) are unreadable by permission.
+    The securebits locked in the worker keep the capabilities across the switch; the caller
+    drops them right after."""
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    # A uid change makes the process non-dumpable, which hands its /proc/self to root: the
+    # sample could no longer read its own status, fds or environment.  Core dumps stay off
+    # (RLIMIT_CORE 0) and only the sample's own processes share its uid.
+    _check(_libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "dumpable")
 
 
 _CAPSET = 126 if os.uname().machine == "x86_64" else 91

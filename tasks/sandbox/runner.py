@@ -51,6 +51,7 @@ class SandboxContext:
 
     namespaces: bool
     cgroup_procs_fd: int | None = None
+    sample_uid: int | None = None  # the unprivileged uid samples run as (None: the worker's own)
 
     @property
     def is_namespace_init(self) -> bool:
@@ -103,6 +104,8 @@ def _sample_main(job: Job, tests: DifferentialJob | None, limits: SampleLimits, 
         resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes, limits.max_processes))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         if ctx.namespaces:
+            if ctx.sample_uid is not None:
+                isolation.become_unprivileged(ctx.sample_uid)
             isolation.drop_capabilities()
     except BaseException as exc:  # noqa: BLE001 - report set-up failure as a verdict
         _send(result_w, nonce, job.mode, "crashed", f"sandbox set-up failed: {exc}", None)
@@ -130,7 +133,7 @@ def _send(fd: int, nonce: str, mode: str, status: str, detail: str, outputs: obj
 def fresh_work_dir(ctx: SandboxContext, tmpfs_mb: int) -> str:
     """A clean, empty, private working directory for the next sample."""
     if ctx.is_namespace_init:
-        isolation.reset_sample_filesystem(tmpfs_mb, _WORK_DIR)
+        isolation.reset_sample_filesystem(tmpfs_mb, _WORK_DIR, ctx.sample_uid)
         return _WORK_DIR
     import tempfile  # fallback mode only: workers keep their imports lean (cheaper forks)
 

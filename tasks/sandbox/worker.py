@@ -78,8 +78,13 @@ def main() -> None:
         if disable
         else isolation.enter_worker_isolation()
     )
-    if mode.namespaces:  # before any scratch tmpfs hides them
-        isolation.keep_visible(isolation.python_paths())
+    sample_uid = None
+    if mode.namespaces:  # keep the interpreter's directories before anything covers them
+        secrets = isolation.secret_roots()
+        isolation.keep_visible(isolation.python_paths(), [*isolation.SCRATCH_MOUNTS, *secrets])
+        isolation.hide_secrets(secrets)
+        if not mode.user_namespace:  # a user namespace maps one uid only: the caller's own
+            sample_uid = isolation.SAMPLE_UID_BASE + os.getpid()
     for name in _PRELOAD:
         try:
             __import__(name)
@@ -90,7 +95,7 @@ def main() -> None:
         isolation.become_namespace_init()  # from here on this process is PID 1 of its namespace
         isolation.lock_inheritable_privileges()
     runner.prepare_worker_process()
-    ctx = runner.SandboxContext(namespaces=mode.namespaces, cgroup_procs_fd=cgroup_fd)
+    ctx = runner.SandboxContext(namespaces=mode.namespaces, cgroup_procs_fd=cgroup_fd, sample_uid=sample_uid)
     send(proto_out, {"ready": True, "namespaces": mode.namespaces, "user_namespace": mode.user_namespace,
                      "reason": mode.reason, "cgroup": cgroup_fd is not None})
     tests_cache: OrderedDict[str, Any] = OrderedDict()
