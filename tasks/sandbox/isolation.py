@@ -170,9 +170,10 @@ def become_namespace_init() -> bool:
 
 
 SCRATCH_MOUNTS = ("/tmp", "/dev/shm", "/var/tmp")
-# Directories under a scratch mount that samples must still see (the interpreter, its
-# libraries, the project), kept as open handles: a fresh tmpfs hides the originals, and each
-# is bound back read-only from its handle (see keep_visible).
+# Directories under a covered one (scratch mount or home) that samples must still see (the
+# interpreter, its libraries, the project), kept as open handles: a tmpfs hides the originals,
+# and each is bound back read-only from its handle (see keep_visible).  _pristine: the scratch
+# mounts' listing right after the last reset.
 _kept: list[tuple[str, int]] = []
 _pristine: list[tuple[str, int]] = []
 
