@@ -172,10 +172,10 @@ def become_namespace_init() -> bool:
 SCRATCH_MOUNTS = ("/tmp", "/dev/shm", "/var/tmp")
 # Directories under a covered one (scratch mount or home) that samples must still see (the
 # interpreter, its libraries, the project), kept as open handles: a tmpfs hides the originals,
-# and each is bound back read-only from its handle (see keep_visible).  _pristine: the scratch
-# mounts' listing right after the last reset.
+# and each is bound back read-only from its handle (see keep_visible).  _clean: the scratch
+# mounts' directories (mode, entries) right after the last reset.
 _kept: list[tuple[str, int]] = []
-_pristine: list[tuple[str, int]] = []
+_clean: dict[str, tuple[int, list[str]]] = {}
 
 
 def _under(path: str, root: str) -> bool:
@@ -231,20 +231,31 @@ def hide_secrets(roots: list[str]) -> None:
         mount(None, root, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
-def _scratch_listing() -> list[tuple[str, int]]:
-    """Every entry of the scratch mounts with its mode (not descending into kept binds)."""
+def _scratch_directories() -> dict[str, tuple[int, list[str]]]:
+    """Every directory of the scratch mounts (not descending into kept binds) with its mode and
+    entries: taken once per reset, as the picture of a clean scratch."""
     kept = {k for k, _ in _kept}
-    entries = []
+    picture = {}
     for target in SCRATCH_MOUNTS:
         if not os.path.isdir(target):
             continue
-        entries.append((target, os.stat(target).st_mode))
-        for root, dirs, files in os.walk(target):
+        for root, dirs, _ in os.walk(target):
             dirs[:] = [d for d in dirs if os.path.join(root, d) not in kept]
-            for name in dirs + files:
-                full = os.path.join(root, name)
-                entries.append((full, os.lstat(full).st_mode))
-    return sorted(entries)
+            picture[root] = (os.stat(root).st_mode, sorted(os.listdir(root)))
+    return picture
+
+
+def _scratch_is_pristine() -> bool:
+    """True when every directory of the clean picture still holds exactly what it held, with the
+    same mode (the common case: most samples write nothing, and then the scratch mounts need not
+    be replaced).  One stat and one listdir per directory: this runs after every sample."""
+    if not _clean:
+        return False
+    try:
+        return all(os.stat(path).st_mode == mode and sorted(os.listdir(path)) == entries
+                   for path, (mode, entries) in _clean.items())
+    except OSError:
+        return False
 
 
 def reset_sample_filesystem(tmpfs_mb: int, work: str, owner: int | None = None) -> None:
@@ -253,11 +264,8 @@ def reset_sample_filesystem(tmpfs_mb: int, work: str, owner: int | None = None) 
     after every sample process is dead, so the old mounts are simply dropped), unless they are
     exactly as the last reset left them (the common case: most samples write nothing).  The
     work directory belongs to ``owner``, the uid samples run as."""
-    try:
-        if _pristine and _scratch_listing() == _pristine:
-            return
-    except OSError:
-        pass
+    if _scratch_is_pristine():
+        return
     opts = f"size={tmpfs_mb}m,mode=1777"
     for target in SCRATCH_MOUNTS:
         if not os.path.isdir(target):
@@ -267,7 +275,8 @@ def reset_sample_filesystem(tmpfs_mb: int, work: str, owner: int | None = None) 
     os.mkdir(work, 0o700)
     if owner is not None:
         os.chown(work, owner, owner)
-    _pristine[:] = _scratch_listing()
+    _clean.clear()
+    _clean.update(_scratch_directories())
 
 
 class _CapHeader(ctypes.Structure):
@@ -296,13 +305,18 @@ def lock_inheritable_privileges() -> None:
 SAMPLE_UID_BASE = 200_000
 
 
+def drop_groups() -> None:
+    """No supplementary groups, set once in the worker for every sample it forks (samples then
+    only switch uid and gid: fewer credential changes per sample)."""
+    os.setgroups([])
+
+
 def become_unprivileged(uid: int) -> None:
     """Switch a sample process to ``uid`` (group ``uid``, no supplementary groups): files the
     host keeps to their owner (/etc/shadow, keys, 0600 files) are unreadable by permission.
     The securebits locked in the worker keep the capabilities across the switch; the caller
     drops them right after."""
-    os.setgroups([])
-    os.setresgid(uid, uid, uid)
+    os.setresgid(uid, uid, uid)  # supplementary groups were cleared in the worker (drop_groups)
     os.setresuid(uid, uid, uid)
     # A uid change makes the process non-dumpable, which hands its /proc/self to root: the
     # sample could no longer read its own status, fds or environment.  Core dumps stay off

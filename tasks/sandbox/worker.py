@@ -85,6 +85,7 @@ def main() -> None:
         isolation.hide_secrets(secrets)
         if not mode.user_namespace:  # a user namespace maps one uid only: the caller's own
             sample_uid = isolation.SAMPLE_UID_BASE + os.getpid()
+            isolation.drop_groups()
     for name in _PRELOAD:
         try:
             __import__(name)
