@@ -128,7 +128,8 @@ def kept_units(previous: list[Unit], current: list[Unit]) -> list[Unit]:
 
 
 def is_complete(store: ArtifactStore, unit: Unit) -> bool:
-    return store.exists(unit.artifact("scores.json"))
+    """What completes a unit is said once, by its run item (``done``)."""
+    return runs.is_complete(store, unit.as_item())
 
 
 def result_rows(store: ArtifactStore, units: list[Unit]) -> tuple[list[dict[str, Any]], tuple[InputRef, ...]]:
