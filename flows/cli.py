@@ -25,6 +25,7 @@ from tasks.evaluation.settings import EvalSettings, EvaluateConfig
 from tasks.evaluation.units import CheckpointEvalConfig
 from tasks.files import InputError, read_jsonl, write_json_atomic, write_jsonl_atomic
 from tasks.generation.samples import Sample, read_samples
+from tasks.preferences.generate import GenerateConfig
 from tasks.sandbox.limits import Limits
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -204,8 +205,16 @@ def _run_flow(call: Any, store_root: str) -> None:
         raise typer.Exit(1) from None
     except (CheckpointError, MissingArtifact, IntegrityError, DataFileError, ValueError) as exc:
         fail(str(exc))
-    print_results(store_root, summary["run_id"])
-    console.print(f"run {summary['run_id']}: {summary['complete']}/{summary['units']} units complete; "
+    from tasks.artifacts.runs import read_manifest
+    from tasks.artifacts.store import ArtifactStore
+
+    if read_manifest(ArtifactStore(store_root), summary["run_id"]).flow == "generate-preferences":
+        print_preference_stats(store_root, summary["run_id"])
+        what = "shards"
+    else:
+        print_results(store_root, summary["run_id"])
+        what = "units"
+    console.print(f"run {summary['run_id']}: {summary['complete']}/{summary['units']} {what} complete; "
                   f"results {summary['results']}", highlight=False)
 
 
@@ -236,13 +245,71 @@ def evaluate_checkpoints_command(
     _run_flow(lambda: run_evaluate_checkpoints(config, run_id), config.store)
 
 
+@app.command("generate")
+@with_config_options(GenerateConfig, on_error=fail)
+def generate_command(
+    config: GenerateConfig,
+    run_id: Annotated[Optional[str], typer.Option(help="name the run (default: from the Prefect flow-run id)")] = None,
+) -> None:
+    """Sample n responses per instruction, execute them, and build SFT / DPO / BoNBoN /
+    non-functional datasets with quality gates (Prefect flow `generate-preferences` on Ray)."""
+    from flows.runtime import check_run_id
+    from tasks.generation.models import ModelNotFound, resolve_model
+    from tasks.preferences.sources import load_source
+
+    if run_id is not None:
+        try:
+            check_run_id(run_id)
+        except ValueError as exc:
+            fail(f"--run-id {exc}")
+    try:
+        load_source(config.source, config.limit)  # bad input fails here, before any server or cluster starts
+        resolve_model(config.model)
+    except (InputError, DataFileError, ModelNotFound) as exc:
+        fail(str(exc))
+    from flows.generate_preferences import run_generate_preferences
+
+    _run_flow(lambda: run_generate_preferences(config, run_id), config.store)
+
+
+def print_preference_stats(store_root: str, run_id: str) -> None:
+    from tasks.artifacts.store import ArtifactStore
+    from tasks.preferences.report import table_rows
+
+    store = ArtifactStore(store_root)
+    stats = store.get_json(layout.run_dataset(run_id, "stats.json"))
+    table = Table(title=f"run {run_id}: {stats['instructions']} instructions, {stats['responses']} responses")
+    for col in ("dataset", "rows", "dropped instructions (why: count)"):
+        table.add_column(col, justify="right" if col == "rows" else "left")
+    for row in table_rows(stats):
+        table.add_row(*row)
+    out.print(table)
+    gates = {**{f"instruction dropped: {k}": v for k, v in stats["instructions_dropped"].items()},
+             **{f"response flagged: {k}": v for k, v in stats["responses_flagged"].items()}}
+    for gate, count in gates.items():
+        out.print(f"{gate}: {count}", highlight=False, markup=False)
+    out.print(f"report: {store.uri(layout.run_dataset(run_id, 'report.md'))}", highlight=False, markup=False)
+
+
 @app.command("resume")
 def resume_command(
     run_id: Annotated[str, typer.Argument(help="a run id from `codealign runs`")],
     store: StoreOpt = layout.DEFAULT_STORE,
     ray_address: Annotated[Optional[str], typer.Option(help="none: the run's setting")] = None,
 ) -> None:
-    """Run the units of RUN_ID that are not complete (and any checkpoint that appeared since)."""
+    """Run what RUN_ID has not completed (units or shards), whichever flow it belongs to."""
+    from tasks.artifacts.runs import read_manifest
+    from tasks.artifacts.store import ArtifactStore, MissingArtifact
+
+    try:
+        flow = read_manifest(ArtifactStore(store), run_id).flow
+    except MissingArtifact:
+        fail(f"no run {run_id} in {store}")
+    if flow == "generate-preferences":
+        from flows.generate_preferences import resume as resume_generate
+
+        _run_flow(lambda: resume_generate(store, run_id, ray_address), store)
+        return
     from flows.evaluate_checkpoints import resume
 
     _run_flow(lambda: resume(store, run_id, ray_address), store)

@@ -8,6 +8,7 @@ for samples, verdicts, shots, instruction files and data files.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -96,6 +97,14 @@ def read_text(path: str | Path, what: str = "file") -> str:
         return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read {what} ({exc})") from exc
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, or an :class:`InputError` naming it."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
 
 
 def parse_jsonl(text: str, where: str, error: type[Exception] = InputError) -> Iterator[tuple[str, dict[str, Any]]]:

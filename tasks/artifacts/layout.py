@@ -4,6 +4,7 @@
         runs/<run_id>/manifest.json   what the run asked for (flow, config, items)
         runs/<run_id>/status.json     state, Prefect flow-run ids, failed items
         runs/<run_id>/results.json    the run's table
+        runs/<run_id>/datasets/…      a generate-preferences run's datasets, stats and report
         units/<key>/<artifact>        content-keyed work, shared by every run that needs it
         prefect-results/              Prefect's persisted task and flow results
 
@@ -20,10 +21,15 @@ RUNS = "runs"
 UNITS = "units"
 PREFECT_RESULTS = "prefect-results"
 MANIFEST, STATUS, RESULTS = "manifest.json", "status.json", "results.json"
+DATASETS = "datasets"
 
 
 def run_record(run_id: str, name: str) -> str:
     return f"{RUNS}/{run_id}/{name}"
+
+
+def run_dataset(run_id: str, name: str) -> str:
+    return f"{RUNS}/{run_id}/{DATASETS}/{name}"
 
 
 def unit_artifact(key: str, name: str) -> str:

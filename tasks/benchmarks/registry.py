@@ -70,6 +70,16 @@ DATA_FILES: dict[str, DataFile] = {
             "google-research/google-research mbpp/sanitized-mbpp.json (gzip -n -9)",
         ),
         DataFile(
+            "code_alpaca_2k.json.gz",
+            "1b83f61829ae612aa7c587c6d14a77c2d59a56c028c3e753cae0d0357dfcb46b",
+            "sahil280114/codealpaca data/code_alpaca_2k.json @ 2f78ddc5c682ed6738ad092bbbfa59ba915afcb0",
+        ),
+        DataFile(
+            "new_codealpaca.json.gz",
+            "68a55127c3556c6a3c04453f56a144b14890da593b0ef4f5bba47925c252a1f5",
+            "sahil280114/codealpaca data/new_codealpaca.json @ 2f78ddc5c682ed6738ad092bbbfa59ba915afcb0",
+        ),
+        DataFile(
             "HumanEval-SingleLineInfilling.jsonl.gz",
             "1277073e7ddce163ef68598c2bca777f688a53df99422f097e37362090f88e1f",
             "openai/human-eval-infilling data/ @ 88062ff9859c875d04db115b698ed4b0f0395170",

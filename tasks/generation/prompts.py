@@ -102,20 +102,38 @@ def fenced(code: str) -> str:
     return f"```python\n{code.rstrip()}\n```"
 
 
-def plain_instruction_prompt(instruction: str, shots: list[Shot]) -> str:
-    """Base-model Command-mode prompt: Alpaca-style blocks, demonstrations first."""
-    blocks = [f"### Instruction:\n{s.instruction}\n\n### Response:\n{fenced(s.code)}\n\n" for s in shots]
-    blocks.append(f"### Instruction:\n{instruction}\n\n### Response:\n")
+def plain_dialogue_prompt(turns: list[tuple[str, str]], user: str) -> str:
+    """Base-model prompt: Alpaca-style ``### Instruction:`` / ``### Response:`` blocks, earlier
+    (user, answer) turns first; the model writes the last response."""
+    blocks = [f"### Instruction:\n{u}\n\n### Response:\n{a}\n\n" for u, a in turns]
+    blocks.append(f"### Instruction:\n{user}\n\n### Response:\n")
     return "".join(blocks)
+
+
+def chat_dialogue_prompt(tokenizer: TokenizerLike, turns: list[tuple[str, str]], user: str) -> str:
+    """Instruct-model prompt: earlier (user, answer) turns as chat turns, then ``user``."""
+    messages: list[dict[str, str]] = []
+    for u, a in turns:
+        messages += [{"role": "user", "content": u}, {"role": "assistant", "content": a}]
+    messages.append({"role": "user", "content": user})
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def dialogue_prompt(tokenizer: TokenizerLike, turns: list[tuple[str, str]], user: str) -> str:
+    """The chat template when the model has one, the plain template otherwise."""
+    if has_chat_template(tokenizer):
+        return chat_dialogue_prompt(tokenizer, turns, user)
+    return plain_dialogue_prompt(turns, user)
+
+
+def plain_instruction_prompt(instruction: str, shots: list[Shot]) -> str:
+    """Base-model Command-mode prompt: demonstrations first."""
+    return plain_dialogue_prompt([(s.instruction, fenced(s.code)) for s in shots], instruction)
 
 
 def chat_instruction_prompt(tokenizer: TokenizerLike, instruction: str, shots: list[Shot]) -> str:
     """Instruct-model Command-mode prompt: demonstrations as earlier chat turns."""
-    messages: list[dict[str, str]] = []
-    for s in shots:
-        messages += [{"role": "user", "content": s.instruction}, {"role": "assistant", "content": fenced(s.code)}]
-    messages.append({"role": "user", "content": instruction})
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return chat_dialogue_prompt(tokenizer, [(s.instruction, fenced(s.code)) for s in shots], instruction)
 
 
 def has_chat_template(tokenizer: TokenizerLike) -> bool:
@@ -146,9 +164,7 @@ def build_prompt(problem: Problem, spec: PromptSpec, tokenizer: TokenizerLike, m
         raise ValueError(f"{problem.task_id}: {problem.benchmark} has no natural-language instruction "
                          f"(Command mode); use --mode flow")
     demos = (shots or [])[: spec.shots]
-    if has_chat_template(tokenizer):
-        return chat_instruction_prompt(tokenizer, problem.instruction, demos)
-    return plain_instruction_prompt(problem.instruction, demos)
+    return dialogue_prompt(tokenizer, [(s.instruction, fenced(s.code)) for s in demos], problem.instruction)
 
 
 def stop_sequences(problem: Problem, spec: PromptSpec, tokenizer: TokenizerLike) -> list[str]:
@@ -159,6 +175,9 @@ def stop_sequences(problem: Problem, spec: PromptSpec, tokenizer: TokenizerLike)
         if problem.suffix:
             return list(detect_fim(tokenizer).stop)
         return ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert "]
-    if has_chat_template(tokenizer):
-        return []
-    return ["### Instruction:"]
+    return dialogue_stops(tokenizer)
+
+
+def dialogue_stops(tokenizer: TokenizerLike) -> list[str]:
+    """A chat model stops at its end-of-turn token; a plain-template one before the next block."""
+    return [] if has_chat_template(tokenizer) else ["### Instruction:"]

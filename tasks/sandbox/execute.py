@@ -13,6 +13,7 @@ import hashlib
 import pickle
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from tasks.benchmarks.problem import Problem
@@ -20,7 +21,7 @@ from tasks.files import atomic_open, cache_dir
 from tasks.generation.samples import Sample
 from tasks.sandbox.limits import Limits
 from tasks.sandbox.pool import SandboxPool
-from tasks.sandbox.records import DifferentialJob, Job, Verdict
+from tasks.sandbox.records import AssertTests, DifferentialJob, Job, Verdict
 
 # Generous limits for computing expected outputs from trusted canonical code.
 _RECORD_LIMITS = Limits(cpu_s=120, wall_s=600, memory_mb=8192)
@@ -163,6 +164,36 @@ def execute(
         verdicts = list(_with_progress(pool.run(jobs, limits), len(jobs), progress))
     order = {(s.task_id, s.index): i for i, s in enumerate(samples)}
     verdicts.sort(key=lambda v: order[(v.task_id, v.sample_index)])
+    return verdicts
+
+
+@dataclass(frozen=True)
+class TestedProgram:
+    """A program judged by its own assert statements, counted one by one (preference data:
+    responses to instructions with given or self-written tests)."""
+
+    task_id: str
+    index: int
+    program: str
+    tests: tuple[str, ...]
+    tests_key: str  # programs judged by the same tests share a key (sent to a worker once)
+
+
+def execute_tested(programs: Sequence[TestedProgram], limits: Limits | None = None, workers: int | None = None,
+                   test_cpu_s: float = 1.0) -> list[Verdict]:
+    """Run each program, then each of its tests under its own CPU limit (``test_cpu_s``);
+    verdicts in input order, with ``tests_passed`` / ``tests_total``.  The whole program may
+    take ``limits.cpu_s`` plus the tests' limits."""
+    limits = limits or Limits()
+    jobs = [(Job(p.task_id, p.index, p.program, "asserts", p.tests_key, "", limits.cpu_s + test_cpu_s * len(p.tests)),
+             AssertTests(list(p.tests), test_cpu_s)) for p in programs]
+    with SandboxPool(workers, limits) as pool:
+        verdicts = list(pool.run(jobs, limits))
+    order = {(p.task_id, p.index): i for i, p in enumerate(programs)}
+    verdicts.sort(key=lambda v: order[(v.task_id, v.sample_index)])
+    for verdict, program in zip(verdicts, programs):
+        if verdict.tests_total is None:  # never reached its tests (syntax error, crash, time out)
+            verdict.tests_passed, verdict.tests_total = 0, len(program.tests)
     return verdicts
 
 

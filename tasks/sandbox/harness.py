@@ -19,7 +19,7 @@ import time
 import traceback
 from typing import Any
 
-from tasks.sandbox.records import DifferentialJob, Job
+from tasks.sandbox.records import AssertTests, DifferentialJob, Job
 
 _DETAIL_CHARS = 300
 
@@ -47,7 +47,7 @@ def _fresh_globals() -> dict[str, Any]:
     return {"__builtins__": builtins}
 
 
-def run(job: Job, tests: DifferentialJob | None) -> tuple[str, str, Any]:
+def run(job: Job, tests: DifferentialJob | AssertTests | None) -> tuple[str, str, Any]:
     """Run ``job`` in this process and return ``(status, detail, outputs)``."""
     try:
         code = compile(job.program, "<sample>", "exec")
@@ -58,7 +58,10 @@ def run(job: Job, tests: DifferentialJob | None) -> tuple[str, str, Any]:
         exec(code, namespace)  # noqa: S102 - this is the sandbox
         if job.mode == "script":
             return "passed", "", None
-        assert tests is not None, "differential job without tests"
+        if job.mode == "asserts":
+            assert isinstance(tests, AssertTests), "asserts job without its statements"
+            return _asserts(namespace, tests)
+        assert isinstance(tests, DifferentialJob), "differential job without tests"
         fn = namespace.get(tests.entry_point)
         if not callable(fn):
             return "error", f"NameError: entry point {tests.entry_point!r} is not defined", None
@@ -100,6 +103,27 @@ def _call_limited(fn: Any, inp: Any, limit: float | None) -> tuple[Any, float]:
     if limit is not None and used > limit:
         raise InputTimeout
     return out, used
+
+
+def _asserts(namespace: dict[str, Any], tests: AssertTests) -> tuple[str, str, Any]:
+    """Each statement in the program's namespace under its own CPU limit; every statement runs
+    (a failure does not stop the count).  Passed only if all passed."""
+    passed, first_failure = 0, ""
+    for i, statement in enumerate(tests.statements):
+        try:
+            code = compile(statement, f"<test {i}>", "exec")
+            _call_limited(exec, (code, namespace), tests.limit_s)
+            passed += 1
+            continue
+        except InputTimeout:
+            detail = f"CPU limit {tests.limit_s:g}s exceeded"
+        except BaseException as exc:  # noqa: BLE001 - a failing test is counted, not fatal
+            if isinstance(exc, SystemExit):
+                raise  # an exit from a test ends the program: no verdict but "error"
+            detail = _classify(exc)[1] or type(exc).__name__
+        first_failure = first_failure or f"test #{i}: {detail}"
+    counts = {"passed": passed, "total": len(tests.statements)}
+    return ("passed" if passed == len(tests.statements) else "failed"), first_failure, counts
 
 
 def _record(fn: Any, tests: DifferentialJob) -> dict[str, list[Any]]:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.sandbox.limits import Limits
-from tasks.sandbox.records import DifferentialJob, Job, SampleLimits, Verdict
+from tasks.sandbox.records import Job, SampleLimits, Tests, Verdict
 from tasks.sandbox.worker import receive, remember, send
 
 # Variables a worker may inherit; everything else (tokens, keys, proxies...) is dropped.
@@ -164,7 +164,7 @@ class SandboxPool:
                 self._stop_worker(worker)
                 self._workers[i] = None
 
-    def _call(self, slot: int, job: Job, tests_key: str | None, tests: DifferentialJob | None,
+    def _call(self, slot: int, job: Job, tests_key: str | None, tests: Tests | None,
               limits: SampleLimits) -> Verdict:
         worker = self._workers[slot]
         if worker is None or worker.proc.poll() is not None:
@@ -186,10 +186,10 @@ class SandboxPool:
             return Verdict(job.task_id, job.sample_index, "crashed", False, 0.0, 0.0,
                            f"sandbox worker died: {exc!r}", job.benchmark)
 
-    def run(self, jobs: Iterable[tuple[Job, DifferentialJob | None]], limits: Limits | None = None) -> Iterator[Verdict]:
+    def run(self, jobs: Iterable[tuple[Job, Tests | None]], limits: Limits | None = None) -> Iterator[Verdict]:
         """Run jobs; yields verdicts as they finish (not in input order)."""
         worker_limits = (limits or self.limits).for_worker()
-        todo: queue.Queue[tuple[Job, DifferentialJob | None] | None] = queue.Queue()
+        todo: queue.Queue[tuple[Job, Tests | None] | None] = queue.Queue()
         done: queue.Queue[Verdict | BaseException] = queue.Queue()
         count = 0
         for item in jobs:

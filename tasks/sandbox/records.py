@@ -37,15 +37,29 @@ class DifferentialJob:
 
 
 @dataclass(frozen=True)
+class AssertTests:
+    """Tests as separate ``assert`` statements, run one by one after the program, so a verdict
+    says how many passed (preference data ranks responses by it), each under its own CPU limit."""
+
+    statements: list[str]
+    limit_s: float = 1.0
+
+
+# What a job's tests travel as (sent once per worker, keyed by ``Job.tests_key``).
+Tests = DifferentialJob | AssertTests
+
+
+@dataclass(frozen=True)
 class Job:
     """One program to run.  ``mode`` is ``script`` (passes if it runs to the end),
-    ``differential`` (compare outputs) or ``record`` (collect the outputs of trusted canonical
-    code, to build the expected outputs once)."""
+    ``differential`` (compare outputs), ``asserts`` (run :class:`AssertTests` one by one and
+    count) or ``record`` (collect the outputs of trusted canonical code, to build the expected
+    outputs once)."""
 
     task_id: str
     sample_index: int
     program: str
-    mode: Literal["script", "differential", "record"] = "script"
+    mode: Literal["script", "differential", "asserts", "record"] = "script"
     tests_key: str | None = None
     benchmark: str = ""
     min_cpu_s: float | None = None  # raise the CPU limit for tasks whose reference is slow
@@ -69,6 +83,10 @@ class Verdict:
     detail: str = ""
     benchmark: str = ""
     outputs: Any = field(default=None, repr=False)
+    # ``asserts`` jobs: statements that passed / all statements (None: the program never got
+    # to its tests, or another mode)
+    tests_passed: int | None = None
+    tests_total: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

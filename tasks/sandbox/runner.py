@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 
 from tasks.sandbox import harness, isolation
-from tasks.sandbox.records import DifferentialJob, Job, SampleLimits, Verdict
+from tasks.sandbox.records import Job, SampleLimits, Tests, Verdict
 
 _SAFE_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -74,7 +74,7 @@ def prepare_worker_process() -> None:
     sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True, errors="replace")
 
 
-def _sample_main(job: Job, tests: DifferentialJob | None, limits: SampleLimits, ctx: SandboxContext,
+def _sample_main(job: Job, tests: Tests | None, limits: SampleLimits, ctx: SandboxContext,
                  nonce: str, result_w: int, out_w: int, work: str, inherited_bytes: int) -> None:
     """Body of the sample process; never returns."""
     try:
@@ -124,7 +124,8 @@ def _send(fd: int, nonce: str, mode: str, status: str, detail: str, outputs: obj
     if mode == "record":  # trusted canonical code: outputs are arbitrary Python values
         payload = nonce.encode() + b"P" + pickle.dumps((status, detail, outputs))
     else:
-        payload = nonce.encode() + b"J" + json.dumps({"status": status, "detail": detail}).encode()
+        counts = outputs if mode == "asserts" else None  # {"passed": k, "total": n}
+        payload = nonce.encode() + b"J" + json.dumps({"status": status, "detail": detail, "counts": counts}).encode()
     view = memoryview(payload)
     while view:
         view = view[os.write(fd, view):]
@@ -140,7 +141,7 @@ def fresh_work_dir(ctx: SandboxContext, tmpfs_mb: int) -> str:
     return tempfile.mkdtemp(prefix="codealign-")
 
 
-def run_job(job: Job, tests: DifferentialJob | None, limits: SampleLimits, ctx: SandboxContext) -> Verdict:
+def run_job(job: Job, tests: Tests | None, limits: SampleLimits, ctx: SandboxContext) -> Verdict:
     """Run one job to a verdict.  Called in a sandbox worker process (never in the caller's)."""
     limits = job.effective_limits(limits)
     nonce = os.urandom(16).hex()
@@ -241,9 +242,10 @@ def _kill_and_reap_everything_else(pid: int, ctx: SandboxContext) -> float:
 
 def _verdict(job: Job, limits: SampleLimits, nonce: str, result: bytes, output: bytes, wait_status: int,
              cpu: float, wall: float, timed_out: bool) -> Verdict:
-    def make(status: str, detail: str, outputs: object = None) -> Verdict:
+    def make(status: str, detail: str, outputs: object = None, counts: dict[str, int] | None = None) -> Verdict:
+        passed, total = (counts["passed"], counts["total"]) if counts else (None, None)
         return Verdict(job.task_id, job.sample_index, status, status == "passed", round(cpu, 4),
-                       round(wall, 4), detail[:300], job.benchmark, outputs)
+                       round(wall, 4), detail[:300], job.benchmark, outputs, passed, total)
 
     head = nonce.encode()
     signalled = os.WIFSIGNALED(wait_status)
@@ -255,7 +257,10 @@ def _verdict(job: Job, limits: SampleLimits, nonce: str, result: bytes, output: 
                 status, detail, outputs = pickle.loads(body)
                 return make(status, detail, outputs)
             message = json.loads(body)
-            return make(str(message["status"]), str(message["detail"]))
+            counts = message.get("counts")
+            if counts is not None:  # written by the sample process: check before trusting it
+                counts = {"passed": int(counts["passed"]), "total": int(counts["total"])}
+            return make(str(message["status"]), str(message["detail"]), counts=counts)
         except Exception as exc:  # noqa: BLE001
             return make("crashed", f"unreadable verdict message ({exc})")
     if result.startswith(head) and code == 70:

@@ -62,6 +62,17 @@ class ToyTask:
         exec(self.source, namespace)  # noqa: S102 - our own reference code
         return [namespace[self.name](*inp) for inp in self.inputs]
 
+    @property
+    def concepts(self) -> str:
+        """What SelfCodeAlign's concept stage should extract from this task's source (the toy
+        instruct model learns it)."""
+        return f"{self.family}, {self.variant.replace('_', ' ')}: function {self.name}({self.args}). {self.doc}"
+
+    def asserts(self) -> list[str]:
+        """The tests as one ``assert`` statement per input (counted one by one)."""
+        return [f"assert {self.name}({', '.join(repr(a) for a in inp)}) == {out!r}"
+                for inp, out in zip(self.inputs, self.expected_outputs())]
+
     def test(self) -> str:
         lines = ["def check(candidate):"]
         for inp, out in zip(self.inputs, self.expected_outputs()):

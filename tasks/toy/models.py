@@ -32,6 +32,7 @@ from tasks.generation.prompts import (
     fim_format,
     plain_instruction_prompt,
 )
+from tasks.preferences.selfalign import TEMPLATE_DIR, stage_prompt
 from tasks.toy.families import ToyTask, to_problem, toy_tasks
 
 EOS = "<|endoftext|>"
@@ -126,6 +127,24 @@ def instruct_pairs(tasks: list[ToyTask], seed: int, tokenizer: TokenizerLike) ->
     return prompts, completions
 
 
+def self_align_pairs(tasks: list[ToyTask], seed: int, tokenizer: TokenizerLike) -> tuple[list[str], list[str]]:
+    """SelfCodeAlign's three stages (tasks/preferences/selfalign.py), so the toy instruct model
+    can run the self-test path end to end: every task as instruction → "solve and test" answer
+    (the function + three asserts), and half each as seed source → concepts and concepts →
+    instruction."""
+    rng = random.Random(seed + 2)
+    prompts, completions = [], []
+    for t in tasks:
+        first = rng.choice(("concepts", "instruction"))
+        for stage, given, answer in (
+            ("response", t.instruction, fenced(t.source + "\n" + "\n".join(t.asserts()[:3]))),
+            (first, *((t.source, t.concepts) if first == "concepts" else (t.concepts, t.instruction))),
+        ):
+            prompts.append(stage_prompt(tokenizer, stage, given))
+            completions.append(answer)
+    return prompts, completions
+
+
 def cache_key(config: ToyModelConfig) -> str:
     """Hash of the config, the code that builds the models and the library versions."""
     import tokenizers
@@ -135,7 +154,9 @@ def cache_key(config: ToyModelConfig) -> str:
 
     here = Path(__file__).resolve().parent
     h = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode())
-    for path in (here / "families.py", here / "models.py", here.parent / "generation" / "prompts.py"):
+    sources = [here / "families.py", here / "models.py", here.parent / "generation" / "prompts.py",
+               here.parent / "preferences" / "selfalign.py", *sorted(TEMPLATE_DIR.glob("*.txt"))]
+    for path in sources:
         h.update(path.read_bytes())
     for mod in (torch, transformers, trl, tokenizers):
         h.update(f"{mod.__name__}={mod.__version__}".encode())
@@ -245,7 +266,12 @@ def _build(work: Path, config: ToyModelConfig, started: float) -> None:
     tokenizer.chat_template = CHAT_TEMPLATE
     model = AutoModelForCausalLM.from_pretrained(work / "toy-base")
     prompts, completions = instruct_pairs(tasks, config.seed, tokenizer)
-    _log(f"toy-instruct: {len(prompts)} instruction pairs")
+    self_prompts, self_completions = self_align_pairs(tasks, config.seed, tokenizer)
+    order = list(range(len(prompts) + len(self_prompts)))
+    random.Random(config.seed + 3).shuffle(order)
+    pairs = [(prompts + self_prompts)[i] for i in order], [(completions + self_completions)[i] for i in order]
+    prompts, completions = pairs
+    _log(f"toy-instruct: {len(prompts)} instruction pairs (with {len(self_prompts)} self-align stage examples)")
     _sft(model, tokenizer, Dataset.from_dict({"prompt": prompts, "completion": completions}), config,
          config.instruct_epochs, work)
     model.save_pretrained(work / "toy-instruct")

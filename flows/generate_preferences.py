@@ -1,0 +1,126 @@
+"""Prefect flow ``generate-preferences``: n responses per instruction, executed, gated, turned
+into SFT / DPO / BoNBoN / non-functional datasets — on Ray, resumable by shard.
+
+    resolve model ─► fingerprint ─► load source ─► shards ─► manifest
+        for each shard not complete in the store:
+            sample-shard ──► judge-shard               (Prefect tasks on Ray)
+            (on the vLLM sampler of the model)
+        ─► build-datasets: gates, parquet datasets, stats.json, report.md/png
+        ─► results.json + status.json; the flow fails if any shard failed
+
+The stages are plain functions (tasks/preferences/generate.py); each writes an artifact, so
+whatever completed before a crash, failure or kill is never redone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect_ray import RayTaskRunner
+from prefect_ray.context import remote_options
+
+from flows.runtime import RunFailed, check_run_id, default_run_id, forwarded_env, producer, run_flow, unwrap
+from flows.samplers import SamplerQueue, start_samplers
+from tasks.artifacts import runs
+from tasks.artifacts.checkpoints import Checkpoint, fingerprint
+from tasks.artifacts.lineage import InputRef
+from tasks.artifacts.store import ArtifactRef, ArtifactStore
+from tasks.generation.models import resolve_model
+from tasks.preferences import generate as gp
+from tasks.preferences.generate import FLOW_NAME, GenerateConfig, Shard, SourceRef
+from tasks.preferences.sources import load_source
+
+
+@task(name="fingerprint-model", cache_policy=NO_CACHE, persist_result=True)
+def fingerprint_task(path: str) -> Checkpoint:
+    return fingerprint(path)
+
+
+@task(name="sample-shard", cache_policy=NO_CACHE, persist_result=True)
+def sample_task(shard: Shard, config: GenerateConfig, model: Checkpoint, source: SourceRef, sampler: Any) -> ArtifactRef:
+    try:
+        return ray.get(sampler.run.remote(gp.sample_shard, shard, config, model, source,
+                                          producer=producer(FLOW_NAME, "sample-shard")))
+    except ray.exceptions.RayTaskError as exc:
+        raise unwrap(exc) from None
+
+
+@task(name="judge-shard", cache_policy=NO_CACHE, persist_result=True)
+def judge_task(shard: Shard, config: GenerateConfig, samples: ArtifactRef) -> ArtifactRef:
+    return gp.judge_shard(shard, config, samples, producer(FLOW_NAME, "judge-shard"))
+
+
+@task(name="build-datasets", cache_policy=NO_CACHE, persist_result=True)
+def build_task(run_id: str, config: GenerateConfig, model: Checkpoint, source: SourceRef,
+               shards: list[Shard]) -> list[dict[str, Any]]:
+    return gp.build_run_datasets(ArtifactStore(config.store), run_id, config, model, source, shards,
+                                 producer(FLOW_NAME, "build-datasets"))
+
+
+@flow(name=FLOW_NAME, task_runner=RayTaskRunner(), persist_result=True, log_prints=True)
+def generate_preferences(config: GenerateConfig, run_id: str | None = None) -> dict[str, Any]:
+    """Sample, execute and gate responses shard by shard (only shards not already complete in
+    the store), then build the datasets.  Fails (after recording them) if any shard failed."""
+    logger = get_run_logger()
+    store = ArtifactStore(config.store)
+    run_id = check_run_id(run_id or default_run_id())
+    made_by = producer(FLOW_NAME, FLOW_NAME)
+    status = runs.read_status(store, run_id) or runs.RunStatus(run_id, "running")
+    status.state, status.failed, status.bad_inputs = "running", {}, {}
+    status.flow_run_ids = [*status.flow_run_ids, str(flow_run.get_id())]
+
+    with remote_options(num_cpus=1, runtime_env={"env_vars": forwarded_env()}):
+        path = resolve_model(config.model)
+        model_future = fingerprint_task.submit(path)
+        source = load_source(config.source, config.limit)
+        samplers = start_samplers(1, config.engine.tensor_parallel_size)  # warm up while hashing
+        model = model_future.result()
+        ref = gp.source_ref(config, source)
+        shards = gp.make_shards(config, model, source)
+        gp.write_manifest(store, run_id, config, model, ref, shards, made_by)
+        runs.write_status(store, status, made_by)
+        pending = [s for s in shards if not gp.is_complete(store, s)]
+        logger.info(f"run {run_id}: {len(source.instructions)} instructions from {source.name}, "
+                    f"{len(shards)} shards, {len(pending)} to run")
+        queue = SamplerQueue(samplers, [model.sha256] * len(pending))
+        try:
+            chains = []
+            for shard in pending:
+                samples = queue.submit(model.sha256, lambda sampler, after, shard=shard:
+                                       sample_task.submit(shard, config, model, ref, sampler, wait_for=after))
+                chains.append((shard, (samples, judge_task.submit(shard, config, samples))))
+            for shard, futures in chains:
+                for stage, future in zip(("sample", "judge"), futures):
+                    future.wait()
+                    if not future.state.is_completed():
+                        status.failed[shard.key] = f"{stage} {future.state.name}: {future.state.message}"
+                        break
+        finally:
+            queue.stop()
+        rows: list[dict[str, Any]] = []
+        if not status.failed:
+            rows = build_task.submit(run_id, config, model, ref, shards).result()
+
+    results = runs.write_results(store, run_id, rows, tuple(InputRef(r["uri"], r["sha256"]) for r in rows), made_by)
+    status.state = "failed" if status.failed or status.bad_inputs else "completed"
+    runs.write_status(store, status, made_by)
+    summary = runs.summarize(store, run_id)
+    if summary.failed:
+        raise RunFailed(run_id, summary.failed)
+    return {"run_id": run_id, "results": results.uri, "units": summary.items, "complete": summary.complete}
+
+
+def run_generate_preferences(config: GenerateConfig, run_id: str | None = None) -> dict[str, Any]:
+    return run_flow(generate_preferences, config, run_id)
+
+
+def resume(store_root: str, run_id: str, ray_address: str | None = None) -> dict[str, Any]:
+    """Run ``run_id`` again: complete shards are kept, the datasets rebuilt."""
+    config, _, _, _ = gp.run_inputs(ArtifactStore(store_root), run_id)
+    update = {"store": store_root, **({"ray_address": ray_address} if ray_address else {})}
+    config = GenerateConfig.model_validate({**config.model_dump(), **update})
+    return run_flow(generate_preferences, config, run_id)

@@ -1,0 +1,274 @@
+"""``generate-preferences`` as resumable shards and plain-Python stages.
+
+A shard is a slice of the source's instructions for one model; its key hashes the model's
+content, the source's content, its instruction ids and every setting that changes responses,
+so a rerun (``codealign resume``, a Prefect "Retry", a new run over the same inputs) redoes
+only shards whose ``responses.jsonl`` is missing.  Stages, each writing one store artifact
+with lineage:
+
+    sample-shard   (on a vLLM sampler)   units/<key>/samples.jsonl    ← model + source
+    judge-shard    (sandbox, analysis)   units/<key>/responses.jsonl  ← samples
+    build-datasets (whole run)           runs/<id>/datasets/*.parquet, stats.json, report.{md,png}
+
+The flow (flows/generate_preferences.py) composes them with Prefect on Ray.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tasks.artifacts import layout, runs
+from tasks.artifacts.checkpoints import Checkpoint, local_copy
+from tasks.artifacts.lineage import ArtifactMeta, InputRef
+from tasks.artifacts.runs import Manifest, RunItem
+from tasks.artifacts.store import ArtifactRef, ArtifactStore, to_uri
+from tasks.files import InputError, file_sha256
+from tasks.generation.prompts import load_shots
+from tasks.generation.sampling import EngineSettings, SamplingSettings
+from tasks.preferences.pairs import KINDS, Kind, PairSettings, Provenance, build_datasets, dataset_names
+from tasks.preferences.sources import BUILTIN_SOURCES, Instruction, Source, load_source
+from tasks.sandbox.limits import Limits
+
+FLOW_NAME = "generate-preferences"
+
+
+def _selfcodealign_sampling() -> SamplingSettings:
+    return SamplingSettings(n=10, temperature=0.7, top_p=0.95, max_tokens=512)
+
+
+class GenerateConfig(BaseModel):
+    """What `codealign generate` runs (also the Prefect UI form of the flow)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="model: local directory, toy-base / toy-instruct, or a Hugging Face id")
+    source: str = Field("toy-train", description=f"instructions: {', '.join(BUILTIN_SOURCES)} or a JSONL file")
+    kinds: list[Kind] = Field(default_factory=lambda: list(KINDS), description="datasets to build")
+    sampling: SamplingSettings = Field(default_factory=_selfcodealign_sampling,
+                                       description="n = 10, T = 0.7, top-p 0.95 as in SelfCodeAlign")
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    pairs: PairSettings = Field(default_factory=PairSettings)
+    limit: int | None = Field(None, ge=1, description="first N instructions of the source (quick runs)")
+    shard_size: int = Field(64, ge=1, description="instructions per shard (the unit of resumption)")
+    shots: int = Field(0, ge=0, description="Command-mode demonstrations for instructions with given tests")
+    shots_file: str | None = Field(None, description="JSONL of {instruction, code}")
+    self_align_shots: str | None = Field(None, description="JSONL of {stage, given, answer} for SelfCodeAlign's stages")
+    test_cpu_s: float = Field(1.0, gt=0, description="CPU seconds each test statement may take")
+    limits: Limits = Field(default_factory=Limits)
+    workers: int | None = Field(None, ge=1, description="sandbox workers per shard (default: the node's cores)")
+    store: str = Field(layout.DEFAULT_STORE, validate_default=True, description="artifact store root")
+    ray_address: str | None = Field(None, description="none = a local Ray; 'auto' or ray://host:port = a cluster")
+
+    @field_validator("store")
+    @classmethod
+    def _absolute_store(cls, value: str) -> str:
+        return to_uri(value)
+
+    @field_validator("source", "shots_file", "self_align_shots")
+    @classmethod
+    def _absolute_files(cls, value: str | None) -> str | None:
+        """Files are read by Ray workers in other directories: make them absolute."""
+        if value is None or value in BUILTIN_SOURCES or "://" in value:
+            return value
+        return str(Path(value).expanduser().resolve())
+
+    @field_validator("kinds")
+    @classmethod
+    def _unique_kinds(cls, value: list[Kind]) -> list[Kind]:
+        if not value:
+            raise ValueError("at least one kind")
+        return list(dict.fromkeys(value))
+
+    def shard_settings(self) -> dict[str, Any]:
+        """Everything that changes a shard's responses (part of its key)."""
+        shot_files = {name: file_sha256(path) if path else None
+                      for name, path in (("shots_file", self.shots_file), ("self_align_shots", self.self_align_shots))}
+        return {"sampling": self.sampling.model_dump(), "shots": self.shots, **shot_files,
+                "test_cpu_s": self.test_cpu_s, "limits": self.limits.model_dump()}
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """A source as shards carry it: where it is and what it hashed to when the run began."""
+
+    name: str
+    ref: str
+    uri: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Shard:
+    key: str
+    index: int
+    instruction_ids: tuple[str, ...]
+
+    def artifact(self, name: str) -> str:
+        return layout.unit_artifact(self.key, name)
+
+    def as_item(self) -> RunItem:
+        return RunItem(self.key, f"shard {self.index} ({len(self.instruction_ids)} instructions)",
+                       self.artifact("responses.jsonl"), {"index": self.index, "ids": list(self.instruction_ids)})
+
+    @classmethod
+    def from_item(cls, item: RunItem) -> Shard:
+        return cls(item.key, item.data["index"], tuple(item.data["ids"]))
+
+
+def make_shards(config: GenerateConfig, model: Checkpoint, source: Source) -> list[Shard]:
+    settings = json.dumps(config.shard_settings(), sort_keys=True)
+    ids = [i.id for i in source.instructions]
+    shards = []
+    for n, start in enumerate(range(0, len(ids), config.shard_size)):
+        chunk = tuple(ids[start:start + config.shard_size])
+        ident = json.dumps([model.sha256, source.sha256, chunk, settings])
+        shards.append(Shard(hashlib.sha256(ident.encode()).hexdigest()[:24], n, chunk))
+    return shards
+
+
+def source_ref(config: GenerateConfig, source: Source) -> SourceRef:
+    return SourceRef(source.name, config.source, source.uri, source.sha256)
+
+
+def write_manifest(store: ArtifactStore, run_id: str, config: GenerateConfig, model: Checkpoint, source: SourceRef,
+                   shards: list[Shard], producer: dict[str, Any]) -> ArtifactRef:
+    data = {**config.model_dump(mode="json"), "_model": asdict(model), "_source": asdict(source)}
+    manifest = Manifest(run_id, FLOW_NAME, data, [s.as_item() for s in shards])
+    return runs.write_manifest(store, manifest, (InputRef(model.uri, model.sha256), InputRef(source.uri, source.sha256)),
+                               producer)
+
+
+def run_inputs(store: ArtifactStore, run_id: str) -> tuple[GenerateConfig, Checkpoint, SourceRef, list[Shard]]:
+    """What run ``run_id`` was started with (its config validated again)."""
+    manifest = runs.read_manifest(store, run_id)
+    if manifest.flow != FLOW_NAME:
+        raise ValueError(f"run {run_id} is a {manifest.flow} run, not {FLOW_NAME}")
+    data = dict(manifest.config)
+    model, source = Checkpoint(**data.pop("_model")), SourceRef(**data.pop("_source"))
+    return GenerateConfig.model_validate(data), model, source, [Shard.from_item(i) for i in manifest.items]
+
+
+def is_complete(store: ArtifactStore, shard: Shard) -> bool:
+    return runs.is_complete(store, shard.as_item())
+
+
+def _existing(store: ArtifactStore, key: str) -> ArtifactRef | None:
+    if not store.exists(key):
+        return None
+    meta = store.meta(key)
+    return ArtifactRef(meta.uri, meta.sha256, meta.size)
+
+
+def shard_instructions(source: SourceRef, shard: Shard, limit: int | None) -> list[Instruction]:
+    """The shard's instructions, read again from the source (which must not have changed)."""
+    loaded = load_source(source.ref, limit)
+    if loaded.sha256 != source.sha256:
+        raise InputError(f"{source.uri}: changed since the run began (sha256 {loaded.sha256[:12]}, "
+                         f"was {source.sha256[:12]}); start a new run")
+    wanted = set(shard.instruction_ids)
+    return [i for i in loaded.instructions if i.id in wanted]
+
+
+def sample_shard(shard: Shard, config: GenerateConfig, model: Checkpoint, source: SourceRef,
+                 producer: dict[str, Any]) -> ArtifactRef:
+    """Stage 1 (in a sampler's process): n responses per instruction of the shard."""
+    from tasks.evaluation.pipeline import load_tokenizer
+    from tasks.generation.sampling import get_engine, release_engines
+    from tasks.preferences.responses import sample_responses
+    from tasks.preferences.selfalign import load_stage_shots
+
+    store = ArtifactStore(config.store)
+    if ref := _existing(store, shard.artifact("samples.jsonl")):
+        return ref
+    items = shard_instructions(source, shard, config.limit)
+    path = local_copy(model)
+    release_engines(keep=path)
+    shots = load_shots(config.shots_file)[: config.shots] if config.shots_file else []
+    stage_shots = load_stage_shots(config.self_align_shots) if config.self_align_shots else []
+    started = time.monotonic()
+    responses = sample_responses(get_engine(path, config.engine), load_tokenizer(path), items, config.sampling,
+                                 shots, stage_shots)
+    meta = ArtifactMeta("preference-samples", producer,
+                        (InputRef(model.uri, model.sha256), InputRef(source.uri, source.sha256)),
+                        {"shard": shard.key, "index": shard.index, "model": model.uri, **config.shard_settings(),
+                         "seconds": round(time.monotonic() - started, 3)})
+    return store.put_jsonl(shard.artifact("samples.jsonl"), [r.to_json() for r in responses], meta)
+
+
+def judge_shard(shard: Shard, config: GenerateConfig, samples: ArtifactRef, producer: dict[str, Any]) -> ArtifactRef:
+    """Stage 2: execute every response against its tests, analyse it; completes the shard."""
+    from tasks.preferences.responses import Response, judge_responses
+
+    store = ArtifactStore(config.store)
+    if ref := _existing(store, shard.artifact("responses.jsonl")):
+        return ref
+    responses = [Response.from_json(row) for row in store.get_jsonl(samples.uri)]
+    started = time.monotonic()
+    judge_responses(responses, config.limits, config.workers, config.test_cpu_s)
+    seconds = time.monotonic() - started
+    meta = ArtifactMeta("preference-responses", producer, (InputRef(samples.uri, samples.sha256),),
+                        {"shard": shard.key, "index": shard.index, "responses": len(responses),
+                         "seconds": round(seconds, 3)})
+    return store.put_jsonl(shard.artifact("responses.jsonl"), [r.to_json() for r in responses], meta)
+
+
+def build_run_datasets(store: ArtifactStore, run_id: str, config: GenerateConfig, model: Checkpoint,
+                       source: SourceRef, shards: list[Shard], producer: dict[str, Any]) -> list[dict[str, Any]]:
+    """Stage 3: gates, datasets (parquet), stats and report for the whole run; returns the
+    results rows (one per dataset)."""
+    from tasks.preferences import report
+    from tasks.preferences.quality import ContaminationIndex
+    from tasks.preferences.responses import Response
+
+    responses, inputs = [], []
+    for shard in shards:
+        key = shard.artifact("responses.jsonl")
+        meta = store.meta(key)
+        responses += [Response.from_json(row) for row in store.get_jsonl(key)]
+        inputs.append(InputRef(meta.uri, meta.sha256))
+    ids = [i for s in shards for i in s.instruction_ids]
+    provenance = Provenance(source.name, source.sha256, model.uri, model.sha256,
+                            config.sampling.model_dump_json(), config.sampling.seed)
+    index = ContaminationIndex(config.pairs.ngram, config.pairs.decontaminate_against) \
+        if config.pairs.decontaminate_against else None
+    datasets, stats = build_datasets(responses, ids, config.kinds, config.pairs, provenance, index)
+    params = {"run_id": run_id, "model": model.uri, "source": source.uri, "kinds": list(config.kinds),
+              "pairs": config.pairs.model_dump()}
+    rows = []
+    for name in dataset_names(config.kinds, config.pairs.dimensions):
+        ref = store.put(layout.run_dataset(run_id, f"{name}.parquet"), to_parquet(datasets[name]),
+                        ArtifactMeta("preference-dataset", producer, tuple(inputs), {**params, "dataset": name}))
+        rows.append({"dataset": name, "rows": len(datasets[name]), "uri": ref.uri, "sha256": ref.sha256,
+                     "dropped": stats.datasets[name]["dropped"]})
+    stats_json = stats.to_json()
+    meta = ArtifactMeta("preference-stats", producer, tuple(inputs), params)
+    store.put_json(layout.run_dataset(run_id, "stats.json"), stats_json, meta)
+    header = {"model": f"{model.uri} (sha256 {model.sha256[:12]})", "source": f"{source.uri} (sha256 "
+              f"{source.sha256[:12]})", "sampling": config.sampling.model_dump_json()}
+    store.put(layout.run_dataset(run_id, "report.md"), report.markdown(stats_json, run_id, header).encode(), meta)
+    store.put(layout.run_dataset(run_id, "report.png"), report.png(stats_json, run_id), meta)
+    return rows
+
+
+def to_parquet(rows: list[dict[str, Any]]) -> bytes:
+    """A Hugging Face ``datasets`` parquet file of the rows."""
+    from datasets import Dataset
+
+    buffer = io.BytesIO()
+    (Dataset.from_list(rows) if rows else Dataset.from_dict({"prompt": []})).to_parquet(buffer)
+    return buffer.getvalue()
+
+
+def read_dataset(store: ArtifactStore, run_id: str, name: str) -> list[dict[str, Any]]:
+    """A dataset of a run as rows."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(io.BytesIO(store.get(layout.run_dataset(run_id, f"{name}.parquet")))).to_pylist()
