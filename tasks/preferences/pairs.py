@@ -175,15 +175,14 @@ def _usable(group: list[Response], stats: BuildStats, index: quality.Contaminati
     return usable
 
 
-def _non_empty_failing(group: list[Response], usable: list[Response]) -> list[Response]:
-    """Rejected candidates: failing responses with code in them (flagged failures included: a
-    failing hack is a fine thing to prefer against), no duplicates of a usable one."""
-    usable_keys = {quality.normalized_code(r.code) for r in usable}
+def _non_empty_failing(group: list[Response]) -> list[Response]:
+    """Rejected candidates: failing responses with code in them, each distinct code once
+    (flagged failures included: a failing hack is a fine thing to prefer against)."""
     seen: set[str] = set()
     out = []
     for r in group:
         key = quality.normalized_code(r.code)
-        if r.passed or not r.code.strip() or r.degenerate == "no code" or key in seen or key in usable_keys:
+        if r.passed or not r.code.strip() or r.degenerate == "no code" or key in seen:
             continue
         seen.add(key)
         out.append(r)
@@ -201,7 +200,7 @@ def _sft_row(i: str, group: list[Response], usable: list[Response], rng: random.
 
 def _dpo_row(i: str, group: list[Response], usable: list[Response], rng: random.Random):
     passing = [r for r in usable if r.passed]
-    failing = _non_empty_failing(group, usable)
+    failing = _non_empty_failing(group)
     if not passing:
         return None, "no passing response"
     if not failing:
@@ -235,7 +234,7 @@ def _bon_row(group: list[Response], usable: list[Response], rng: random.Random, 
     first_n = [r for r in group if r.index < settings.bon_n]
     if len(first_n) < settings.bon_n:
         return None, f"fewer than {settings.bon_n} responses"
-    allowed = {id(r) for r in usable} | {id(r) for r in _non_empty_failing(first_n, usable)}
+    allowed = {id(r) for r in usable} | {id(r) for r in _non_empty_failing(first_n)}
     best_pool = [r for r in first_n if r in usable]
     worst_pool = [r for r in first_n if id(r) in allowed]
     if not best_pool:
