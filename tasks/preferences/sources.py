@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from tasks.artifacts.store import to_uri
 from tasks.files import InputError, parse_jsonl
 
 TestsOrigin = Literal["given", "self"]
@@ -105,7 +106,7 @@ def _mbpp_train() -> Source:
 
     items = [Instruction(p.task_id, "mbpp-train", p.instruction, tuple(p.metadata["test_list"]), "given",
                          p.entry_point, p.test_setup) for p in load_benchmark("mbpp", split="train")]
-    return Source("mbpp-train", str(data_dir() / "mbpp.jsonl.gz"), DATA_FILES["mbpp.jsonl.gz"].sha256, items)
+    return Source("mbpp-train", to_uri(str(data_dir() / "mbpp.jsonl.gz")), DATA_FILES["mbpp.jsonl.gz"].sha256, items)
 
 
 def _alpaca(name: str) -> Source:
@@ -122,7 +123,7 @@ def _alpaca(name: str) -> Source:
             text = f"{text}\n\n{extra}"
         if text:
             items.append(Instruction(f"{name}/{i}", name, text, (), "self"))
-    return Source(name, str(data_dir() / file_name), DATA_FILES[file_name].sha256, items)
+    return Source(name, to_uri(str(data_dir() / file_name)), DATA_FILES[file_name].sha256, items)
 
 
 def _jsonl_file(ref: str) -> Source:
@@ -145,7 +146,7 @@ def _jsonl_file(ref: str) -> Source:
             raise InputError(f"{at}: id {item.id!r} already used at {seen[item.id]}")
         seen[item.id] = at
         items.append(item)
-    return Source(path.name, str(path.resolve()), hashlib.sha256(raw).hexdigest(), items)
+    return Source(path.name, to_uri(str(path)), hashlib.sha256(raw).hexdigest(), items)
 
 
 def _file_record(rec: dict[str, Any], at: str, source: str) -> Instruction:
