@@ -255,7 +255,7 @@ def generate_command(
     non-functional datasets with quality gates (Prefect flow `generate-preferences` on Ray)."""
     from flows.runtime import check_run_id
     from tasks.generation.models import ModelNotFound, resolve_model
-    from tasks.preferences.sources import load_source
+    from tasks.preferences.generate import load_checked_source
 
     if run_id is not None:
         try:
@@ -263,7 +263,7 @@ def generate_command(
         except ValueError as exc:
             fail(f"--run-id {exc}")
     try:
-        load_source(config.source, config.limit)  # bad input fails here, before any server or cluster starts
+        load_checked_source(config)  # bad input fails here, before any server or cluster starts
         resolve_model(config.model)
     except (InputError, DataFileError, ModelNotFound) as exc:
         fail(str(exc))

@@ -32,7 +32,6 @@ from tasks.artifacts.store import ArtifactRef, ArtifactStore
 from tasks.generation.models import resolve_model
 from tasks.preferences import generate as gp
 from tasks.preferences.generate import FLOW_NAME, GenerateConfig, Shard, SourceRef
-from tasks.preferences.sources import load_source
 
 
 @task(name="fingerprint-model", cache_policy=NO_CACHE, persist_result=True)
@@ -76,7 +75,7 @@ def generate_preferences(config: GenerateConfig, run_id: str | None = None) -> d
     with remote_options(num_cpus=1, runtime_env={"env_vars": forwarded_env()}):
         path = resolve_model(config.model)
         model_future = fingerprint_task.submit(path)
-        source = load_source(config.source, config.limit)
+        source = gp.load_checked_source(config)
         samplers = start_samplers(1, config.engine.tensor_parallel_size)  # warm up while hashing
         model = model_future.result()
         ref = gp.source_ref(config, source)

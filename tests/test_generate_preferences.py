@@ -34,12 +34,12 @@ def planted_source(path: Path) -> Path:
     from tasks.benchmarks.registry import load_benchmark
 
     items = load_source("toy-train").instructions[::6][:20]
-    records = [{"id": i.id, "instruction": i.instruction, "tests": list(i.tests), "entry_point": i.entry_point}
-               for i in items]
+    records = [{"id": i.id, "instruction": i.instruction, "tests": list(i.tests), "entry_point": i.entry_point,
+                "prompt": i.prompt} for i in items]
     he0 = load_benchmark("humaneval+")[0]
     records.append({"id": "planted/humaneval-0", "instruction": f"Complete this function.\n{he0.prompt}",
                     "tests": ["assert has_close_elements([1.0, 2.0, 3.0], 0.5) == False"],
-                    "entry_point": "has_close_elements"})
+                    "entry_point": "has_close_elements", "prompt": he0.prompt})
     longest = max(records[:-1], key=lambda r: len(r["instruction"]))
     records.append({**longest, "id": "planted/near-duplicate", "instruction": longest["instruction"][:-1] + "!"})
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -61,13 +61,14 @@ def generate(cfg: GenerateConfig, run_id: str) -> dict:
 
 @pytest.fixture(scope="module")
 def pathway_runs(tmp_path_factory, toy_model_paths, prefect_api, ray_cluster):
-    """One run from toy-base (PTA) and one from toy-instruct (FTA) over the planted source."""
+    """One run from toy-base (PTA: a base model completes code prompts, Flow mode) and one from
+    toy-instruct (FTA: instructions through its chat template) over the planted source."""
     root = tmp_path_factory.mktemp("preferences")
     source = planted_source(root / "source.jsonl")
     out = {}
-    for pathway, model in (("pta", "toy-base"), ("fta", "toy-instruct")):
+    for pathway, model, mode in (("pta", "toy-base", "flow"), ("fta", "toy-instruct", "command")):
         store = root / f"store-{pathway}"
-        result = generate(config(model, source, store), pathway)
+        result = generate(config(model, source, store, mode=mode), pathway)
         out[pathway] = (ArtifactStore(str(store)), result)
     return root, source, out
 
@@ -104,9 +105,12 @@ def test_pathway_run_builds_every_dataset_with_the_invariants(pathway_runs, path
         assert row["chosen_index"] < 8 and row["rejected_index"] < 8
     for name in NAMES[3:]:
         for row in data[name]:
-            assert responses[row["instruction_id"], row["chosen_index"]]["status"] == "passed"
+            chosen = responses[row["instruction_id"], row["chosen_index"]]
+            rejected = responses[row["instruction_id"], row["rejected_index"]]
+            assert chosen["status"] == "passed" and not chosen["hacks"]
+            assert row["rejected_passed"] == (rejected["status"] == "passed") and rejected["code"].strip()
             assert row["chosen_score"] - row["rejected_score"] >= 1.0
-    sizes = {len(data[n]) for n in NAMES[3:]}
+    sizes = {len(data[n]) for n in NAMES[3:] if data[n]}
     assert len(sizes) == 1, "non-functional dimensions are balanced"
     # provenance: every row names the model and source by content hash
     model_sha = run_inputs(store, pathway)[1].sha256

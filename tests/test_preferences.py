@@ -69,6 +69,15 @@ def test_jsonl_source_records_and_their_errors(tmp_path):
         load_source("no-such-source")
 
 
+def test_flow_mode_needs_code_prompts_and_given_tests(tmp_path):
+    from tasks.preferences.sources import check_mode
+
+    check_mode(load_source("toy-train"), "flow")
+    for ref, message in (("mbpp-train", "Mbpp/601: no 'prompt'"), ("toy-seeds", "self-test path needs --mode command")):
+        with pytest.raises(InputError, match=message):
+            check_mode(load_source(ref), "flow")
+
+
 # ------------------------------------------------------------------ SelfCodeAlign parsing
 
 

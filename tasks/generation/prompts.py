@@ -167,6 +167,10 @@ def build_prompt(problem: Problem, spec: PromptSpec, tokenizer: TokenizerLike, m
     return dialogue_prompt(tokenizer, [(s.instruction, fenced(s.code)) for s in demos], problem.instruction)
 
 
+# Flow-mode completion of a signature + docstring ends at the next top-level statement (Codex).
+COMPLETION_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert ")
+
+
 def stop_sequences(problem: Problem, spec: PromptSpec, tokenizer: TokenizerLike) -> list[str]:
     """Where generation should stop.  Flow-mode completion stops at the next top-level
     statement (Codex convention); FIM stops at the family's end tokens; Command mode relies on
@@ -174,7 +178,7 @@ def stop_sequences(problem: Problem, spec: PromptSpec, tokenizer: TokenizerLike)
     if spec.mode == "flow":
         if problem.suffix:
             return list(detect_fim(tokenizer).stop)
-        return ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert "]
+        return list(COMPLETION_STOPS)
     return dialogue_stops(tokenizer)
 
 

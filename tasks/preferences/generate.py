@@ -31,10 +31,10 @@ from tasks.artifacts.lineage import ArtifactMeta, InputRef
 from tasks.artifacts.runs import Manifest, RunItem
 from tasks.artifacts.store import ArtifactRef, ArtifactStore, to_uri
 from tasks.files import InputError, file_sha256
-from tasks.generation.prompts import load_shots
+from tasks.generation.prompts import Mode, load_shots
 from tasks.generation.sampling import EngineSettings, SamplingSettings
 from tasks.preferences.pairs import KINDS, Kind, PairSettings, Provenance, build_datasets, dataset_names
-from tasks.preferences.sources import BUILTIN_SOURCES, Instruction, Source, load_source
+from tasks.preferences.sources import BUILTIN_SOURCES, Instruction, Source, check_mode, load_source
 from tasks.sandbox.limits import Limits
 
 FLOW_NAME = "generate-preferences"
@@ -52,6 +52,8 @@ class GenerateConfig(BaseModel):
     model: str = Field(description="model: local directory, toy-base / toy-instruct, or a Hugging Face id")
     source: str = Field("toy-train", description=f"instructions: {', '.join(BUILTIN_SOURCES)} or a JSONL file")
     kinds: list[Kind] = Field(default_factory=lambda: list(KINDS), description="datasets to build")
+    mode: Mode = Field("command", description="command: instruction → code (chat or plain template); flow: a base "
+                       "model completes each instruction's code prompt (signature + docstring)")
     sampling: SamplingSettings = Field(default_factory=_selfcodealign_sampling,
                                        description="n = 10, T = 0.7, top-p 0.95 as in SelfCodeAlign")
     engine: EngineSettings = Field(default_factory=EngineSettings)
@@ -91,7 +93,7 @@ class GenerateConfig(BaseModel):
         """Everything that changes a shard's responses (part of its key)."""
         shot_files = {name: file_sha256(path) if path else None
                       for name, path in (("shots_file", self.shots_file), ("self_align_shots", self.self_align_shots))}
-        return {"sampling": self.sampling.model_dump(), "shots": self.shots, **shot_files,
+        return {"sampling": self.sampling.model_dump(), "mode": self.mode, "shots": self.shots, **shot_files,
                 "test_cpu_s": self.test_cpu_s, "limits": self.limits.model_dump()}
 
 
@@ -121,6 +123,13 @@ class Shard:
     @classmethod
     def from_item(cls, item: RunItem) -> Shard:
         return cls(item.key, item.data["index"], tuple(item.data["ids"]))
+
+
+def load_checked_source(config: GenerateConfig) -> Source:
+    """The config's source, checked against its mode (bad input fails before anything starts)."""
+    source = load_source(config.source, config.limit)
+    check_mode(source, config.mode)
+    return source
 
 
 def make_shards(config: GenerateConfig, model: Checkpoint, source: Source) -> list[Shard]:
@@ -195,7 +204,7 @@ def sample_shard(shard: Shard, config: GenerateConfig, model: Checkpoint, source
     stage_shots = load_stage_shots(config.self_align_shots) if config.self_align_shots else []
     started = time.monotonic()
     responses = sample_responses(get_engine(path, config.engine), load_tokenizer(path), items, config.sampling,
-                                 shots, stage_shots)
+                                 config.mode, shots, stage_shots)
     meta = ArtifactMeta("preference-samples", producer,
                         (InputRef(model.uri, model.sha256), InputRef(source.uri, source.sha256)),
                         {"shard": shard.key, "index": shard.index, "model": model.uri, **config.shard_settings(),

@@ -250,25 +250,32 @@ def _bon_row(group: list[Response], usable: list[Response], rng: random.Random, 
 
 def _nonfunctional_row(group: list[Response], usable: list[Response], rng: random.Random, dimension: str,
                        settings: PairSettings):
+    """Chosen: the best-scored passing response.  Rejected: the worst-scored other passing one
+    when the margin holds (a pure quality contrast); otherwise the worst-scored non-empty
+    response of any status that clears the margin (``rejected_passed`` says which)."""
     passing = [r for r in usable if r.passed]
-    if len(passing) < 2:
-        return None, "fewer than 2 passing responses"
+    if not passing:
+        return None, "no passing response"
 
-    def key(r: Response) -> tuple[float, float]:  # efficiency breaks complexity ties
-        return (r.nonfunctional[dimension], -r.cpu_s if dimension == "complexity" else 0.0)
+    def key(r: Response) -> tuple[float, float, float]:  # efficiency breaks complexity ties
+        return (r.nonfunctional[dimension], -r.cpu_s if dimension == "complexity" else 0.0, rng.random())
 
-    order = sorted(passing, key=lambda r: (key(r), rng.random()))
-    worst, best = order[0], order[-1]
-    if best.nonfunctional[dimension] - worst.nonfunctional[dimension] < settings.nonfunctional_margin:
-        return None, "no quality margin"
-    row = _pair(best, worst, lambda r: r.nonfunctional[dimension])
-    row["dimension"] = dimension
-    return row, ""
+    best = max(passing, key=key)
+    floor = best.nonfunctional[dimension] - settings.nonfunctional_margin
+    for pool in (passing, [*usable, *_non_empty_failing(group)]):
+        below = [r for r in pool if r is not best and r.nonfunctional[dimension] <= floor]
+        if below:
+            worst = min(below, key=key)
+            row = _pair(best, worst, lambda r: r.nonfunctional[dimension])
+            row.update(dimension=dimension, rejected_passed=worst.passed)
+            return row, ""
+    return None, "no quality margin"
 
 
 def _balance(out: dict[str, list[dict[str, Any]]], stats: BuildStats, seed: int) -> None:
-    """Cut every non-functional dataset to the smallest one's size (seeded, order kept)."""
-    names = [n for n in out if n.startswith("nonfunctional-")]
+    """Cut every non-empty non-functional dataset to the smallest one's size (seeded, order
+    kept); an empty dimension is reported by its drops, not allowed to empty the others."""
+    names = [n for n in out if n.startswith("nonfunctional-") and out[n]]
     if len(names) < 2:
         return
     size = min(len(out[n]) for n in names)

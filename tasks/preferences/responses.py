@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from tasks.generation.postprocess import extract_code_block
-from tasks.generation.prompts import Shot, dialogue_prompt, dialogue_stops, fenced
+from tasks.generation.postprocess import end_of_function_body, extract_code_block, truncate
+from tasks.generation.prompts import COMPLETION_STOPS, Mode, Shot, dialogue_prompt, dialogue_stops, fenced
 from tasks.generation.sampling import SamplingSettings, generate
 from tasks.preferences import nonfunctional, quality
 from tasks.preferences.selfalign import (
@@ -105,32 +105,42 @@ def write_instructions(llm: Any, tokenizer: Any, items: list[Instruction], sampl
     return [i for i in out if i.instruction], concepts
 
 
-def response_prompt(tokenizer: Any, item: Instruction, shots: Sequence[Shot] = (),
+def response_prompt(tokenizer: Any, item: Instruction, mode: Mode = "command", shots: Sequence[Shot] = (),
                     stage_shots: Sequence[StageShot] = ()) -> str:
-    """Given tests: the instruction as a Command-mode prompt.  Self-written tests: SelfCodeAlign's
-    "solve and test" response stage."""
+    """Given tests: the instruction as a Command-mode prompt, or in Flow mode the code prompt a
+    base model completes.  Self-written tests: SelfCodeAlign's "solve and test" response stage."""
+    if mode == "flow":
+        return item.prompt
     if item.tests_origin == "self":
         return stage_prompt(tokenizer, "response", item.instruction, list(stage_shots))
     return dialogue_prompt(tokenizer, [(s.instruction, fenced(s.code)) for s in shots], item.instruction)
 
 
 def sample_responses(llm: Any, tokenizer: Any, items: list[Instruction], sampling: SamplingSettings,
-                     shots: Sequence[Shot] = (), stage_shots: Sequence[StageShot] = ()) -> list[Response]:
-    """n responses per instruction (seed items get their instruction written first)."""
+                     mode: Mode = "command", shots: Sequence[Shot] = (),
+                     stage_shots: Sequence[StageShot] = ()) -> list[Response]:
+    """n responses per instruction (seed items get their instruction written first).  In Flow
+    mode a response is the function body completed after the code prompt (what is trained on),
+    cut at the end of the function."""
     items, concepts = write_instructions(llm, tokenizer, items, sampling, stage_shots)
-    prompts = [response_prompt(tokenizer, i, shots, stage_shots) for i in items]
-    outputs = generate(llm, prompts, sampling, [dialogue_stops(tokenizer)] * len(prompts))
+    prompts = [response_prompt(tokenizer, i, mode, shots, stage_shots) for i in items]
+    stops = list(COMPLETION_STOPS) if mode == "flow" else dialogue_stops(tokenizer)
+    outputs = generate(llm, prompts, sampling, [stops] * len(prompts))
     responses = []
     for item, prompt, gens in zip(items, prompts, outputs):
         for index, g in enumerate(gens):
-            if item.tests_origin == "self":
+            text = g.text
+            if mode == "flow":
+                text = end_of_function_body(truncate(g.text, stops))
+                code, tests, entry_point = item.prompt + text, list(item.tests), item.entry_point
+            elif item.tests_origin == "self":
                 code, tests = split_self_tests(g.text)
                 entry_point = entry_point_of(code)
             else:
                 code = extract_code_block(g.text, item.entry_point).strip("\n") + "\n"
                 tests, entry_point = list(item.tests), item.entry_point
             responses.append(Response(item.id, item.source, item.instruction, item.tests_origin, entry_point, index,
-                                      prompt, g.text, code, tests, g.n_tokens, g.cumulative_logprob,
+                                      prompt, text, code, tests, g.n_tokens, g.cumulative_logprob,
                                       g.finish_reason, item.test_setup, concepts.get(item.id, "")))
     return responses
 

@@ -4,7 +4,8 @@ Two kinds of source (the two paths of SelfCodeAlign-style data building):
 
 * **with tests** — the toy train split (``toy-train``), MBPP's train split (``mbpp-train``;
   never its test split), or a JSONL file of ``instruction`` + ``tests`` (+ ``entry_point``,
-  ``test_setup``, ``id``): responses are judged by the given tests;
+  ``test_setup``, ``id``, and ``prompt``: a signature + docstring for Flow mode): responses
+  are judged by the given tests;
 * **without tests** — seed snippets (``toy-seeds``; JSONL records with ``seed``) or bare
   instructions (``code-alpaca``, ``new-codealpaca``; JSONL records with ``"self_tests": true``):
   the model writes the instruction (from a seed) and its own tests (SelfCodeAlign), and the
@@ -42,11 +43,12 @@ class Instruction:
     entry_point: str = ""
     test_setup: str = ""  # run before the tests (imports, fixtures)
     seed: str = ""  # SelfCodeAlign seed snippet (the seed path starts from it)
+    prompt: str = ""  # Flow mode: the signature + docstring a base model completes
     metadata: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def with_instruction(self, instruction: str) -> Instruction:
         return Instruction(self.id, self.source, instruction, self.tests, self.tests_origin, self.entry_point,
-                           self.test_setup, self.seed, self.metadata)
+                           self.test_setup, self.seed, self.prompt, self.metadata)
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,19 @@ def load_source(ref: str, limit: int | None = None) -> Source:
     return source
 
 
+def check_mode(source: Source, mode: str) -> None:
+    """Flow mode (a base model completes code) needs every instruction's code prompt and given
+    tests; SelfCodeAlign's self-test path is Command mode only."""
+    if mode != "flow":
+        return
+    for item in source.instructions:
+        if item.tests_origin == "self":
+            raise InputError(f"{source.uri}: {item.id}: has no tests; the self-test path needs --mode command")
+        if not item.prompt:
+            raise InputError(f"{source.uri}: {item.id}: no 'prompt' (a signature + docstring), which --mode flow "
+                             "completes; use --mode command")
+
+
 def split_tests(code: str, where: str) -> tuple[str, ...]:
     """Test code as its top-level statements (each counted on its own)."""
     try:
@@ -94,8 +109,8 @@ def _toy(name: str) -> Source:
     tasks = toy_tasks("train", TOY_SOURCE_PER_FAMILY)
     digest = hashlib.sha256(Path(families.__file__).read_bytes() + f"{name}:{TOY_SOURCE_PER_FAMILY}".encode())
     if name == "toy-train":
-        items = [Instruction(f"toy/{t.family}/{t.name}", name, t.instruction, tuple(t.asserts()), "given", t.name)
-                 for t in tasks]
+        items = [Instruction(f"toy/{t.family}/{t.name}", name, t.instruction, tuple(t.asserts()), "given", t.name,
+                             prompt=t.prompt) for t in tasks]
     else:
         items = [Instruction(f"toy-seed/{t.family}/{t.name}", name, "", (), "self", seed=t.source) for t in tasks]
     return Source(name, f"toy://{name}", digest.hexdigest(), items)
@@ -171,8 +186,8 @@ def _file_record(rec: dict[str, Any], at: str, source: str) -> Instruction:
         raise InputError(f"{at}: field 'tests' must be a string of test code or a list of assert statements")
     if not statements:
         raise InputError(f"{at}: field 'tests' is empty")
-    entry_point = rec.get("entry_point", "")
-    if not isinstance(entry_point, str):
-        raise InputError(f"{at}: field 'entry_point' must be a string")
-    return Instruction(ident, source, rec["instruction"], statements, "given", entry_point,
-                       str(rec.get("test_setup", "")))
+    for name in ("entry_point", "test_setup", "prompt"):
+        if not isinstance(rec.get(name, ""), str):
+            raise InputError(f"{at}: field {name!r} must be a string")
+    return Instruction(ident, source, rec["instruction"], statements, "given", rec.get("entry_point", ""),
+                       rec.get("test_setup", ""), prompt=rec.get("prompt", ""))

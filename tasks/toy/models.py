@@ -5,7 +5,9 @@
   ``SFTTrainer`` on toy solutions in completion format, with fill-in-the-middle examples
   (StarCoder sentinels) and a few plain-template instruction examples, as pre-training mixes do.
 * **toy-instruct** stands in for its instruction-tuned sibling: toy-base fine-tuned on
-  Command-mode (chat template) instruction → fenced code pairs.
+  Command-mode (chat template) instruction → fenced code pairs, and on SelfCodeAlign's three
+  stages (seed → concepts → instruction → "solve and test": the function followed by asserts),
+  so preference data's self-test path runs with a real model.
 
 Both are saved in Hugging Face format (loadable by transformers and vLLM) under a directory
 named by the content hash of everything that determines them, so a rebuild is skipped when
