@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         status = runs.read_status(store, "bench")
         judge_s = asyncio.run(judge_task_seconds(status.flow_run_ids))
 
-    _, _, _, shards = run_inputs(store, "bench")
+    shards = run_inputs(store, "bench").shards
     rows = [r for s in shards for r in store.get_jsonl(s.artifact("responses.jsonl"))]
     responses = [Response.from_json(r) for r in rows]
     programs = [TestedProgram(r.instruction_id, r.index, f"{r.code}\n{r.test_setup}\n" if r.test_setup else r.code,

@@ -265,6 +265,8 @@ def generate_command(
     try:
         load_checked_source(config)  # bad input fails here, before any server or cluster starts
         resolve_model(config.model)
+        if config.judge_model:
+            resolve_model(config.judge_model)
     except (InputError, DataFileError, ModelNotFound) as exc:
         fail(str(exc))
     from flows.generate_preferences import run_generate_preferences

@@ -31,7 +31,7 @@ from tasks.artifacts.lineage import InputRef
 from tasks.artifacts.store import ArtifactRef, ArtifactStore
 from tasks.generation.models import resolve_model
 from tasks.preferences import generate as gp
-from tasks.preferences.generate import FLOW_NAME, GenerateConfig, Shard, SourceRef
+from tasks.preferences.generate import FLOW_NAME, GenerateConfig, RunInputs, Shard
 
 
 @task(name="fingerprint-model", cache_policy=NO_CACHE, persist_result=True)
@@ -40,10 +40,10 @@ def fingerprint_task(path: str) -> Checkpoint:
 
 
 @task(name="sample-shard", cache_policy=NO_CACHE, persist_result=True)
-def sample_task(shard: Shard, config: GenerateConfig, model: Checkpoint, source: SourceRef, sampler: Any) -> ArtifactRef:
+def sample_task(shard: Shard, inputs: RunInputs, sampler: Any) -> ArtifactRef:
     try:
-        return ray.get(sampler.run.remote(gp.sample_shard, shard, config, model, source,
-                                          producer=producer(FLOW_NAME, "sample-shard")))
+        return ray.get(sampler.run.remote(gp.sample_shard, shard, inputs.config, inputs.model, inputs.source,
+                                          inputs.judge, producer=producer(FLOW_NAME, "sample-shard")))
     except ray.exceptions.RayTaskError as exc:
         raise unwrap(exc) from None
 
@@ -54,10 +54,9 @@ def judge_task(shard: Shard, config: GenerateConfig, samples: ArtifactRef) -> Ar
 
 
 @task(name="build-datasets", cache_policy=NO_CACHE, persist_result=True)
-def build_task(run_id: str, config: GenerateConfig, model: Checkpoint, source: SourceRef,
-               shards: list[Shard]) -> list[dict[str, Any]]:
-    return gp.build_run_datasets(ArtifactStore(config.store), run_id, config, model, source, shards,
-                                 producer(FLOW_NAME, "build-datasets"))
+def build_task(run_id: str, inputs: RunInputs) -> list[dict[str, Any]]:
+    return gp.build_run_datasets(ArtifactStore(inputs.config.store), run_id, inputs.config, inputs.model,
+                                 inputs.source, inputs.shards, producer(FLOW_NAME, "build-datasets"))
 
 
 @flow(name=FLOW_NAME, task_runner=RayTaskRunner(), persist_result=True, log_prints=True)
@@ -73,14 +72,14 @@ def generate_preferences(config: GenerateConfig, run_id: str | None = None) -> d
     status.flow_run_ids = [*status.flow_run_ids, str(flow_run.get_id())]
 
     with remote_options(num_cpus=1, runtime_env={"env_vars": forwarded_env()}):
-        path = resolve_model(config.model)
-        model_future = fingerprint_task.submit(path)
+        model_future = fingerprint_task.submit(resolve_model(config.model))
+        judge_future = fingerprint_task.submit(resolve_model(config.judge_model)) if config.judge_model else None
         source = gp.load_checked_source(config)
         samplers = start_samplers(1, config.engine.tensor_parallel_size)  # warm up while hashing
-        model = model_future.result()
-        ref = gp.source_ref(config, source)
-        shards = gp.make_shards(config, model, source)
-        gp.write_manifest(store, run_id, config, model, ref, shards, made_by)
+        model, judge = model_future.result(), judge_future.result() if judge_future else None
+        shards = gp.make_shards(config, model, source, judge)
+        inputs = RunInputs(config, model, gp.source_ref(config, source), shards, judge)
+        gp.write_manifest(store, run_id, inputs, made_by)
         runs.write_status(store, status, made_by)
         pending = [s for s in shards if not gp.is_complete(store, s)]
         logger.info(f"run {run_id}: {len(source.instructions)} instructions from {source.name}, "
@@ -90,7 +89,7 @@ def generate_preferences(config: GenerateConfig, run_id: str | None = None) -> d
             chains = []
             for shard in pending:
                 samples = queue.submit(model.sha256, lambda sampler, after, shard=shard:
-                                       sample_task.submit(shard, config, model, ref, sampler, wait_for=after))
+                                       sample_task.submit(shard, inputs, sampler, wait_for=after))
                 chains.append((shard, (samples, judge_task.submit(shard, config, samples))))
             for shard, futures in chains:
                 for stage, future in zip(("sample", "judge"), futures):
@@ -102,7 +101,7 @@ def generate_preferences(config: GenerateConfig, run_id: str | None = None) -> d
             queue.stop()
         rows: list[dict[str, Any]] = []
         if not status.failed:
-            rows = build_task.submit(run_id, config, model, ref, shards).result()
+            rows = build_task.submit(run_id, inputs).result()
 
     results = runs.write_results(store, run_id, rows, tuple(InputRef(r["uri"], r["sha256"]) for r in rows), made_by)
     status.state = "failed" if status.failed or status.bad_inputs else "completed"
@@ -119,7 +118,7 @@ def run_generate_preferences(config: GenerateConfig, run_id: str | None = None) 
 
 def resume(store_root: str, run_id: str, ray_address: str | None = None) -> dict[str, Any]:
     """Run ``run_id`` again: complete shards are kept, the datasets rebuilt."""
-    config, _, _, _ = gp.run_inputs(ArtifactStore(store_root), run_id)
+    config = gp.run_inputs(ArtifactStore(store_root), run_id).config
     update = {"store": store_root, **({"ray_address": ray_address} if ray_address else {})}
     config = GenerateConfig.model_validate({**config.model_dump(), **update})
     return run_flow(generate_preferences, config, run_id)

@@ -25,7 +25,8 @@ from tasks.preferences.sources import load_source
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 ALL = ["sft", "dpo", "bon", "nonfunctional"]
-NAMES = dataset_names(ALL, ["instruction_following", "readability", "complexity", "style", "explanation"])
+NAMES_DIMENSIONS = ["instruction_following", "readability", "complexity", "style", "explanation"]
+NAMES = dataset_names(ALL, NAMES_DIMENSIONS)
 
 
 def planted_source(path: Path) -> Path:
@@ -74,7 +75,7 @@ def pathway_runs(tmp_path_factory, toy_model_paths, prefect_api, ray_cluster):
 
 
 def responses_of(store: ArtifactStore, run_id: str) -> dict[tuple[str, int], dict]:
-    _, _, _, shards = run_inputs(store, run_id)
+    shards = run_inputs(store, run_id).shards
     return {(r["instruction_id"], r["index"]): r for s in shards for r in store.get_jsonl(s.artifact("responses.jsonl"))}
 
 
@@ -113,7 +114,7 @@ def test_pathway_run_builds_every_dataset_with_the_invariants(pathway_runs, path
     sizes = {len(data[n]) for n in NAMES[3:] if data[n]}
     assert len(sizes) == 1, "non-functional dimensions are balanced"
     # provenance: every row names the model and source by content hash
-    model_sha = run_inputs(store, pathway)[1].sha256
+    model_sha = run_inputs(store, pathway).model.sha256
     assert all(r["model_sha256"] == model_sha and r["source"] == "source.jsonl" for n in NAMES for r in data[n])
 
     stats = store.get_json(f"runs/{pathway}/datasets/stats.json")
@@ -142,7 +143,7 @@ def test_lineage_runs_from_a_dataset_to_the_model_and_the_source(pathway_runs):
             walk(child)
 
     walk(tree)
-    model = run_inputs(store, "fta")[1]
+    model = run_inputs(store, "fta").model
     assert leaves == {model.uri, f"file://{source.resolve()}"}
 
 
@@ -158,7 +159,8 @@ def test_same_seed_gives_identical_datasets(pathway_runs):
 def test_a_planted_reward_hack_passes_the_tests_but_is_never_chosen(pathway_runs):
     _, _, out = pathway_runs
     store, _ = out["fta"]
-    cfg, model, source, shards = run_inputs(store, "fta")
+    inputs = run_inputs(store, "fta")
+    cfg, shards = inputs.config, inputs.shards
     responses = [Response.from_json(r) for s in shards for r in store.get_jsonl(s.artifact("responses.jsonl"))]
     target = next(r for r in responses if r.instruction_id.startswith("toy/"))
     hacks = []
@@ -181,11 +183,14 @@ def test_a_planted_reward_hack_passes_the_tests_but_is_never_chosen(pathway_runs
 
 def test_self_test_path_runs_end_to_end_on_the_toy_model(tmp_path, toy_model_paths, prefect_api, ray_cluster):
     store = ArtifactStore(str(tmp_path / "store"))
-    result = generate(config("toy-instruct", "toy-seeds", tmp_path / "store", limit=12, kinds=["sft", "dpo"],
+    result = generate(config("toy-instruct", "toy-seeds", tmp_path / "store", limit=12,
+                             kinds=["sft", "dpo", "nonfunctional"], judge_model="toy-instruct",
                              sampling={"n": 4, "temperature": 0.8, "max_tokens": 200}), "self")
     assert result["complete"] == result["units"] == 2
     responses = list(responses_of(store, "self").values())
     assert responses and all(r["tests_origin"] == "self" for r in responses)
+    # the judge (the same toy model, through the same sampler) rated every response on every dimension
+    assert all(set(r["judge"]) == set(NAMES_DIMENSIONS) for r in responses)
     assert all(r["instruction"] and r["concepts"] for r in responses)  # written by the model from each seed
     judged = [r for r in responses if r["tests_total"]]
     assert len(judged) >= len(responses) // 2, "the model wrote tests for most responses"

@@ -107,6 +107,8 @@ def test_sandbox_reports_partial_test_counts():
     assert [(r.status, r.tests_passed, r.tests_total) for r in rs] == [
         ("failed", 2, 3), ("failed", 0, 2), ("passed", 3, 3), ("no tests", 0, 0)]
     assert rs[2].hacks == ["overrides __eq__"] and not rs[0].hacks
+    (trivial,) = judge_responses([response("def f(x):\n    return x\n", ["assert True"], 4, "self")])
+    assert trivial.passed and trivial.degenerate == "self-written tests do not call the function"
     assert not any(r.passed for r in rs[:2]) and rs[2].passed
 
 
@@ -228,3 +230,50 @@ def test_config_rejects_unknown_kinds_and_settings():
         GenerateConfig(model="toy-instruct", pairs={"bon_n": 1})
     config = GenerateConfig(model="toy-instruct")
     assert (config.sampling.n, config.sampling.temperature, config.sampling.top_p, config.pairs.bon_n) == (10, 0.7, 0.95, 8)
+
+
+# ------------------------------------------------------------------ CLI bad input
+
+
+@pytest.mark.parametrize("case", ["malformed", "missing-tests", "unknown-kind", "flow-without-prompt"])
+def test_generate_bad_input_exits_2_naming_file_and_line_and_writes_nothing(tmp_path, case):
+    import subprocess
+    import sys
+
+    good = {"instruction": "Write f.", "tests": ["assert f() == 1"]}
+    lines = {"malformed": [json.dumps(good), '{"instruction": "Write g.", "tests": ['],
+             "missing-tests": [json.dumps(good), json.dumps({"instruction": "Write g."})]}.get(case, [json.dumps(good)])
+    source = write_jsonl(tmp_path / "src.jsonl", lines)
+    args = ["--model", "toy-instruct", "--source", str(source), "--store", str(tmp_path / "store")]
+    args += {"unknown-kind": ["--kinds", "sft,ppo"], "flow-without-prompt": ["--mode", "flow"]}.get(case, [])
+    r = subprocess.run([sys.executable, "-m", "flows.cli", "generate", *args], capture_output=True, text=True)
+    expected = {"malformed": "src.jsonl:2", "missing-tests": "src.jsonl:2: missing field 'tests'",
+                "unknown-kind": "--kinds", "flow-without-prompt": "src.jsonl:1: no 'prompt'"}[case]
+    assert r.returncode == 2 and expected in r.stderr, r.stderr
+    assert not (tmp_path / "store").exists()
+
+
+def test_judge_rubrics_and_scores():
+    from tasks.preferences.judge import parse_score, rubric
+    from tasks.preferences.nonfunctional import DIMENSIONS
+
+    for dimension in DIMENSIONS:
+        text = rubric(dimension, "Write f.", "def f(): ...")
+        assert "Write f." in text and "def f(): ..." in text and "Score:" in text
+    assert [parse_score(a) for a in ("Score: 7", "score = 10/10", "I'd say SCORE:3.", "great code", "Score: 0")] == [
+        7.0, 10.0, 3.0, None, None]
+
+
+def test_judge_ratings_replace_static_scores_only_when_every_candidate_is_rated():
+    tests = ["assert f(1) == 2"]
+    codes = ["def f(x):\n    return x + 1\n", "def f(x):\n    y = x + 1\n    return y\n", "def f(x):\n    return x\n"]
+    responses = _judged("i", codes, tests)
+    for r, rating in zip(responses, (3.0, 9.0, 5.0)):
+        r.judge = {"readability": rating}
+    settings = PairSettings(decontaminate_against=[], dimensions=["readability"], balance_dimensions=False)
+    data, _ = build_datasets(responses, ["i"], ["nonfunctional"], settings, PROVENANCE)
+    (row,) = data["nonfunctional-readability"]
+    assert (row["chosen_index"], row["rejected_index"], row["scored_by"]) == (1, 0, "judge")
+    responses[2].judge = {"readability": None}  # one unrated candidate: static scores for the instruction
+    data, _ = build_datasets(responses, ["i"], ["nonfunctional"], settings, PROVENANCE)
+    assert all(r["scored_by"] == "static" for r in data["nonfunctional-readability"])

@@ -80,12 +80,14 @@ def get_engine(model: str, engine: EngineSettings | None = None) -> Any:
     return _ENGINES[key]
 
 
-def release_engines(keep: str | None = None) -> None:
-    """Shut down every cached engine except those for model ``keep``: a long-lived sampler that
-    moves from checkpoint to checkpoint holds one engine, not one per checkpoint."""
+def release_engines(keep: str | tuple[str, ...] | None = None) -> None:
+    """Shut down every cached engine except those for the model(s) ``keep``: a long-lived
+    sampler that moves from checkpoint to checkpoint holds one engine (or a policy and its
+    judge), not one per checkpoint."""
     import gc
 
-    for key in [k for k in _ENGINES if k[0] != keep]:
+    kept = (keep,) if isinstance(keep, str) else tuple(keep or ())
+    for key in [k for k in _ENGINES if k[0] not in kept]:
         llm = _ENGINES.pop(key)
         core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
         if callable(getattr(core, "shutdown", None)):

@@ -63,6 +63,8 @@ class GenerateConfig(BaseModel):
     shots: int = Field(0, ge=0, description="Command-mode demonstrations for instructions with given tests")
     shots_file: str | None = Field(None, description="JSONL of {instruction, code}")
     self_align_shots: str | None = Field(None, description="JSONL of {stage, given, answer} for SelfCodeAlign's stages")
+    judge_model: str | None = Field(None, description="optional LLM judge for the non-functional dimensions (1-10 "
+                                    "rubrics in tasks/preferences/templates/judge); default: static analysis only")
     test_cpu_s: float = Field(1.0, gt=0, description="CPU seconds each test statement may take")
     limits: Limits = Field(default_factory=Limits)
     workers: int | None = Field(None, ge=1, description="sandbox workers per shard (default: the node's cores)")
@@ -132,8 +134,9 @@ def load_checked_source(config: GenerateConfig) -> Source:
     return source
 
 
-def make_shards(config: GenerateConfig, model: Checkpoint, source: Source) -> list[Shard]:
-    settings = json.dumps(config.shard_settings(), sort_keys=True)
+def make_shards(config: GenerateConfig, model: Checkpoint, source: Source, judge: Checkpoint | None = None
+                ) -> list[Shard]:
+    settings = json.dumps({**config.shard_settings(), "judge": judge.sha256 if judge else None}, sort_keys=True)
     ids = [i.id for i in source.instructions]
     shards = []
     for n, start in enumerate(range(0, len(ids), config.shard_size)):
@@ -147,22 +150,36 @@ def source_ref(config: GenerateConfig, source: Source) -> SourceRef:
     return SourceRef(source.name, config.source, source.uri, source.sha256)
 
 
-def write_manifest(store: ArtifactStore, run_id: str, config: GenerateConfig, model: Checkpoint, source: SourceRef,
-                   shards: list[Shard], producer: dict[str, Any]) -> ArtifactRef:
-    data = {**config.model_dump(mode="json"), "_model": asdict(model), "_source": asdict(source)}
-    manifest = Manifest(run_id, FLOW_NAME, data, [s.as_item() for s in shards])
-    return runs.write_manifest(store, manifest, (InputRef(model.uri, model.sha256), InputRef(source.uri, source.sha256)),
-                               producer)
+@dataclass(frozen=True)
+class RunInputs:
+    """What a run was started with: its config, the model (and judge) by content, the source."""
+
+    config: GenerateConfig
+    model: Checkpoint
+    source: SourceRef
+    shards: list[Shard]
+    judge: Checkpoint | None = None
 
 
-def run_inputs(store: ArtifactStore, run_id: str) -> tuple[GenerateConfig, Checkpoint, SourceRef, list[Shard]]:
+def write_manifest(store: ArtifactStore, run_id: str, inputs: RunInputs, producer: dict[str, Any]) -> ArtifactRef:
+    data = {**inputs.config.model_dump(mode="json"), "_model": asdict(inputs.model), "_source": asdict(inputs.source),
+            "_judge": asdict(inputs.judge) if inputs.judge else None}
+    manifest = Manifest(run_id, FLOW_NAME, data, [s.as_item() for s in inputs.shards])
+    refs = [InputRef(inputs.model.uri, inputs.model.sha256), InputRef(inputs.source.uri, inputs.source.sha256)]
+    if inputs.judge:
+        refs.append(InputRef(inputs.judge.uri, inputs.judge.sha256))
+    return runs.write_manifest(store, manifest, tuple(refs), producer)
+
+
+def run_inputs(store: ArtifactStore, run_id: str) -> RunInputs:
     """What run ``run_id`` was started with (its config validated again)."""
     manifest = runs.read_manifest(store, run_id)
     if manifest.flow != FLOW_NAME:
         raise ValueError(f"run {run_id} is a {manifest.flow} run, not {FLOW_NAME}")
     data = dict(manifest.config)
-    model, source = Checkpoint(**data.pop("_model")), SourceRef(**data.pop("_source"))
-    return GenerateConfig.model_validate(data), model, source, [Shard.from_item(i) for i in manifest.items]
+    model, source, judge = data.pop("_model"), data.pop("_source"), data.pop("_judge", None)
+    return RunInputs(GenerateConfig.model_validate(data), Checkpoint(**model), SourceRef(**source),
+                     [Shard.from_item(i) for i in manifest.items], Checkpoint(**judge) if judge else None)
 
 
 def is_complete(store: ArtifactStore, shard: Shard) -> bool:
@@ -187,8 +204,9 @@ def shard_instructions(source: SourceRef, shard: Shard, limit: int | None) -> li
 
 
 def sample_shard(shard: Shard, config: GenerateConfig, model: Checkpoint, source: SourceRef,
-                 producer: dict[str, Any]) -> ArtifactRef:
-    """Stage 1 (in a sampler's process): n responses per instruction of the shard."""
+                 judge: Checkpoint | None, producer: dict[str, Any]) -> ArtifactRef:
+    """Stage 1 (in a sampler's process): n responses per instruction of the shard, rated by the
+    judge model when there is one."""
     from tasks.evaluation.pipeline import load_tokenizer
     from tasks.generation.sampling import get_engine, release_engines
     from tasks.preferences.responses import sample_responses
@@ -199,14 +217,21 @@ def sample_shard(shard: Shard, config: GenerateConfig, model: Checkpoint, source
         return ref
     items = shard_instructions(source, shard, config.limit)
     path = local_copy(model)
-    release_engines(keep=path)
+    judge_path = local_copy(judge) if judge else None
+    release_engines(keep=(path, judge_path) if judge_path else path)
     shots = load_shots(config.shots_file)[: config.shots] if config.shots_file else []
     stage_shots = load_stage_shots(config.self_align_shots) if config.self_align_shots else []
     started = time.monotonic()
     responses = sample_responses(get_engine(path, config.engine), load_tokenizer(path), items, config.sampling,
                                  config.mode, shots, stage_shots)
-    meta = ArtifactMeta("preference-samples", producer,
-                        (InputRef(model.uri, model.sha256), InputRef(source.uri, source.sha256)),
+    inputs = [InputRef(model.uri, model.sha256), InputRef(source.uri, source.sha256)]
+    if judge_path and judge:
+        from tasks.preferences.judge import rate_responses
+
+        rate_responses(get_engine(judge_path, config.engine), load_tokenizer(judge_path), responses,
+                       config.pairs.dimensions, config.sampling.seed)
+        inputs.append(InputRef(judge.uri, judge.sha256))
+    meta = ArtifactMeta("preference-samples", producer, tuple(inputs),
                         {"shard": shard.key, "index": shard.index, "model": model.uri, **config.shard_settings(),
                          "seconds": round(time.monotonic() - started, 3)})
     return store.put_jsonl(shard.artifact("samples.jsonl"), [r.to_json() for r in responses], meta)

@@ -256,18 +256,24 @@ def _nonfunctional_row(group: list[Response], usable: list[Response], rng: rando
     passing = [r for r in usable if r.passed]
     if not passing:
         return None, "no passing response"
+    candidates = [*usable, *_non_empty_failing(group)]
+    # the judge's ratings when it rated every candidate of the instruction, else static scores
+    by_judge = all(r.judge.get(dimension) is not None for r in candidates)
+
+    def score(r: Response) -> float:
+        return float(r.judge[dimension]) if by_judge else r.nonfunctional[dimension]
 
     def key(r: Response) -> tuple[float, float, float]:  # efficiency breaks complexity ties
-        return (r.nonfunctional[dimension], -r.cpu_s if dimension == "complexity" else 0.0, rng.random())
+        return (score(r), -r.cpu_s if dimension == "complexity" else 0.0, rng.random())
 
     best = max(passing, key=key)
-    floor = best.nonfunctional[dimension] - settings.nonfunctional_margin
-    for pool in (passing, [*usable, *_non_empty_failing(group)]):
-        below = [r for r in pool if r is not best and r.nonfunctional[dimension] <= floor]
+    floor = score(best) - settings.nonfunctional_margin
+    for pool in (passing, candidates):
+        below = [r for r in pool if r is not best and score(r) <= floor]
         if below:
             worst = min(below, key=key)
-            row = _pair(best, worst, lambda r: r.nonfunctional[dimension])
-            row.update(dimension=dimension, rejected_passed=worst.passed)
+            row = _pair(best, worst, score)
+            row.update(dimension=dimension, rejected_passed=worst.passed, scored_by="judge" if by_judge else "static")
             return row, ""
     return None, "no quality margin"
 

@@ -58,7 +58,8 @@ class Response:
     # static analysis
     degenerate: str | None = None
     hacks: list[str] = field(default_factory=list)
-    nonfunctional: dict[str, float] = field(default_factory=dict)
+    nonfunctional: dict[str, float] = field(default_factory=dict)  # static analysis, 0-10
+    judge: dict[str, float | None] = field(default_factory=dict)  # LLM judge, 1-10 (when one is configured)
 
     @property
     def mean_logprob(self) -> float | None:
@@ -161,6 +162,8 @@ def judge_responses(responses: list[Response], limits: Limits | None = None, wor
     facts = nonfunctional.analyze([r.code for r in responses], [r.entry_point for r in responses])
     for r, f in zip(responses, facts):
         r.degenerate = quality.degenerate_reason(r.code if r.text.strip() else "", r.finish_reason)
+        if r.tests_origin == "self" and r.tests and not any(r.entry_point and r.entry_point in t for t in r.tests):
+            r.degenerate = r.degenerate or "self-written tests do not call the function"  # e.g. `assert True`
         r.hacks = quality.reward_hacks(r.code, r.tests)
         r.nonfunctional = nonfunctional.scores(f, entry_point_known=bool(r.entry_point))
     return responses
