@@ -10,9 +10,11 @@ and a BoNBoN pair.
 On the same machine in one run:
 
 1. the flow (Prefect test server + local Ray) over ``--limit`` toy-train instructions with
-   toy-instruct, n responses each: executed responses/s = responses / summed durations of the
-   ``judge-shard`` Prefect task runs (each from its start to its end: Ray scheduling, artifact
-   reads and writes, execution and analysis);
+   toy-instruct, n responses each: executed responses/s = responses / the wall time of the
+   ``judge-shard`` Prefect task runs (the union of their start-to-end spans: Ray scheduling, artifact
+   reads and writes, execution and analysis) — once in the full run, where a shard executes
+   while the next one samples on the same cores, and once in a resume that only re-judges
+   (every shard's responses dropped, its samples kept);
 2. the bare sandbox on exactly those responses (``execute_tested``, same workers), and the bare
    judge stage (sandbox + static analysis) without Prefect or Ray.
 
@@ -35,7 +37,9 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
-async def judge_task_seconds(flow_run_ids: list[str]) -> list[float]:
+async def judge_task_seconds(flow_run_ids: list[str]) -> float:
+    """Wall time during which judge-shard tasks ran: the union of their [start, end]
+    intervals (tasks of different shards overlap; summing them would count cores, not time)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterName
 
@@ -43,7 +47,12 @@ async def judge_task_seconds(flow_run_ids: list[str]) -> list[float]:
         task_runs = await client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=flow_run_ids)),
             task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="judge-shard")))
-    return [(t.end_time - t.start_time).total_seconds() for t in task_runs if t.start_time and t.end_time]
+    spans = sorted((t.start_time.timestamp(), t.end_time.timestamp()) for t in task_runs if t.start_time and t.end_time)
+    total, reach = 0.0, float("-inf")
+    for start, end in spans:
+        total += max(0.0, end - max(start, reach))
+        reach = max(reach, end)
+    return total
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -56,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from prefect.testing.utilities import prefect_test_harness  # after flows/: its Prefect settings apply
 
-    from flows.generate_preferences import run_generate_preferences
+    from flows.generate_preferences import resume, run_generate_preferences
     from tasks.artifacts import runs
     from tasks.artifacts.store import ArtifactStore
     from tasks.preferences.generate import GenerateConfig, run_inputs
@@ -72,10 +81,22 @@ def main(argv: list[str] | None = None) -> None:
         run_generate_preferences(config, "bench")
         flow_s = time.time() - start
         store = ArtifactStore(config.store)
-        status = runs.read_status(store, "bench")
-        judge_s = asyncio.run(judge_task_seconds(status.flow_run_ids))
+        first = runs.read_status(store, "bench").flow_run_ids
+        judge_s = asyncio.run(judge_task_seconds(first))
+        # 1b. the judge stage alone inside the flow: drop every shard's responses and resume
+        # (samples are kept, so nothing is sampled and nothing competes for the cores)
+        shards = run_inputs(store, "bench").shards
+        for shard in shards:
+            store.fs.rm(store.path(shard.artifact("responses.jsonl")))
+            store.fs.rm(store.path(shard.artifact("responses.jsonl")) + ".meta.json")
+        start = time.time()
+        resume(config.store, "bench")
+        rerun_s = time.time() - start
+        rerun_ids = [i for i in runs.read_status(store, "bench").flow_run_ids if i not in first]
+        judge_alone_s = asyncio.run(judge_task_seconds(rerun_ids))
+        # the judge stage's own time inside those tasks (recorded with each artifact)
+        inside_s = sum(store.meta(s.artifact("responses.jsonl")).params["seconds"] for s in shards)
 
-    shards = run_inputs(store, "bench").shards
     rows = [r for s in shards for r in store.get_jsonl(s.artifact("responses.jsonl"))]
     responses = [Response.from_json(r) for r in rows]
     programs = [TestedProgram(r.instruction_id, r.index, f"{r.code}\n{r.test_setup}\n" if r.test_setup else r.code,
@@ -92,14 +113,18 @@ def main(argv: list[str] | None = None) -> None:
     stats = store.get_json("runs/bench/datasets/stats.json")
     kept = len(stats["pass_rates"])
     n = len(responses)
-    flow_rate, bare_rate, judge_rate = n / sum(judge_s), n / bare_s, n / bare_judge_s
+    piped_rate, alone_rate = n / judge_s, n / judge_alone_s
+    bare_rate, judge_rate = n / bare_s, n / bare_judge_s
     print(f"\n{args.limit} toy-train instructions x n={args.n} = {n} responses, {len(shards)} shards; "
-          f"{os.cpu_count()} cores; flow wall time {flow_s:.1f} s")
-    print(f"inside the flow (judge-shard task runs, {sum(judge_s):.1f} s): {flow_rate:8.1f} responses/s")
-    print(f"bare judge stage (sandbox + analysis, {bare_judge_s:.1f} s):    {judge_rate:8.1f} responses/s")
-    print(f"bare sandbox (execute_tested, {bare_s:.1f} s):                  {bare_rate:8.1f} responses/s")
-    print(f"flow / bare sandbox: {flow_rate / bare_rate:.2f}   (target >= 0.8)")
-    print(f"flow / bare judge stage: {flow_rate / judge_rate:.2f}")
+          f"{os.cpu_count()} cores; flow wall time {flow_s:.1f} s, judge-only resume {rerun_s:.1f} s")
+    print(f"flow, judge-shard task runs alone ({judge_alone_s:.1f} s):      {alone_rate:8.1f} responses/s")
+    print(f"  judge_responses inside the tasks, summed over shards: {inside_s:.1f} s")
+    print(f"flow, judge-shard while sampling runs ({judge_s:.1f} s): {piped_rate:8.1f} responses/s")
+    print(f"bare judge stage (sandbox + analysis, {bare_judge_s:.1f} s):     {judge_rate:8.1f} responses/s")
+    print(f"bare sandbox (execute_tested, {bare_s:.1f} s):                   {bare_rate:8.1f} responses/s")
+    print(f"flow (judge alone) / bare sandbox: {alone_rate / bare_rate:.2f}   (target >= 0.8)")
+    print(f"flow (judge alone) / bare judge stage: {alone_rate / judge_rate:.2f}")
+    print(f"flow (pipelined with sampling on the same cores) / bare sandbox: {piped_rate / bare_rate:.2f}")
     print(f"pass rate over responses: {sum(r.passed for r in responses) / n:.3f}")
     for name in ("dpo", "bon"):
         rows_n = stats["datasets"][name]["rows"]

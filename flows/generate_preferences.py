@@ -50,6 +50,10 @@ def sample_task(shard: Shard, inputs: RunInputs, sampler: Any) -> ArtifactRef:
 
 @task(name="judge-shard", cache_policy=NO_CACHE, persist_result=True)
 def judge_task(shard: Shard, config: GenerateConfig, samples: ArtifactRef) -> ArtifactRef:
+    if config.workers is None:  # as many sandbox workers as CPUs Ray gave this task: shards judged
+        # side by side share the node's cores instead of each forking a worker per core
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+        config = config.model_copy(update={"workers": max(1, int(cpus))})
     return gp.judge_shard(shard, config, samples, producer(FLOW_NAME, "judge-shard"))
 
 

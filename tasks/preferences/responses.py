@@ -9,6 +9,7 @@ status, CPU time, reward-hacking flags, degenerate reasons, non-functional score
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -148,22 +149,38 @@ def sample_responses(llm: Any, tokenizer: Any, items: list[Instruction], samplin
 
 def judge_responses(responses: list[Response], limits: Limits | None = None, workers: int | None = None,
                     test_cpu_s: float = 1.0) -> list[Response]:
-    """Execute every response against its tests and analyse it statically (in place)."""
+    """Execute every response against its tests and analyse it statically (in place).
+
+    The analysis runs in this process while the sandbox's worker processes execute (the pool
+    only waits on pipes here), so it adds little wall time to the execution."""
     programs = []
     for r in responses:
         key = f"{r.instruction_id}#given" if r.tests_origin == "given" else f"{r.instruction_id}#{r.index}"
         program = f"{r.code}\n{r.test_setup}\n" if r.test_setup else r.code
         programs.append(TestedProgram(r.instruction_id, r.index, program, tuple(r.tests), key))
-    for r, v in zip(responses, execute_tested(programs, limits, workers, test_cpu_s)):
+    with ThreadPoolExecutor(1, thread_name_prefix="codealign-execute") as executor:
+        execution = executor.submit(execute_tested, programs, limits, workers, test_cpu_s)
+        _analyse(responses)
+        verdicts = execution.result()
+    for r, v in zip(responses, verdicts):
         r.status, r.detail, r.cpu_s, r.wall_s = v.status, v.detail, v.cpu_s, v.wall_s
         r.tests_passed, r.tests_total = v.tests_passed or 0, v.tests_total or 0
         if not r.tests:  # nothing to judge by: never counts as passing
             r.status, r.detail = "no tests", "the response has no tests" if r.tests_origin == "self" else r.detail
-    facts = nonfunctional.analyze([r.code for r in responses], [r.entry_point for r in responses])
-    for r, f in zip(responses, facts):
+    return responses
+
+
+def _analyse(responses: list[Response]) -> None:
+    """Degenerate reasons, reward-hack flags and static non-functional scores (in place), once
+    per distinct (code, entry point, tests): n responses to one instruction often repeat each
+    other (low temperatures, small models)."""
+    keys = [(r.code, r.entry_point, tuple(r.tests)) for r in responses]
+    distinct = list(dict.fromkeys(keys))
+    facts = dict(zip(distinct, nonfunctional.analyze([k[0] for k in distinct], [k[1] for k in distinct])))
+    hacks = {k: quality.reward_hacks(k[0], k[2]) for k in distinct}
+    for r, key in zip(responses, keys):
         r.degenerate = quality.degenerate_reason(r.code if r.text.strip() else "", r.finish_reason)
         if r.tests_origin == "self" and r.tests and not any(r.entry_point and r.entry_point in t for t in r.tests):
             r.degenerate = r.degenerate or "self-written tests do not call the function"  # e.g. `assert True`
-        r.hacks = quality.reward_hacks(r.code, r.tests)
-        r.nonfunctional = nonfunctional.scores(f, entry_point_known=bool(r.entry_point))
-    return responses
+        r.hacks = list(hacks[key])
+        r.nonfunctional = nonfunctional.scores(facts[key], entry_point_known=bool(r.entry_point))
