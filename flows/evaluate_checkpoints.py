@@ -17,11 +17,20 @@ from typing import Any
 import ray
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
 from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
-from flows.runtime import RunFailed, check_run_id, default_run_id, forwarded_env, producer, run_flow, unwrap
+from flows.runtime import (
+    begin_run,
+    check_run_id,
+    default_run_id,
+    end_run,
+    forwarded_env,
+    producer,
+    record_failures,
+    run_flow,
+    unwrap,
+)
 from flows.samplers import SamplerQueue, start_samplers
 from tasks.artifacts import runs
 from tasks.artifacts.checkpoints import Checkpoint, discover, fingerprint
@@ -61,9 +70,7 @@ def evaluate_checkpoints(config: CheckpointEvalConfig, run_id: str | None = None
     store = ArtifactStore(config.store)
     run_id = check_run_id(run_id or default_run_id())
     made_by = producer(FLOW_NAME, FLOW_NAME)
-    status = runs.read_status(store, run_id) or runs.RunStatus(run_id, "running")
-    status.state, status.failed, status.bad_inputs = "running", {}, {}
-    status.flow_run_ids = [*status.flow_run_ids, str(flow_run.get_id())]
+    status = begin_run(store, run_id)
 
     with remote_options(num_cpus=1, runtime_env={"env_vars": forwarded_env()}):
         uris = discover(config.checkpoints)
@@ -90,24 +97,14 @@ def evaluate_checkpoints(config: CheckpointEvalConfig, run_id: str | None = None
                 samples = queue.submit(unit.checkpoint.sha256, lambda sampler, after, unit=unit:
                                        sample_task.submit(unit, config, sampler, wait_for=after))
                 verdicts = execute_task.submit(unit, config, samples)
-                chains.append((unit, (samples, verdicts, score_task.submit(unit, config, verdicts))))
-            for unit, futures in chains:
-                for stage, future in zip(("sample", "execute", "score"), futures):
-                    future.wait()
-                    if not future.state.is_completed():
-                        status.failed[unit.key] = f"{stage} {future.state.name}: {future.state.message}"
-                        break
+                scores = score_task.submit(unit, config, verdicts)
+                chains.append((unit.key, (("sample", samples), ("execute", verdicts), ("score", scores))))
+            record_failures(status, chains)
         finally:
             queue.stop()
 
     rows, scored = ev.result_rows(store, units)
-    results = runs.write_results(store, run_id, rows, scored, made_by)
-    status.state = "failed" if status.failed or status.bad_inputs else "completed"
-    runs.write_status(store, status, made_by)
-    summary = runs.summarize(store, run_id)
-    if summary.failed:
-        raise RunFailed(run_id, summary.failed)
-    return {"run_id": run_id, "results": results.uri, "units": summary.items, "complete": summary.complete}
+    return end_run(store, status, rows, scored, made_by)
 
 
 def run_evaluate_checkpoints(config: CheckpointEvalConfig, run_id: str | None = None) -> dict[str, Any]:

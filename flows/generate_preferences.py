@@ -19,11 +19,20 @@ from typing import Any
 import ray
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
 from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
-from flows.runtime import RunFailed, check_run_id, default_run_id, forwarded_env, producer, run_flow, unwrap
+from flows.runtime import (
+    begin_run,
+    check_run_id,
+    default_run_id,
+    end_run,
+    forwarded_env,
+    producer,
+    record_failures,
+    run_flow,
+    unwrap,
+)
 from flows.samplers import SamplerQueue, start_samplers
 from tasks.artifacts import runs
 from tasks.artifacts.checkpoints import Checkpoint, fingerprint
@@ -71,9 +80,7 @@ def generate_preferences(config: GenerateConfig, run_id: str | None = None) -> d
     store = ArtifactStore(config.store)
     run_id = check_run_id(run_id or default_run_id())
     made_by = producer(FLOW_NAME, FLOW_NAME)
-    status = runs.read_status(store, run_id) or runs.RunStatus(run_id, "running")
-    status.state, status.failed, status.bad_inputs = "running", {}, {}
-    status.flow_run_ids = [*status.flow_run_ids, str(flow_run.get_id())]
+    status = begin_run(store, run_id)
 
     with remote_options(num_cpus=1, runtime_env={"env_vars": forwarded_env()}):
         model_future = fingerprint_task.submit(resolve_model(config.model))
@@ -94,26 +101,15 @@ def generate_preferences(config: GenerateConfig, run_id: str | None = None) -> d
             for shard in pending:
                 samples = queue.submit(model.sha256, lambda sampler, after, shard=shard:
                                        sample_task.submit(shard, inputs, sampler, wait_for=after))
-                chains.append((shard, (samples, judge_task.submit(shard, config, samples))))
-            for shard, futures in chains:
-                for stage, future in zip(("sample", "judge"), futures):
-                    future.wait()
-                    if not future.state.is_completed():
-                        status.failed[shard.key] = f"{stage} {future.state.name}: {future.state.message}"
-                        break
+                chains.append((shard.key, (("sample", samples), ("judge", judge_task.submit(shard, config, samples)))))
+            record_failures(status, chains)
         finally:
             queue.stop()
         rows: list[dict[str, Any]] = []
         if not status.failed:
             rows = build_task.submit(run_id, inputs).result()
 
-    results = runs.write_results(store, run_id, rows, tuple(InputRef(r["uri"], r["sha256"]) for r in rows), made_by)
-    status.state = "failed" if status.failed or status.bad_inputs else "completed"
-    runs.write_status(store, status, made_by)
-    summary = runs.summarize(store, run_id)
-    if summary.failed:
-        raise RunFailed(run_id, summary.failed)
-    return {"run_id": run_id, "results": results.uri, "units": summary.items, "complete": summary.complete}
+    return end_run(store, status, rows, tuple(InputRef(r["uri"], r["sha256"]) for r in rows), made_by)
 
 
 def run_generate_preferences(config: GenerateConfig, run_id: str | None = None) -> dict[str, Any]:

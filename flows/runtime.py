@@ -16,8 +16,8 @@ from prefect import Flow
 from prefect.filesystems import LocalFileSystem, RemoteFileSystem
 from prefect.runtime import flow_run
 
-from tasks.artifacts import layout
-from tasks.artifacts.lineage import prefect_producer
+from tasks.artifacts import layout, runs
+from tasks.artifacts.lineage import InputRef, prefect_producer
 from tasks.artifacts.store import ArtifactStore, local_path, storage_options
 
 # Environment the Ray workers need from the caller: data and cache locations, S3 endpoint and
@@ -115,3 +115,35 @@ def run_flow(flow: Flow, config: Any, run_id: str | None = None) -> Any:
     finally:
         if connected_here:
             ray.shutdown()
+
+
+def begin_run(store: ArtifactStore, run_id: str) -> runs.RunStatus:
+    """The run's status, marked running by this flow run (a resume or retry appends its
+    flow-run id and clears the previous attempt's failures)."""
+    status = runs.read_status(store, run_id) or runs.RunStatus(run_id, "running")
+    status.state, status.failed, status.bad_inputs = "running", {}, {}
+    status.flow_run_ids = [*status.flow_run_ids, str(flow_run.get_id())]
+    return status
+
+
+def record_failures(status: runs.RunStatus, chains: list[tuple[str, tuple[tuple[str, Any], ...]]]) -> None:
+    """Wait for every item's chain of (stage, future); an item's first stage that did not
+    complete is its failure."""
+    for key, stages in chains:
+        for stage, future in stages:
+            future.wait()
+            if not future.state.is_completed():
+                status.failed[key] = f"{stage} {future.state.name}: {future.state.message}"
+                break
+
+
+def end_run(store: ArtifactStore, status: runs.RunStatus, rows: list[dict[str, Any]], inputs: tuple[InputRef, ...],
+            producer: dict[str, Any]) -> dict[str, Any]:
+    """Write the run's results and final status; raise :class:`RunFailed` if items failed."""
+    results = runs.write_results(store, status.run_id, rows, inputs, producer)
+    status.state = "failed" if status.failed or status.bad_inputs else "completed"
+    runs.write_status(store, status, producer)
+    summary = runs.summarize(store, status.run_id)
+    if summary.failed:
+        raise RunFailed(status.run_id, summary.failed)
+    return {"run_id": status.run_id, "results": results.uri, "units": summary.items, "complete": summary.complete}
