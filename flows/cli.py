@@ -306,7 +306,7 @@ def resume_command(
     try:
         flow = read_manifest(ArtifactStore(store), run_id).flow
     except MissingArtifact:
-        fail(f"no run {run_id} in {store}")
+        fail(f"no run {run_id!r} in {store}")
     if flow == "generate-preferences":
         from flows.generate_preferences import resume as resume_generate
 
