@@ -14,13 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from typing import Any
 
 import fsspec
 
 from tasks.artifacts.lineage import ArtifactMeta
-from tasks.files import jsonl_text, write_bytes_atomic
+from tasks.files import atomic_directory, jsonl_text, write_bytes_atomic
 
 META_SUFFIX = ".meta.json"
 
@@ -103,6 +104,30 @@ class ArtifactStore:
 
     def put_jsonl(self, key: str, records: list[dict[str, Any]], meta: ArtifactMeta) -> ArtifactRef:
         return self.put(key, jsonl_text(records).encode(), meta)
+
+    def put_directory(self, key: str, local_dir: str, sha256: str, meta: ArtifactMeta) -> ArtifactRef:
+        """Store a directory (a model checkpoint) under ``key``.  Its ``sha256`` is the caller's
+        content hash (a checkpoint's fingerprint, the one evaluation keys on).  Locally the
+        directory appears by one rename; remotely its files are uploaded first; either way the
+        sidecar is written last, so a half-copied directory is absent to readers."""
+        path = self.path(key)
+        size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(local_dir) for f in files)
+        if self.is_local:
+            with atomic_directory(path) as tmp:
+                shutil.copytree(local_dir, tmp, dirs_exist_ok=True)
+        else:
+            self.fs.put(local_dir.rstrip("/") + "/", path, recursive=True)
+        meta = meta.completed(uri=self.uri(key), sha256=sha256, size=size)
+        self._write_atomic(path + META_SUFFIX, json.dumps(meta.to_json(), indent=2).encode())
+        return ArtifactRef(self.uri(key), sha256, size)
+
+    def ref_if_exists(self, key: str) -> ArtifactRef | None:
+        """The complete artifact at ``key`` (its recorded sha256 and size), or None: how a stage
+        that may have run before finds its output."""
+        if not self.exists(key):
+            return None
+        meta = self.meta(key)
+        return ArtifactRef(meta.uri, meta.sha256, meta.size)
 
     def exists(self, key: str) -> bool:
         """True only for complete artifacts (content and sidecar)."""

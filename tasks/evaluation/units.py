@@ -156,13 +156,6 @@ def _meta(kind: str, unit: Unit, config: CheckpointEvalConfig, inputs: tuple[Inp
     return ArtifactMeta(kind, producer, inputs, params)
 
 
-def _existing(store: ArtifactStore, key: str) -> ArtifactRef | None:
-    if not store.exists(key):
-        return None
-    meta = store.meta(key)
-    return ArtifactRef(meta.uri, meta.sha256, meta.size)
-
-
 def sample_unit(unit: Unit, config: CheckpointEvalConfig, producer: dict[str, Any]) -> ArtifactRef:
     """Stage 1: sample the unit's prompts with this process's engine for its checkpoint,
     started here after any engine for another checkpoint is shut down (a sampler moves from
@@ -171,7 +164,7 @@ def sample_unit(unit: Unit, config: CheckpointEvalConfig, producer: dict[str, An
     from tasks.generation.sampling import release_engines
 
     store = ArtifactStore(config.store)
-    if ref := _existing(store, unit.artifact("samples.jsonl")):
+    if ref := store.ref_if_exists(unit.artifact("samples.jsonl")):
         return ref
     validate(unit.checkpoint.uri)
     path = local_copy(unit.checkpoint)
@@ -186,7 +179,7 @@ def execute_unit(unit: Unit, config: CheckpointEvalConfig, samples: ArtifactRef,
                  producer: dict[str, Any]) -> ArtifactRef:
     """Stage 2: run every sample in the sandbox."""
     store = ArtifactStore(config.store)
-    if ref := _existing(store, unit.artifact("verdicts.jsonl")):
+    if ref := store.ref_if_exists(unit.artifact("verdicts.jsonl")):
         return ref
     rows = store.get_jsonl(samples.uri)
     batch = {unit.benchmark: [Sample(r["task_id"], r["index"], r["completion"], r["solution"]) for r in rows]}
@@ -199,7 +192,7 @@ def score_unit(unit: Unit, config: CheckpointEvalConfig, verdicts: ArtifactRef,
                producer: dict[str, Any]) -> ArtifactRef:
     """Stage 3: pass@k of the unit; completes it."""
     store = ArtifactStore(config.store)
-    if ref := _existing(store, unit.artifact("scores.json")):
+    if ref := store.ref_if_exists(unit.artifact("scores.json")):
         return ref
     scores = score_verdicts(store.get_jsonl(verdicts.uri), config)
     scores["unit"] = {"key": unit.key, "checkpoint": unit.checkpoint.uri, "checkpoint_sha256": unit.checkpoint.sha256,

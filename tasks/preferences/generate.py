@@ -186,13 +186,6 @@ def is_complete(store: ArtifactStore, shard: Shard) -> bool:
     return runs.is_complete(store, shard.as_item())
 
 
-def _existing(store: ArtifactStore, key: str) -> ArtifactRef | None:
-    if not store.exists(key):
-        return None
-    meta = store.meta(key)
-    return ArtifactRef(meta.uri, meta.sha256, meta.size)
-
-
 def shard_instructions(source: SourceRef, shard: Shard, limit: int | None) -> list[Instruction]:
     """The shard's instructions, read again from the source (which must not have changed)."""
     loaded = load_source(source.ref, limit)
@@ -213,7 +206,7 @@ def sample_shard(shard: Shard, config: GenerateConfig, model: Checkpoint, source
     from tasks.preferences.selfalign import load_stage_shots
 
     store = ArtifactStore(config.store)
-    if ref := _existing(store, shard.artifact("samples.jsonl")):
+    if ref := store.ref_if_exists(shard.artifact("samples.jsonl")):
         return ref
     items = shard_instructions(source, shard, config.limit)
     path = local_copy(model)
@@ -242,7 +235,7 @@ def judge_shard(shard: Shard, config: GenerateConfig, samples: ArtifactRef, prod
     from tasks.preferences.responses import Response, judge_responses
 
     store = ArtifactStore(config.store)
-    if ref := _existing(store, shard.artifact("responses.jsonl")):
+    if ref := store.ref_if_exists(shard.artifact("responses.jsonl")):
         return ref
     responses = [Response.from_json(row) for row in store.get_jsonl(samples.uri)]
     started = time.monotonic()

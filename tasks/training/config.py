@@ -1,0 +1,123 @@
+"""What one training stage is: a typed config (also the Prefect UI form of the ``train`` flow).
+
+A stage is SFT, DPO or BoNBoN along a pathway (PTA: from a pretrained model; FTA: from its
+instruction-tuned sibling), from a starting model, on a dataset artifact of
+``generate-preferences``.  LoRA presets follow paper 002 (r in {16, 32, 64}, alpha = 2r,
+dropout 0.1, lr 2e-4 cosine, 50 warmup steps, weight decay 0.05); full fine-tuning is
+``adapter = "full"``.  Precision follows the device: bf16 on GPU, fp32 on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tasks.artifacts import layout
+from tasks.artifacts.store import to_uri
+from tasks.generation.prompts import Mode
+
+Stage = Literal["sft", "dpo", "bonbon"]
+Pathway = Literal["pta", "fta"]
+LORA_PRESETS = (16, 32, 64)
+FULL_LEARNING_RATE = 1e-5  # full fine-tuning moves every weight: a LoRA learning rate would wreck the model
+
+
+def harmonic(m: int) -> float:
+    return sum(1.0 / k for k in range(1, m + 1))
+
+
+def bonbon_default_beta(n: int) -> float:
+    """BoNBoN's beta for best-of-n data: 1 / (2 (n-1) H(n-1)) (Gui, Garbacea, Veitch 2024, Thm 3);
+    n = 8 gives 0.02754820936639..."""
+    if n < 2:
+        raise ValueError(f"best-of-n needs n >= 2, got n = {n}")
+    return 1.0 / (2 * (n - 1) * harmonic(n - 1))
+
+
+class StageConfig(BaseModel):
+    """One training stage: what to train from, on what, how, and where it goes."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt setting is an error, not ignored
+
+    stage: Stage = Field(description="sft (prompt/completion), dpo or bonbon (prompt/chosen/rejected)")
+    pathway: Pathway = Field(description="pta: from a pretrained model; fta: from its instruction-tuned sibling")
+    model: str = Field(description="starting model: local directory, checkpoint, Hugging Face id or toy-base/toy-instruct")
+    dataset: str = Field(description="parquet dataset of generate-preferences (path or URI)")
+    store: str = Field(layout.DEFAULT_STORE, validate_default=True,
+                       description="artifact store root: a directory, file:// or s3://bucket/prefix")
+    adapter: Literal["lora", "full"] = Field("lora", description="LoRA adapters (merged into every checkpoint) or full")
+    lora_r: int = Field(16, ge=1, le=256, description="LoRA rank (presets 16, 32, 64); alpha = 2r unless set")
+    lora_alpha: int | None = Field(None, ge=1, description="LoRA alpha (default 2r)")
+    lora_dropout: float = Field(0.1, ge=0, lt=1, description="LoRA dropout")
+    learning_rate: float | None = Field(None, gt=0, description="default 2e-4 with LoRA, 1e-5 full")
+    lr_scheduler: str = Field("cosine", description="transformers scheduler name")
+    warmup_steps: int = Field(50, ge=0, description="learning-rate warmup steps")
+    weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay")
+    epochs: float = Field(1.0, gt=0, description="passes over the dataset")
+    max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: the epochs decide)")
+    batch_size: int = Field(4, ge=1, description="examples per worker per step")
+    grad_accum: int = Field(1, ge=1, description="gradient accumulation steps")
+    max_length: int = Field(1024, ge=16, description="tokens per sequence (prompt + completion)")
+    beta: float = Field(0.1, gt=0, description="DPO beta (IPO: its tau)")
+    loss_type: Literal["sigmoid", "ipo"] = Field("sigmoid", description="DPO loss")
+    bonbon_alpha: float = Field(0.005, ge=0, le=1, description="BoNBoN's weight on the best response's NLL")
+    bonbon_beta: float | None = Field(None, gt=0, description="BoNBoN beta (default 1/(2(n-1)H(n-1)) from the dataset's n)")
+    save_steps: int = Field(50, ge=1, description="a checkpoint every N optimizer steps (and at the end)")
+    seed: int = Field(0, description="seed of initialisation, data order and dropout")
+    workers: int = Field(1, ge=1, description="Ray Train workers (one GPU each with use_gpu)")
+    use_gpu: bool = Field(False, description="GPU workers (NCCL, bf16) instead of CPU ones (gloo, fp32)")
+    degradation_benchmarks: list[str] | None = Field(
+        None, description="held-out benchmarks for the SFT degradation check (default: toy for toy models, else humaneval)")
+    degradation_threshold: float = Field(0.02, ge=0, description="pass@1 drop beyond which SFT counts as degraded")
+    degradation_limit: int | None = Field(None, ge=1, description="first N problems of each degradation benchmark")
+    eval_mode: Mode | None = Field(None, description="mode of the degradation check (default: flow for pta, command for fta)")
+    ray_address: str | None = Field(None, description="none = a local Ray; 'auto' or ray://host:port = a cluster")
+
+    @field_validator("store")
+    @classmethod
+    def _absolute_store(cls, value: str) -> str:
+        return to_uri(value)
+
+    @field_validator("dataset")
+    @classmethod
+    def _absolute_dataset(cls, value: str) -> str:
+        return to_uri(value) if "://" in value or os.path.exists(value) or value.startswith((".", "/")) else value
+
+    @model_validator(mode="after")
+    def _stage_settings(self) -> StageConfig:
+        if self.adapter == "lora" and self.lora_r not in LORA_PRESETS and self.lora_alpha is None:
+            raise ValueError(f"lora_r {self.lora_r} is not a preset ({', '.join(map(str, LORA_PRESETS))}); "
+                             "pass lora_alpha too to use another rank")
+        if self.stage == "sft" and self.loss_type != "sigmoid":
+            raise ValueError("loss_type applies to dpo only")
+        return self
+
+    @property
+    def resolved_learning_rate(self) -> float:
+        return self.learning_rate or (2e-4 if self.adapter == "lora" else FULL_LEARNING_RATE)
+
+    @property
+    def resolved_lora_alpha(self) -> int:
+        return self.lora_alpha or 2 * self.lora_r
+
+    @property
+    def resolved_eval_mode(self) -> Mode:
+        return self.eval_mode or ("flow" if self.pathway == "pta" else "command")
+
+    def bonbon_beta_for(self, n: int) -> float:
+        return self.bonbon_beta if self.bonbon_beta is not None else bonbon_default_beta(n)
+
+    def result_settings(self) -> dict[str, Any]:
+        """What changes the trained weights (the model and dataset count by content, elsewhere;
+        workers stay: they set the global batch).  Not where it runs or how it is checked."""
+        return json.loads(self.model_dump_json(exclude={"store", "ray_address", "model", "dataset",
+                                                        "degradation_benchmarks",
+                                                        "degradation_threshold", "degradation_limit", "eval_mode"}))
+
+
+def steps_per_epoch(rows: int, config: StageConfig) -> int:
+    return max(1, math.ceil(rows / (config.batch_size * config.workers * config.grad_accum)))

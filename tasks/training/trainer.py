@@ -1,0 +1,219 @@
+"""TRL trainers for a stage, plain Python: the Ray Train worker (flows/train.py) and the plain-TRL
+baseline (benchmarks/train_overhead.py) build them here the same way.
+
+Around TRL's SFTTrainer / DPOTrainer / BoNBoNTrainer this adds what a resumable, auditable
+stage needs: each optimizer step's example ids (``examples_seen.json`` in every checkpoint,
+so a resumed run can be checked for skipped or repeated examples), a checkpoint at the last
+step, progress lines (step, loss, ETA), and the export of every checkpoint as a merged model
+into the store with its lineage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tasks.artifacts.checkpoints import fingerprint
+from tasks.artifacts.store import ArtifactStore
+from tasks.training.data import COLUMNS, ID_COLUMN, read_rows
+from tasks.training.stages import StageSpec
+
+SEEN_FILE = "examples_seen.json"
+INDEX = "example_index"  # a row's position in the dataset, carried through the collator to the step
+
+
+def training_args(spec: StageSpec, output_dir: str) -> Any:
+    """TRL's config for the stage; precision and gradient checkpointing set explicitly (TRL
+    defaults both on): bf16 + checkpointing on GPU, fp32 without on CPU."""
+    from trl import DPOConfig, SFTConfig
+
+    c = spec.config
+    common = dict(
+        output_dir=output_dir, num_train_epochs=c.epochs, max_steps=c.max_steps,
+        per_device_train_batch_size=c.batch_size, gradient_accumulation_steps=c.grad_accum,
+        learning_rate=c.resolved_learning_rate, lr_scheduler_type=c.lr_scheduler, warmup_steps=c.warmup_steps,
+        weight_decay=c.weight_decay, max_length=c.max_length, logging_steps=1, save_strategy="steps",
+        save_steps=c.save_steps, save_total_limit=2, report_to=[], seed=c.seed, data_seed=c.seed,
+        bf16=c.use_gpu, fp16=False, gradient_checkpointing=c.use_gpu, use_cpu=not c.use_gpu,
+        dataloader_num_workers=0, disable_tqdm=True, remove_unused_columns=False,
+        ddp_find_unused_parameters=False, save_only_model=False,
+    )
+    if c.stage == "sft":
+        return SFTConfig(**common, completion_only_loss=True)
+    beta = spec.bonbon_beta if c.stage == "bonbon" else c.beta
+    return DPOConfig(**common, beta=beta, loss_type=[c.loss_type])
+
+
+def lora_config(spec: StageSpec) -> Any:
+    from peft import LoraConfig
+
+    c = spec.config
+    return LoraConfig(r=c.lora_r, lora_alpha=c.resolved_lora_alpha, lora_dropout=c.lora_dropout,
+                      target_modules="all-linear", task_type="CAUSAL_LM")
+
+
+def load_model(path: str, use_gpu: bool) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if use_gpu else torch.float32)
+
+
+def train_dataset(spec: StageSpec) -> tuple[Any, list[str]]:
+    """The stage's rows as a ``datasets.Dataset`` of TRL's columns plus each row's index, and
+    the instruction id of each index."""
+    from datasets import Dataset
+
+    rows = read_rows(spec.data.uri, spec.data.sha256)
+    columns = [c for c in COLUMNS[spec.config.stage] if c != "n"]
+    data = Dataset.from_list([{INDEX: i, **{c: r[c] for c in columns}} for i, r in enumerate(rows)])
+    return data, [str(r[ID_COLUMN]) for r in rows]
+
+
+class _IndexedCollator:
+    """TRL's collator, with the rows' indices passed along as one more tensor."""
+
+    def __init__(self, inner: Callable[[list[dict[str, Any]]], dict[str, Any]]):
+        self.inner = inner
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        batch = self.inner([{k: v for k, v in e.items() if k != INDEX} for e in examples])
+        batch[INDEX] = torch.tensor([e[INDEX] for e in examples])
+        return batch
+
+
+def _with_example_log(base: type) -> type:
+    """``base`` (a TRL trainer class) recording the example ids of every step it trains and
+    writing the running list into each checkpoint (gathered from every worker)."""
+    import torch.distributed as dist
+
+    class ExampleLoggingTrainer(base):  # type: ignore[misc, valid-type]
+        seen_before: list[str] = []
+        ids: list[str] = []
+
+        def training_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+            indices = inputs.pop(INDEX).tolist()
+            self._seen_now = [*getattr(self, "_seen_now", []), *(self.ids[i] for i in indices)]
+            return super().training_step(model, inputs, *args, **kwargs)
+
+        def _save_checkpoint(self, model: Any, trial: Any) -> None:
+            super()._save_checkpoint(model, trial)
+            mine = getattr(self, "_seen_now", [])
+            parts = [mine]
+            if dist.is_available() and dist.is_initialized():
+                parts = [[] for _ in range(dist.get_world_size())]
+                dist.all_gather_object(parts, mine)
+            if self.args.process_index == 0:
+                folder = os.path.join(self.args.output_dir, f"checkpoint-{self.state.global_step}")
+                seen = [*self.seen_before, *(i for part in parts for i in part)]
+                with open(os.path.join(folder, SEEN_FILE), "w") as f:
+                    json.dump({"examples": seen, "dataset_rows": len(self.ids)}, f)
+
+    ExampleLoggingTrainer.__name__ = f"ExampleLogging{base.__name__}"
+    return ExampleLoggingTrainer
+
+
+def _callbacks(spec: StageSpec, store: ArtifactStore | None, start_path: str, producer: dict[str, Any],
+               progress: Callable[[str], None]) -> list[Any]:
+    from transformers import TrainerCallback
+
+    class SaveAtEnd(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step >= state.max_steps:
+                control.should_save = True
+
+    class Progress(TrainerCallback):
+        started = time.monotonic()
+        first_step: int | None = None
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+            if not state.is_world_process_zero or not logs or "loss" not in logs:
+                return
+            self.first_step = self.first_step if self.first_step is not None else state.global_step - 1
+            done = state.global_step - self.first_step
+            eta = (time.monotonic() - self.started) / max(1, done) * (state.max_steps - state.global_step)
+            extra = "".join(f" {k.split('/')[-1]} {logs[k]:.3f}" for k in ("rewards/margins", "rewards/accuracies")
+                            if k in logs)
+            progress(f"{spec.config.stage} step {state.global_step}/{state.max_steps} loss {logs['loss']:.4f}"
+                     f"{extra} ETA {eta:.0f}s")
+
+    class Export(TrainerCallback):
+        """Every checkpoint, merged (LoRA) into a full model vLLM loads, into the store."""
+
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if store is None or not state.is_world_process_zero:
+                return
+            key = spec.checkpoint_key(state.global_step)
+            if store.exists(key):  # made before a kill, by the same deterministic steps
+                return
+            folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+            with tempfile.TemporaryDirectory(prefix="codealign-export-") as tmp:
+                export_model(folder, start_path, spec.config.adapter, kwargs["processing_class"], tmp)
+                store.put_directory(key, tmp, fingerprint(tmp).sha256,
+                                    spec.checkpoint_meta(state.global_step, producer))
+            progress(f"{spec.config.stage} checkpoint-{state.global_step} -> {store.uri(key)}")
+
+    return [SaveAtEnd(), Progress(), Export()]
+
+
+def export_model(checkpoint_dir: str, start_path: str, adapter: str, tokenizer: Any, out_dir: str) -> None:
+    """A full Hugging Face model in ``out_dir``: LoRA adapters merged into the starting model's
+    weights, or the fully fine-tuned weights; with the tokenizer.  No optimizer state."""
+    from transformers import AutoModelForCausalLM
+
+    if adapter == "lora":
+        from peft import PeftModel
+
+        base = AutoModelForCausalLM.from_pretrained(start_path, dtype="auto")
+        model = PeftModel.from_pretrained(base, checkpoint_dir).merge_and_unload()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(checkpoint_dir, dtype="auto")
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+
+
+def build_trainer(spec: StageSpec, start_path: str, output_dir: str, store: ArtifactStore | None,
+                  producer: dict[str, Any], progress: Callable[[str], None] = print) -> Any:
+    """The stage's TRL trainer on this process's share of the work (``store=None``: no export)."""
+    from transformers import AutoTokenizer, PrinterCallback
+    from trl import DPOTrainer, SFTTrainer
+
+    from tasks.training.bonbon import BoNBoNTrainer
+
+    c = spec.config
+    args = training_args(spec, output_dir)
+    data, ids = train_dataset(spec)
+    tokenizer = AutoTokenizer.from_pretrained(start_path)
+    model = load_model(start_path, c.use_gpu)
+    peft = lora_config(spec) if c.adapter == "lora" else None
+    callbacks = _callbacks(spec, store, start_path, producer, progress)
+    common: dict[str, Any] = dict(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+                                  peft_config=peft, callbacks=callbacks)
+    if c.stage == "sft":
+        trainer = _with_example_log(SFTTrainer)(**common)
+    else:
+        ref = None if peft else load_model(start_path, c.use_gpu)  # full: a frozen copy of the start
+        if c.stage == "dpo":
+            trainer = _with_example_log(DPOTrainer)(ref_model=ref, **common)
+        else:
+            trainer = _with_example_log(BoNBoNTrainer)(ref_model=ref, bonbon_alpha=c.bonbon_alpha,
+                                                       bonbon_beta=spec.bonbon_beta, **common)
+    trainer.ids = ids
+    trainer.remove_callback(PrinterCallback)  # raw log dicts; Progress prints readable lines
+    trainer.data_collator = _IndexedCollator(trainer.data_collator)
+    return trainer
+
+
+def train(trainer: Any, resume_from: str | None = None) -> Any:
+    """Train, continuing from ``resume_from`` (a Hugging Face checkpoint directory) if given:
+    optimizer, scheduler, RNG and data position come back with it, and the examples it had seen."""
+    if resume_from and os.path.exists(os.path.join(resume_from, SEEN_FILE)):
+        with open(os.path.join(resume_from, SEEN_FILE)) as f:
+            trainer.seen_before = json.load(f)["examples"]
+    return trainer.train(resume_from_checkpoint=resume_from)
