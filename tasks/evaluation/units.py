@@ -143,7 +143,7 @@ def result_rows(store: ArtifactStore, units: list[Unit]) -> tuple[list[dict[str,
         scores, meta = store.get_json(key), store.meta(key)
         bench = scores["benchmarks"].get(unit.benchmark, {})
         rows.append({"checkpoint": unit.checkpoint.name, "step": unit.checkpoint.step, "benchmark": unit.benchmark,
-                     "mode": unit.mode, "unit": unit.key,
+                     "mode": unit.mode, "unit": unit.key, "checkpoint_sha256": unit.checkpoint.sha256,
                      **{k: v for k, v in bench.items() if k.startswith("pass@") or k in ("tasks", "samples")}})
         inputs.append(InputRef(meta.uri, meta.sha256))
     return rows, tuple(inputs)

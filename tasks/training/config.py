@@ -74,6 +74,7 @@ class StageConfig(BaseModel):
         None, description="held-out benchmarks for the SFT degradation check (default: toy for toy models, else humaneval)")
     degradation_threshold: float = Field(0.02, ge=0, description="pass@1 drop beyond which SFT counts as degraded")
     degradation_limit: int | None = Field(None, ge=1, description="first N problems of each degradation benchmark")
+    eval_max_tokens: int = Field(512, ge=1, description="tokens generated per problem in the degradation check")
     eval_mode: Mode | None = Field(None, description="mode of the degradation check (default: flow for pta, command for fta)")
     ray_address: str | None = Field(None, description="none = a local Ray; 'auto' or ray://host:port = a cluster")
 
@@ -116,7 +117,8 @@ class StageConfig(BaseModel):
         workers stay: they set the global batch).  Not where it runs or how it is checked."""
         return json.loads(self.model_dump_json(exclude={"store", "ray_address", "model", "dataset",
                                                         "degradation_benchmarks",
-                                                        "degradation_threshold", "degradation_limit", "eval_mode"}))
+                                                        "degradation_threshold", "degradation_limit", "eval_mode",
+                                                        "eval_max_tokens"}))
 
 
 def steps_per_epoch(rows: int, config: StageConfig) -> int:
