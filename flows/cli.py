@@ -27,6 +27,7 @@ from tasks.files import InputError, read_jsonl, write_json_atomic, write_jsonl_a
 from tasks.generation.samples import Sample, read_samples
 from tasks.preferences.generate import GenerateConfig
 from tasks.sandbox.limits import Limits
+from tasks.training.config import StageConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="codealign: sample, execute, score and evaluate code LLMs (see README.md).")
@@ -208,9 +209,13 @@ def _run_flow(call: Any, store_root: str) -> None:
     from tasks.artifacts.runs import read_manifest
     from tasks.artifacts.store import ArtifactStore
 
-    if read_manifest(ArtifactStore(store_root), summary["run_id"]).flow == "generate-preferences":
+    flow = read_manifest(ArtifactStore(store_root), summary["run_id"]).flow
+    if flow == "generate-preferences":
         print_preference_stats(store_root, summary["run_id"])
         what = "shards"
+    elif flow == "train":
+        print_stage(store_root, summary["run_id"])
+        what = "stages"
     else:
         print_results(store_root, summary["run_id"])
         what = "units"
@@ -218,6 +223,18 @@ def _run_flow(call: Any, store_root: str) -> None:
                   f"results {summary['results']}", highlight=False)
 
 
+def check_run_id_option(run_id: str | None) -> None:
+    """A bad --run-id fails before any server or cluster starts."""
+    from flows.runtime import check_run_id
+
+    if run_id is not None:
+        try:
+            check_run_id(run_id)
+        except ValueError as exc:
+            fail(f"--run-id {exc}")
+
+
+RunIdOpt = Annotated[Optional[str], typer.Option(help="name the run (default: from the Prefect flow-run id)")]
 StoreOpt = Annotated[str, typer.Option(help="artifact store: directory, file:// or s3://bucket/prefix")]
 
 
@@ -225,17 +242,12 @@ StoreOpt = Annotated[str, typer.Option(help="artifact store: directory, file:// 
 @with_config_options(CheckpointEvalConfig, on_error=fail)
 def evaluate_checkpoints_command(
     config: CheckpointEvalConfig,
-    run_id: Annotated[Optional[str], typer.Option(help="name the run (default: from the Prefect flow-run id)")] = None,
+    run_id: RunIdOpt = None,
 ) -> None:
     """Evaluate every checkpoint x benchmark x mode (Prefect flow on Ray); resumable."""
-    from flows.runtime import check_run_id
     from tasks.artifacts.checkpoints import CheckpointError, discover
 
-    if run_id is not None:
-        try:
-            check_run_id(run_id)
-        except ValueError as exc:
-            fail(f"--run-id {exc}")
+    check_run_id_option(run_id)
     try:
         discover(config.checkpoints)  # bad paths fail here, before any server or cluster starts
     except CheckpointError as exc:
@@ -249,19 +261,14 @@ def evaluate_checkpoints_command(
 @with_config_options(GenerateConfig, on_error=fail)
 def generate_command(
     config: GenerateConfig,
-    run_id: Annotated[Optional[str], typer.Option(help="name the run (default: from the Prefect flow-run id)")] = None,
+    run_id: RunIdOpt = None,
 ) -> None:
     """Sample n responses per instruction, execute them, and build SFT / DPO / BoNBoN /
     non-functional datasets with quality gates (Prefect flow `generate-preferences` on Ray)."""
-    from flows.runtime import check_run_id
     from tasks.generation.models import ModelNotFound, resolve_model
     from tasks.preferences.generate import load_checked_source
 
-    if run_id is not None:
-        try:
-            check_run_id(run_id)
-        except ValueError as exc:
-            fail(f"--run-id {exc}")
+    check_run_id_option(run_id)
     try:
         load_checked_source(config)  # bad input fails here, before any server or cluster starts
         resolve_model(config.model)
@@ -272,6 +279,37 @@ def generate_command(
     from flows.generate_preferences import run_generate_preferences
 
     _run_flow(lambda: run_generate_preferences(config, run_id), config.store)
+
+
+@app.command("train")
+@with_config_options(StageConfig, on_error=fail)
+def train_command(config: StageConfig, run_id: RunIdOpt = None) -> None:
+    """Train one stage (SFT, DPO or BoNBoN; LoRA or full) on Ray Train workers (Prefect flow
+    `train`); checkpoints go to the store, merged, with lineage.  Resumable after a kill."""
+    from tasks.artifacts.checkpoints import CheckpointError, validate
+    from tasks.generation.models import ModelNotFound, resolve_model
+    from tasks.training.data import DatasetError, check_dataset
+
+    check_run_id_option(run_id)
+    try:  # bad input fails here, before any server, cluster or worker starts
+        check_dataset(config.dataset, config.stage)
+        validate(resolve_model(config.model))
+    except (DatasetError, ModelNotFound, CheckpointError) as exc:
+        fail(str(exc))
+    from flows.train import run_train
+
+    _run_flow(lambda: run_train(config, run_id), config.store)
+
+
+def print_stage(store_root: str, run_id: str) -> None:
+    from tasks.artifacts.runs import read_results
+    from tasks.artifacts.store import ArtifactStore
+
+    for row in read_results(ArtifactStore(store_root), run_id):
+        degraded = "" if row["degraded"] is None else f"; degraded: {row['degraded']}"
+        out.print(f"{row['stage']} ({row['pathway']}) stage {row['stage_key']}: {row['checkpoints']} checkpoints, "
+                  f"{row['examples_seen']} examples, last loss {row['last_loss']}{degraded}\n"
+                  f"final checkpoint: {row['final_checkpoint']}", highlight=False, markup=False, soft_wrap=True)
 
 
 def print_preference_stats(store_root: str, run_id: str) -> None:
@@ -311,6 +349,11 @@ def resume_command(
         from flows.generate_preferences import resume as resume_generate
 
         _run_flow(lambda: resume_generate(store, run_id, ray_address), store)
+        return
+    if flow == "train":
+        from flows.train import resume as resume_train
+
+        _run_flow(lambda: resume_train(store, run_id, ray_address), store)
         return
     from flows.evaluate_checkpoints import resume
 

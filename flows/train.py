@@ -17,10 +17,10 @@ The worker function and everything it builds are plain Python in tasks/training/
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
 import tempfile
 import threading
 from contextlib import nullcontext
+from dataclasses import asdict
 from typing import Any
 
 import ray

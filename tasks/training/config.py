@@ -14,7 +14,7 @@ import math
 import os
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from tasks.artifacts import layout
 from tasks.artifacts.store import to_uri
@@ -50,8 +50,8 @@ class StageConfig(BaseModel):
     store: str = Field(layout.DEFAULT_STORE, validate_default=True,
                        description="artifact store root: a directory, file:// or s3://bucket/prefix")
     adapter: Literal["lora", "full"] = Field("lora", description="LoRA adapters (merged into every checkpoint) or full")
-    lora_r: int = Field(16, ge=1, le=256, description="LoRA rank (presets 16, 32, 64); alpha = 2r unless set")
     lora_alpha: int | None = Field(None, ge=1, description="LoRA alpha (default 2r)")
+    lora_r: int = Field(16, ge=1, le=256, description="LoRA rank (presets 16, 32, 64); alpha = 2r unless set")
     lora_dropout: float = Field(0.1, ge=0, lt=1, description="LoRA dropout")
     learning_rate: float | None = Field(None, gt=0, description="default 2e-4 with LoRA, 1e-5 full")
     lr_scheduler: str = Field("cosine", description="transformers scheduler name")
@@ -88,14 +88,20 @@ class StageConfig(BaseModel):
     def _absolute_dataset(cls, value: str) -> str:
         return to_uri(value) if "://" in value or os.path.exists(value) or value.startswith((".", "/")) else value
 
-    @model_validator(mode="after")
-    def _stage_settings(self) -> StageConfig:
-        if self.adapter == "lora" and self.lora_r not in LORA_PRESETS and self.lora_alpha is None:
-            raise ValueError(f"lora_r {self.lora_r} is not a preset ({', '.join(map(str, LORA_PRESETS))}); "
-                             "pass lora_alpha too to use another rank")
-        if self.stage == "sft" and self.loss_type != "sigmoid":
-            raise ValueError("loss_type applies to dpo only")
-        return self
+    @field_validator("lora_r")
+    @classmethod
+    def _preset_rank(cls, rank: int, info: ValidationInfo) -> int:
+        if rank not in LORA_PRESETS and info.data.get("lora_alpha") is None:
+            raise ValueError(f"{rank} is not a preset ({', '.join(map(str, LORA_PRESETS))}); "
+                             "set lora_alpha too to use another rank")
+        return rank
+
+    @field_validator("loss_type")
+    @classmethod
+    def _dpo_loss_only(cls, loss: str, info: ValidationInfo) -> str:
+        if loss != "sigmoid" and info.data.get("stage") != "dpo":
+            raise ValueError(f"{loss} is a DPO loss; this is a {info.data.get('stage')} stage")
+        return loss
 
     @property
     def resolved_learning_rate(self) -> float:
