@@ -1,0 +1,185 @@
+"""Training pieces without Ray or Prefect: BoNBoN's exact loss (by hand, and through the
+trainer on a real batch), stage configs and dataset checks, and a plain-TRL resume that must
+reproduce an uninterrupted run (weights, examples)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tasks.artifacts.checkpoints import fingerprint
+from tasks.artifacts.store import ArtifactStore
+from tasks.training.config import StageConfig, bonbon_default_beta
+from tasks.training.data import DatasetError, check_dataset
+from tasks.training.stages import make_stage
+
+
+def test_bonbon_default_beta_is_the_papers():
+    # 1 / (2 (n-1) H(n-1)), n = 8: H(7) = 363/140, so beta = 140 / (14 * 363)
+    assert bonbon_default_beta(8) == pytest.approx(140 / (14 * 363), rel=1e-12)
+    assert bonbon_default_beta(8) == pytest.approx(0.0275482093663912, rel=1e-12)
+    assert bonbon_default_beta(2) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="n >= 2"):
+        bonbon_default_beta(1)
+
+
+def test_bonbon_loss_matches_a_hand_computation_on_two_pairs():
+    import torch
+
+    from tasks.training.bonbon import bonbon_loss
+
+    chosen, rejected = torch.tensor([-12.0, -30.5]), torch.tensor([-20.0, -28.0])
+    ref_chosen, ref_rejected = torch.tensor([-14.0, -31.0]), torch.tensor([-19.0, -29.5])
+    alpha, beta = 0.005, 0.0275482093663912
+    # pair 1: h = (-12 + 14) - (-20 + 19) = 3;     pair 2: h = (-30.5 + 31) - (-28 + 29.5) = -1
+    target = 1 / (2 * beta)  # 18.15
+    by_hand = [alpha * 12.0 + (1 - alpha) * (3 - target) ** 2, alpha * 30.5 + (1 - alpha) * (-1 - target) ** 2]
+    loss = bonbon_loss(chosen, rejected, ref_chosen, ref_rejected, alpha, beta)
+    assert float(loss) == pytest.approx(sum(by_hand) / 2, rel=1e-6)
+    assert float(loss) == pytest.approx(0.5 * (0.06 + 0.995 * 15.15 ** 2 + 0.1525 + 0.995 * 19.15 ** 2), rel=1e-6)
+
+
+def toy_rows(tokenizer, count: int, n: int | None = 8) -> list[dict]:
+    from tasks.generation.prompts import chat_instruction_prompt, fenced
+    from tasks.toy.families import toy_tasks
+
+    rows = []
+    for t in toy_tasks("train", 10)[:count]:
+        rows.append({"instruction_id": t.identity, "prompt": chat_instruction_prompt(tokenizer, t.instruction, []),
+                     "completion": fenced(t.source), "chosen": fenced(t.source),
+                     "rejected": fenced(t.source.replace("return result", "return None")),
+                     **({"n": n} if n else {})})
+    return rows
+
+
+def write_parquet(rows: list[dict], path: Path) -> str:
+    from datasets import Dataset
+
+    Dataset.from_list(rows).to_parquet(str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def instruct(toy_model_paths):
+    from transformers import AutoTokenizer
+
+    path = str(toy_model_paths["toy-instruct"])
+    return path, AutoTokenizer.from_pretrained(path)
+
+
+def stage(tmp_path: Path, model: str, rows: list[dict], kind: str, **settings):
+    data = write_parquet(rows, tmp_path / f"{kind}.parquet")
+    config = StageConfig(stage=kind, pathway="fta", model=model, dataset=data, store=str(tmp_path / "store"),
+                         batch_size=2, save_steps=2, warmup_steps=0, max_length=256, **settings)
+    return make_stage(config, fingerprint(model), check_dataset(data, kind))
+
+
+def test_bonbon_trainer_loss_uses_sequence_summed_log_probs(tmp_path, instruct):
+    """Through the trainer on a real two-pair batch: the loss equals the formula evaluated on
+    log-probabilities summed over each completion by plain forward passes."""
+    import torch
+
+    from tasks.training.bonbon import bonbon_loss
+    from tasks.training.metrics import sequence_logp
+    from tasks.training.trainer import INDEX, build_trainer
+
+    path, tokenizer = instruct
+    rows = toy_rows(tokenizer, 2)
+    spec = stage(tmp_path, path, rows, "bonbon", adapter="full")
+    trainer = build_trainer(spec, path, str(tmp_path / "out"), None, {})
+    with torch.no_grad():  # move the policy away from the reference, so h != 0
+        for p in trainer.model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    order = batch.pop(INDEX).tolist()
+    trainer.model.eval()
+    with torch.no_grad():
+        loss = float(trainer.compute_loss(trainer.model, batch))
+
+    def logps(model, key):
+        return torch.tensor([sequence_logp(model, tokenizer, rows[i]["prompt"], rows[i][key]) for i in order])
+
+    expected = bonbon_loss(logps(trainer.model, "chosen"), logps(trainer.model, "rejected"),
+                           logps(trainer.ref_model, "chosen"), logps(trainer.ref_model, "rejected"),
+                           0.005, bonbon_default_beta(8))
+    assert loss == pytest.approx(float(expected), rel=1e-4)
+    per_token = float(logps(trainer.model, "chosen").mean())  # what a per-token mean would not give
+    assert abs(per_token) > 5
+
+
+def test_stage_config_presets_and_errors():
+    config = StageConfig(stage="dpo", pathway="pta", model="m", dataset="d.parquet")
+    assert (config.lora_r, config.resolved_lora_alpha, config.lora_dropout) == (16, 32, 0.1)
+    assert (config.resolved_learning_rate, config.lr_scheduler, config.warmup_steps, config.weight_decay) == \
+        (2e-4, "cosine", 50, 0.05)
+    assert StageConfig(stage="sft", pathway="fta", model="m", dataset="d", adapter="full").resolved_learning_rate == 1e-5
+    assert StageConfig(stage="sft", pathway="fta", model="m", dataset="d", lora_r=64).resolved_lora_alpha == 128
+    assert StageConfig(stage="sft", pathway="fta", model="m", dataset="d").resolved_eval_mode == "command"
+    assert StageConfig(stage="sft", pathway="pta", model="m", dataset="d").resolved_eval_mode == "flow"
+    for bad, match in (({"lora_r": 0}, "greater than or equal to 1"), ({"lora_r": 512}, "less than or equal"),
+                       ({"lora_r": 8}, "not a preset"), ({"loss_type": "ipo"}, "DPO loss"),
+                       ({"pathway": "xx"}, "pta"), ({"epoch": 2}, "Extra inputs")):
+        with pytest.raises(ValueError, match=match):
+            StageConfig.model_validate({"stage": "sft", "pathway": "fta", "model": "m", "dataset": "d", **bad})
+    assert StageConfig(stage="sft", pathway="fta", model="m", dataset="d", lora_r=8, lora_alpha=16).lora_r == 8
+
+
+def test_dataset_checks_name_the_file_and_problem(tmp_path, instruct):
+    _, tokenizer = instruct
+    rows = toy_rows(tokenizer, 3, n=None)
+    plain = write_parquet(rows, tmp_path / "pairs.parquet")
+    assert check_dataset(plain, "dpo").rows == 3
+    with pytest.raises(DatasetError, match=r"pairs.parquet: a bonbon dataset needs column\(s\) n"):
+        check_dataset(plain, "bonbon")
+    no_completion = write_parquet([{k: v for k, v in r.items() if k != "completion"} for r in rows],
+                                  tmp_path / "no-completion.parquet")
+    with pytest.raises(DatasetError, match=r"no-completion.parquet: a sft dataset needs column\(s\) completion"):
+        check_dataset(no_completion, "sft")
+    twice = write_parquet([rows[0], rows[0]], tmp_path / "twice.parquet")
+    with pytest.raises(DatasetError, match="instruction_id repeats"):
+        check_dataset(twice, "sft")
+    mixed = write_parquet([{**rows[0], "n": 8}, {**rows[1], "n": 4}], tmp_path / "mixed.parquet")
+    with pytest.raises(DatasetError, match=r"one best-of-n size >= 2, found \[4, 8\]"):
+        check_dataset(mixed, "bonbon")
+    empty = write_parquet([{**rows[0], "chosen": ""}], tmp_path / "empty.parquet")
+    with pytest.raises(DatasetError, match="row 0 .*'chosen'"):
+        check_dataset(empty, "dpo")
+    (tmp_path / "junk.parquet").write_text("not parquet")
+    with pytest.raises(DatasetError, match="junk.parquet: not a parquet dataset"):
+        check_dataset(str(tmp_path / "junk.parquet"), "sft")
+    with pytest.raises(DatasetError, match="missing.parquet: no such dataset"):
+        check_dataset(str(tmp_path / "missing.parquet"), "sft")
+    assert check_dataset(write_parquet(toy_rows(tokenizer, 2), tmp_path / "bon.parquet"), "bonbon").n == 8
+
+
+def test_plain_resume_reproduces_the_uninterrupted_run(tmp_path, instruct):
+    """Stop after checkpoint-4 of 6, resume in a new trainer: optimizer, scheduler, RNG and data
+    position come back, so the weights and the examples seen equal an uninterrupted run's."""
+    from tasks.training.trainer import SEEN_FILE, build_trainer, train
+
+    path, tokenizer = instruct
+    spec = stage(tmp_path, path, toy_rows(tokenizer, 12), "dpo", lora_dropout=0.1)
+    store = ArtifactStore(str(tmp_path / "store"))
+    clean = build_trainer(spec, path, str(tmp_path / "clean"), store, {})
+    train(clean)
+    exported = [k.rsplit("/", 1)[-1] for k in store.list("units")]
+    assert exported == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+    seen = json.loads((tmp_path / "clean" / "checkpoint-6" / SEEN_FILE).read_text())["examples"]
+    assert Counter(seen) == Counter(r["instruction_id"] for r in toy_rows(tokenizer, 12))
+
+    shutil.copytree(tmp_path / "clean" / "checkpoint-4", tmp_path / "killed-at-4")
+    resumed = build_trainer(spec, path, str(tmp_path / "resumed"), None, {})
+    train(resumed, str(tmp_path / "killed-at-4"))
+    assert resumed.state.global_step == 6
+    assert json.loads((tmp_path / "resumed" / "checkpoint-6" / SEEN_FILE).read_text())["examples"] == seen
+    from safetensors.torch import load_file
+
+    a = load_file(tmp_path / "clean" / "checkpoint-6" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "resumed" / "checkpoint-6" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(math.isclose(float((a[k] - b[k]).abs().max()), 0, abs_tol=1e-6) for k in a)
+    assert any(float(a[k].abs().max()) > 0 for k in a if "lora_B" in k)  # it trained
