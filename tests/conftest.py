@@ -248,3 +248,21 @@ def _release_vllm_engines():
 
     if "tasks.generation.sampling" in sys.modules:
         sys.modules["tasks.generation.sampling"].release_engines()
+
+
+@pytest.fixture(scope="session")
+def pathway_runs(tmp_path_factory, toy_model_paths, prefect_api, ray_cluster):
+    """One run from toy-base (PTA: a base model completes code prompts, Flow mode) and one from
+    toy-instruct (FTA: instructions through its chat template) over the planted source."""
+    from preference_runs import config, generate, planted_source
+
+    from tasks.artifacts.store import ArtifactStore
+
+    root = tmp_path_factory.mktemp("preferences")
+    source = planted_source(root / "source.jsonl")
+    out = {}
+    for pathway, model, mode in (("pta", "toy-base", "flow"), ("fta", "toy-instruct", "command")):
+        store = root / f"store-{pathway}"
+        result = generate(config(model, source, store, mode=mode), pathway)
+        out[pathway] = (ArtifactStore(str(store)), result)
+    return root, source, out

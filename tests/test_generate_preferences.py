@@ -5,7 +5,6 @@ from toy seeds; determinism; a planted reward hack; SIGKILL mid-run and resume."
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,64 +13,16 @@ import time
 from pathlib import Path
 
 import pytest
+from preference_runs import ALL, NAMES, NAMES_DIMENSIONS, config, generate
 
 from tasks.artifacts import runs
 from tasks.artifacts.store import ArtifactStore
-from tasks.preferences.generate import GenerateConfig, read_dataset, run_inputs
-from tasks.preferences.pairs import build_datasets, dataset_names
+from tasks.preferences.generate import read_dataset, run_inputs
+from tasks.preferences.pairs import build_datasets
 from tasks.preferences.responses import Response, judge_responses
-from tasks.preferences.sources import load_source
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
-ALL = ["sft", "dpo", "bon", "nonfunctional"]
-NAMES_DIMENSIONS = ["instruction_following", "readability", "complexity", "style", "explanation"]
-NAMES = dataset_names(ALL, NAMES_DIMENSIONS)
-
-
-def planted_source(path: Path) -> Path:
-    """20 toy-train instructions, a HumanEval task (contamination) and a near-duplicate of the
-    longest instruction (its final "." made "!")."""
-    from tasks.benchmarks.registry import load_benchmark
-
-    items = load_source("toy-train").instructions[::6][:20]
-    records = [{"id": i.id, "instruction": i.instruction, "tests": list(i.tests), "entry_point": i.entry_point,
-                "prompt": i.prompt} for i in items]
-    he0 = load_benchmark("humaneval+")[0]
-    records.append({"id": "planted/humaneval-0", "instruction": f"Complete this function.\n{he0.prompt}",
-                    "tests": ["assert has_close_elements([1.0, 2.0, 3.0], 0.5) == False"],
-                    "entry_point": "has_close_elements", "prompt": he0.prompt})
-    longest = max(records[:-1], key=lambda r: len(r["instruction"]))
-    records.append({**longest, "id": "planted/near-duplicate", "instruction": longest["instruction"][:-1] + "!"})
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path
-
-
-def config(model: str, source: Path | str, store: Path, **overrides) -> GenerateConfig:
-    base = dict(model=model, source=str(source), store=str(store), kinds=ALL, shard_size=8, workers=1,
-                sampling={"n": 8, "temperature": 0.8, "top_p": 0.95, "max_tokens": 160},
-                engine={"max_model_len": 512, "enforce_eager": True})
-    return GenerateConfig.model_validate({**base, **overrides})
-
-
-def generate(cfg: GenerateConfig, run_id: str) -> dict:
-    from flows.generate_preferences import run_generate_preferences
-
-    return run_generate_preferences(cfg, run_id)
-
-
-@pytest.fixture(scope="module")
-def pathway_runs(tmp_path_factory, toy_model_paths, prefect_api, ray_cluster):
-    """One run from toy-base (PTA: a base model completes code prompts, Flow mode) and one from
-    toy-instruct (FTA: instructions through its chat template) over the planted source."""
-    root = tmp_path_factory.mktemp("preferences")
-    source = planted_source(root / "source.jsonl")
-    out = {}
-    for pathway, model, mode in (("pta", "toy-base", "flow"), ("fta", "toy-instruct", "command")):
-        store = root / f"store-{pathway}"
-        result = generate(config(model, source, store, mode=mode), pathway)
-        out[pathway] = (ArtifactStore(str(store)), result)
-    return root, source, out
 
 
 def responses_of(store: ArtifactStore, run_id: str) -> dict[tuple[str, int], dict]:

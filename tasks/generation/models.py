@@ -1,6 +1,7 @@
 """Model references, resolved in one place for every flow and command.
 
-A reference is a local model directory, a toy model name (``toy-base``, ``toy-instruct``: built
+A reference is a local model directory (or its ``file://`` URI), a checkpoint in object storage
+(``s3://…``, fetched by whoever loads it), a toy model name (``toy-base``, ``toy-instruct``: built
 offline on first use) or a Hugging Face id.  Resolution happens before any engine or cluster
 starts and turns every way a reference can be wrong into one clear line: a missing directory
 named as such, a malformed id, a hub that cannot be reached (with the hint to pass a local path,
@@ -38,6 +39,10 @@ def resolve_model(ref: str) -> str:
         from tasks.toy.models import build_toy_models
 
         return str(build_toy_models()[ref])
+    if ref.startswith("file://"):
+        ref = ref[len("file://"):]
+    elif "://" in ref:
+        return ref  # a remote checkpoint: fingerprinted and validated where it lives, copied where it runs
     if _looks_like_path(ref):
         path = Path(ref).expanduser()
         if not path.exists():

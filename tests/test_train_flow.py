@@ -1,0 +1,191 @@
+"""The train flow for real: Prefect server, Ray Train with two CPU workers (gloo), TRL, the
+toy models, datasets made by generate-preferences.  SFT -> DPO and BoNBoN along the FTA
+pathway; an identical stage is not trained twice; DPO raises the implicit reward margin;
+evaluate-checkpoints runs on the training output as it is; lineage from an evaluation result
+back to the training data and the model that sampled it; SIGKILL mid-stage and resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tasks.artifacts import layout, runs
+from tasks.artifacts.store import ArtifactStore
+from tasks.training.config import StageConfig, bonbon_default_beta
+from tasks.training.data import read_rows
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parent.parent
+
+
+def stage_config(store: ArtifactStore, stage: str, model: str, dataset: str, address: str, **overrides) -> StageConfig:
+    base = dict(stage=stage, pathway="fta", model=model, dataset=dataset, store=store.root, workers=2, batch_size=2,
+                save_steps=2, warmup_steps=0, max_length=384, degradation_limit=12, eval_max_tokens=160,
+                ray_address=address)
+    return StageConfig.model_validate({**base, **overrides})
+
+
+def trained(store: ArtifactStore, run_id: str) -> dict:
+    [row] = runs.read_results(store, run_id)
+    return {**row, "record": store.get_json(layout.unit_artifact(row["stage_key"], "stage.json"))}
+
+
+@pytest.fixture(scope="module")
+def fta_chain(pathway_runs, prefect_api, ray_cluster):
+    """toy-instruct -> SFT on the FTA run's sft data; from the SFT model, DPO and BoNBoN."""
+    from flows.train import run_train
+
+    store, _ = pathway_runs[2]["fta"]
+    data = {name: store.uri(layout.run_dataset("fta", f"{name}.parquet")) for name in ("sft", "dpo", "bon")}
+    address = ray_cluster["address"]
+    run_train(stage_config(store, "sft", "toy-instruct", data["sft"], address, epochs=2), "sft")
+    sft = trained(store, "sft")
+    run_train(stage_config(store, "dpo", sft["final_checkpoint"], data["dpo"], address, epochs=3), "dpo")
+    run_train(stage_config(store, "bonbon", sft["final_checkpoint"], data["bon"], address, epochs=3), "bonbon")
+    return store, data, {name: trained(store, name) for name in ("sft", "dpo", "bonbon")}
+
+
+def test_each_stage_trains_on_two_workers_and_records_its_checkpoints(fta_chain):
+    store, data, stages = fta_chain
+    for name, dataset in (("sft", "sft"), ("dpo", "dpo"), ("bonbon", "bon")):
+        record, rows = stages[name]["record"], len(read_rows(data[dataset]))
+        epochs = 2 if name == "sft" else 3
+        steps = -(-rows // 4) * epochs  # batch 2 on each of 2 workers
+        assert [c["step"] for c in record["checkpoints"]][-1] == steps, name
+        assert record["final_checkpoint"] == record["checkpoints"][-1]["uri"]
+        seen = record["metrics"]["examples_seen"]
+        # every example, every epoch; a last batch short of 2 x 2 is padded with repeats (even batches)
+        assert rows * epochs <= seen <= steps * 4 and record["metrics"]["distinct_examples_seen"] == rows, name
+        for checkpoint in record["checkpoints"]:  # merged full models: weights and tokenizer, no adapter
+            files = set(os.listdir(store.path(checkpoint["uri"])))
+            assert {"config.json", "model.safetensors", "tokenizer.json"} <= files and "adapter_config.json" not in files
+    degradation = stages["sft"]["record"]["degradation"]
+    assert set(degradation) == {"degraded", "start_score", "sft_score", "threshold", "benchmarks", "mode"}
+    assert degradation["degraded"] == (degradation["sft_score"] < degradation["start_score"] - 0.02)
+    assert (degradation["benchmarks"], degradation["mode"]) == (["toy"], "command")
+    assert stages["dpo"]["record"]["degradation"] is None
+    meta = store.meta(stages["bonbon"]["final_checkpoint"])
+    assert meta.params["bonbon_beta"] == pytest.approx(bonbon_default_beta(8))
+    assert stages["bonbon"]["record"]["dataset"]["n"] == 8
+
+
+def test_an_identical_stage_is_not_trained_twice(fta_chain, ray_cluster):
+    from flows.train import run_train
+
+    store, data, stages = fta_chain
+    record_key = layout.unit_artifact(stages["dpo"]["stage_key"], "stage.json")
+    before = store.meta(record_key)
+    run_train(stage_config(store, "dpo", stages["sft"]["final_checkpoint"], data["dpo"], ray_cluster["address"],
+                           epochs=3, degradation_limit=3), "dpo-again")  # not a weight-changing setting
+    assert trained(store, "dpo-again")["stage_key"] == stages["dpo"]["stage_key"]
+    assert store.meta(record_key) == before
+
+
+def test_dpo_raises_the_reward_margin_and_chosen_over_rejected_accuracy(fta_chain):
+    from tasks.training.metrics import preference_metrics
+
+    store, data, stages = fta_chain
+    pairs = read_rows(data["dpo"])
+    reference = store.path(stages["sft"]["final_checkpoint"])
+    after = preference_metrics(store.path(stages["dpo"]["final_checkpoint"]), reference, pairs)
+    assert after.margin > 0.5 and after.accuracy > 0.7, after
+    untrained = preference_metrics(reference, reference, pairs)
+    assert untrained.margin == 0 and untrained.accuracy == 0
+
+
+def test_evaluate_checkpoints_runs_on_the_training_output_and_lineage_reaches_the_data(fta_chain, ray_cluster):
+    from flows.evaluate_checkpoints import run_evaluate_checkpoints
+    from tasks.artifacts.lineage import lineage_tree
+    from tasks.evaluation.units import CheckpointEvalConfig
+    from tasks.preferences.generate import run_inputs
+
+    store, data, stages = fta_chain
+    output = store.path(store.uri(layout.unit_artifact(stages["dpo"]["stage_key"], "checkpoints")))
+    config = CheckpointEvalConfig(checkpoints=[output], benchmarks=["toy"], store=store.root, ks=[1], limit=6,
+                                  sampling={"n": 1, "temperature": 0, "max_tokens": 160},
+                                  engine={"max_model_len": 512, "enforce_eager": True},
+                                  ray_address=ray_cluster["address"])
+    run_evaluate_checkpoints(config, "eval-dpo")
+    rows = runs.read_results(store, "eval-dpo")
+    steps = [c["step"] for c in stages["dpo"]["record"]["checkpoints"]]
+    assert [r["step"] for r in rows] == steps and all(0 <= r["pass@1"] <= 1 for r in rows)
+
+    scores = store.uri(layout.unit_artifact(rows[-1]["unit"], "scores.json"))
+    kinds: list[tuple[str, str]] = []
+
+    def walk(node, depth=0):
+        kinds.append((node.kind, node.uri))
+        for child in node.inputs:
+            walk(child, depth + 1)
+
+    walk(lineage_tree(store, scores))
+    uris = [uri for _, uri in kinds]
+    assert stages["dpo"]["final_checkpoint"] in uris  # the evaluated checkpoint
+    assert data["dpo"] in uris  # its training data
+    assert stages["sft"]["final_checkpoint"] in uris  # the model it started from...
+    assert data["sft"] in uris  # ...and that one's training data
+    assert run_inputs(store, "fta").model.uri in uris  # the model that sampled the data
+    checkpoint = store.meta(stages["dpo"]["final_checkpoint"])
+    assert checkpoint.kind == "checkpoint" and checkpoint.code["commit"]
+    assert checkpoint.params["stage"]["stage"] == "dpo" and checkpoint.params["stage_key"] == stages["dpo"]["stage_key"]
+
+
+def test_sigkill_mid_stage_then_resume_sees_every_example_once(tmp_path, toy_model_paths, prefect_api, ray_cluster):
+    """Killed after its first checkpoints, the stage resumes from Ray Train's latest one: across
+    both runs every example of the epoch is trained on exactly once."""
+    from transformers import AutoTokenizer
+
+    from flows.train import resume
+    from tasks.generation.prompts import chat_instruction_prompt, fenced
+    from tasks.toy.families import toy_tasks
+    from tasks.training.data import ID_COLUMN
+
+    tokenizer = AutoTokenizer.from_pretrained(str(toy_model_paths["toy-instruct"]))
+    rows = [{ID_COLUMN: t.identity, "prompt": chat_instruction_prompt(tokenizer, t.instruction, []),
+             "completion": fenced(t.source)} for t in toy_tasks("train", 40)[:200]]
+    from datasets import Dataset
+
+    Dataset.from_list(rows).to_parquet(str(tmp_path / "sft.parquet"))
+    store_dir = tmp_path / "store"
+    command = [sys.executable, "-m", "flows.cli", "train", "--stage", "sft", "--pathway", "fta", "--model",
+               "toy-instruct", "--dataset", str(tmp_path / "sft.parquet"), "--store", str(store_dir), "--workers", "2",
+               "--batch-size", "1", "--save-steps", "5", "--warmup-steps", "0", "--max-length", "384",
+               "--degradation-limit", "4", "--eval-max-tokens", "120", "--ray-address", ray_cluster["address"],
+               "--run-id", "killed"]
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.monotonic() + 400
+    try:
+        while len(list(store_dir.glob("units/*/train-state/checkpoint_*"))) < 2:
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint in time"
+            time.sleep(0.1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    store = ArtifactStore(str(store_dir))
+    assert runs.summarize(store, "killed").complete == 0
+    exported = {k: store.meta(k) for k in store.list("units") if "/checkpoints/" in k}
+    assert exported and max(int(k.rsplit("-", 1)[1]) for k in exported) < 100, "killed mid-stage"
+
+    resume(store.root, "killed", ray_cluster["address"])
+    record = trained(store, "killed")["record"]
+    assert record["checkpoints"][-1]["step"] == 100  # 200 examples, 1 on each of 2 workers
+    final = store.path(record["final_checkpoint"])
+    assert os.path.isdir(final)
+    state = sorted(store_dir.glob("units/*/train-state/checkpoint_*/checkpoint/examples_seen.json"))[-1]
+    import json
+
+    seen = json.loads(state.read_text())["examples"]
+    assert Counter(seen) == Counter(r[ID_COLUMN] for r in rows)  # each exactly once: none skipped or repeated
+    assert record["metrics"]["examples_seen"] == 200 == record["metrics"]["distinct_examples_seen"]
+    for key, meta in exported.items():  # checkpoints exported before the kill are kept as they were
+        assert store.meta(key) == meta, key
