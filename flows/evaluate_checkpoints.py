@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import ray
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect_ray import RayTaskRunner
@@ -25,31 +24,23 @@ from flows.runtime import (
     check_run_id,
     default_run_id,
     end_run,
+    fingerprint_task,
     forwarded_env,
     producer,
     record_failures,
     run_flow,
-    unwrap,
 )
-from flows.samplers import SamplerQueue, start_samplers
+from flows.samplers import SamplerQueue, run_on, start_samplers
 from tasks.artifacts import runs
-from tasks.artifacts.checkpoints import Checkpoint, discover, fingerprint
+from tasks.artifacts.checkpoints import discover
 from tasks.artifacts.store import ArtifactRef, ArtifactStore
 from tasks.evaluation import units as ev
 from tasks.evaluation.units import FLOW_NAME, CheckpointEvalConfig, Unit
 
 
-@task(name="fingerprint-checkpoint", cache_policy=NO_CACHE, persist_result=True)
-def fingerprint_task(uri: str) -> Checkpoint:
-    return fingerprint(uri)
-
-
 @task(name="sample-unit", cache_policy=NO_CACHE, persist_result=True)
 def sample_task(unit: Unit, config: CheckpointEvalConfig, sampler: Any) -> ArtifactRef:
-    try:
-        return ray.get(sampler.run.remote(ev.sample_unit, unit, config, producer=producer(FLOW_NAME, "sample-unit")))
-    except ray.exceptions.RayTaskError as exc:
-        raise unwrap(exc) from None
+    return run_on(sampler, ev.sample_unit, unit, config, producer=producer(FLOW_NAME, "sample-unit"))
 
 
 @task(name="execute-unit", cache_policy=NO_CACHE, persist_result=True)

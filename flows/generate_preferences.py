@@ -27,15 +27,14 @@ from flows.runtime import (
     check_run_id,
     default_run_id,
     end_run,
+    fingerprint_task,
     forwarded_env,
     producer,
     record_failures,
     run_flow,
-    unwrap,
 )
-from flows.samplers import SamplerQueue, start_samplers
+from flows.samplers import SamplerQueue, run_on, start_samplers
 from tasks.artifacts import runs
-from tasks.artifacts.checkpoints import Checkpoint, fingerprint
 from tasks.artifacts.lineage import InputRef
 from tasks.artifacts.store import ArtifactRef, ArtifactStore
 from tasks.generation.models import resolve_model
@@ -43,18 +42,10 @@ from tasks.preferences import generate as gp
 from tasks.preferences.generate import FLOW_NAME, GenerateConfig, RunInputs, Shard
 
 
-@task(name="fingerprint-model", cache_policy=NO_CACHE, persist_result=True)
-def fingerprint_task(path: str) -> Checkpoint:
-    return fingerprint(path)
-
-
 @task(name="sample-shard", cache_policy=NO_CACHE, persist_result=True)
 def sample_task(shard: Shard, inputs: RunInputs, sampler: Any) -> ArtifactRef:
-    try:
-        return ray.get(sampler.run.remote(gp.sample_shard, shard, inputs.config, inputs.model, inputs.source,
-                                          inputs.judge, producer=producer(FLOW_NAME, "sample-shard")))
-    except ray.exceptions.RayTaskError as exc:
-        raise unwrap(exc) from None
+    return run_on(sampler, gp.sample_shard, shard, inputs.config, inputs.model, inputs.source, inputs.judge,
+                  producer=producer(FLOW_NAME, "sample-shard"))
 
 
 @task(name="judge-shard", cache_policy=NO_CACHE, persist_result=True)

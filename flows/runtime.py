@@ -12,11 +12,13 @@ import time
 from typing import Any
 
 import ray
-from prefect import Flow
+from prefect import Flow, task
+from prefect.cache_policies import NO_CACHE
 from prefect.filesystems import LocalFileSystem, RemoteFileSystem
 from prefect.runtime import flow_run
 
 from tasks.artifacts import layout, runs
+from tasks.artifacts.checkpoints import Checkpoint, fingerprint
 from tasks.artifacts.lineage import InputRef, prefect_producer
 from tasks.artifacts.store import ArtifactStore, local_path, storage_options
 
@@ -66,6 +68,12 @@ def unwrap(exc: BaseException) -> BaseException:
     """The user's exception inside a Ray error, so task failures read as what went wrong."""
     cause = getattr(exc, "cause", None)
     return cause if isinstance(cause, BaseException) else exc
+
+
+@task(name="fingerprint", cache_policy=NO_CACHE, persist_result=True)
+def fingerprint_task(uri: str) -> Checkpoint:
+    """A model or checkpoint's content hash (every flow keys its work by it), on Ray."""
+    return fingerprint(uri)
 
 
 def result_storage(store_root: str) -> LocalFileSystem | RemoteFileSystem:

@@ -17,7 +17,7 @@ import ray
 from prefect import allow_failure
 from prefect.futures import PrefectFuture
 
-from flows.runtime import forwarded_env
+from flows.runtime import forwarded_env, unwrap
 
 
 class SamplerActor:
@@ -31,6 +31,15 @@ class SamplerActor:
     def run(self, stage: Callable[..., Any], *args: Any, producer: dict[str, Any]) -> Any:
         """``stage(*args, producer=...)``, with this actor's node in the producer record."""
         return stage(*args, producer={**producer, "sampler_node_id": ray.get_runtime_context().get_node_id()})
+
+
+def run_on(sampler: Any, stage: Callable[..., Any], *args: Any, producer: dict[str, Any]) -> Any:
+    """``stage(*args, producer=...)`` in ``sampler``'s process, waited for; a failure raises the
+    stage's own exception (not Ray's wrapper), so task failures read as what went wrong."""
+    try:
+        return ray.get(sampler.run.remote(stage, *args, producer=producer))
+    except ray.exceptions.RayTaskError as exc:
+        raise unwrap(exc) from None
 
 
 def start_samplers(count: int, tensor_parallel_size: int = 1) -> list[Any]:

@@ -30,9 +30,18 @@ from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
 from flows.evaluate_checkpoints import evaluate_checkpoints
-from flows.runtime import begin_run, check_run_id, default_run_id, end_run, forwarded_env, producer, run_flow
+from flows.runtime import (
+    begin_run,
+    check_run_id,
+    default_run_id,
+    end_run,
+    fingerprint_task,
+    forwarded_env,
+    producer,
+    run_flow,
+)
 from tasks.artifacts import runs
-from tasks.artifacts.checkpoints import Checkpoint, fingerprint, local_copy, validate
+from tasks.artifacts.checkpoints import local_copy, validate
 from tasks.artifacts.lineage import InputRef
 from tasks.artifacts.runs import Manifest
 from tasks.artifacts.store import ArtifactStore, local_path
@@ -53,13 +62,17 @@ def train_worker(args: dict[str, Any]) -> None:
 
     spec: StageSpec = args["spec"]
     rank = ray.train.get_context().get_world_rank()
+    if not spec.config.use_gpu:
+        import torch
+
+        torch.set_num_threads(spec.config.cpus_per_worker)  # the cores this worker reserved, no more or less
     start = local_copy(spec.model)
     if not os.path.isdir(start):  # a toy model or hub id built/cached on this node, not copied
         start = resolve_model(spec.config.model)
     queue = args["progress"]
     output_dir = tempfile.mkdtemp(prefix=f"codealign-train-{spec.key[:8]}-rank{rank}-")
     trainer = build_trainer(spec, start, output_dir, ArtifactStore(spec.config.store), args["producer"],
-                            progress=queue.put if rank == 0 else lambda line: None)
+                            progress=queue.put)  # step lines come from rank 0 only
     trainer.add_callback(RayTrainReportCallback())
     trainer = prepare_trainer(trainer)
     checkpoint = ray.train.get_checkpoint()
@@ -90,7 +103,8 @@ def fit_stage(spec: StageSpec, made_by: dict[str, Any], log: Any) -> dict[str, A
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"spec": spec, "producer": made_by, "progress": queue},
-        scaling_config=ScalingConfig(num_workers=c.workers, use_gpu=c.use_gpu),
+        scaling_config=ScalingConfig(num_workers=c.workers, use_gpu=c.use_gpu,
+                                     resources_per_worker={"CPU": c.cpus_per_worker, **({"GPU": 1} if c.use_gpu else {})}),
         torch_config=TorchConfig(backend="nccl" if c.use_gpu else "gloo"),
         run_config=RunConfig(name=stages.TRAIN_STATE, **where,
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
@@ -127,13 +141,6 @@ def fit_stage(spec: StageSpec, made_by: dict[str, Any], log: Any) -> dict[str, A
                     seen = json.load(f)["examples"]
     metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float, str))}
     return {"metrics": metrics, "examples_seen": seen}
-
-
-@task(name="fingerprint-model", cache_policy=NO_CACHE, persist_result=True)
-def fingerprint_task(path: str) -> Checkpoint:
-    checkpoint = fingerprint(path)
-    validate(checkpoint.uri)  # no weights, a corrupt file: fail now, naming it, before any worker starts
-    return checkpoint
 
 
 @task(name="train-stage", cache_policy=NO_CACHE, persist_result=True)
@@ -179,6 +186,7 @@ def train_flow(config: StageConfig, run_id: str | None = None) -> dict[str, Any]
     data = check_dataset(config.dataset, config.stage)
     with remote_options(num_cpus=1, runtime_env={"env_vars": forwarded_env()}):
         model = fingerprint_task.submit(resolve_model(config.model)).result()
+    validate(model.uri)  # no weights, a corrupt file: fail now, naming it, before any worker starts
     spec = stages.make_stage(config, model, data)
     manifest = Manifest(run_id, FLOW_NAME, config.model_dump(mode="json"), [spec.as_item()])
     runs.write_manifest(store, manifest, (InputRef(model.uri, model.sha256), InputRef(data.uri, data.sha256)), made_by)

@@ -69,6 +69,7 @@ class StageConfig(BaseModel):
     save_steps: int = Field(50, ge=1, description="a checkpoint every N optimizer steps (and at the end)")
     seed: int = Field(0, description="seed of initialisation, data order and dropout")
     workers: int = Field(1, ge=1, description="Ray Train workers (one GPU each with use_gpu)")
+    cpus_per_worker: int = Field(1, ge=1, description="CPUs each worker reserves (and its torch threads on CPU)")
     use_gpu: bool = Field(False, description="GPU workers (NCCL, bf16) instead of CPU ones (gloo, fp32)")
     degradation_benchmarks: list[str] | None = Field(
         None, description="held-out benchmarks for the SFT degradation check (default: toy for toy models, else humaneval)")
@@ -122,7 +123,7 @@ class StageConfig(BaseModel):
         """What changes the trained weights (the model and dataset count by content, elsewhere;
         workers stay: they set the global batch).  Not where it runs or how it is checked."""
         return json.loads(self.model_dump_json(exclude={"store", "ray_address", "model", "dataset",
-                                                        "degradation_benchmarks",
+                                                        "degradation_benchmarks", "cpus_per_worker",
                                                         "degradation_threshold", "degradation_limit", "eval_mode",
                                                         "eval_max_tokens"}))
 

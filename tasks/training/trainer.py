@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import tempfile
 import time
 from collections.abc import Callable
@@ -133,6 +134,10 @@ def _callbacks(spec: StageSpec, store: ArtifactStore | None, start_path: str, pr
         first_step: int | None = None
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+            if logs and "train_runtime" in logs:  # the end, from every worker: its time and peak memory
+                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                progress(f"{spec.config.stage} done on worker {args.process_index}: {logs['train_runtime']:.2f}s "
+                         f"training, {logs['train_samples_per_second']:.2f} examples/s, peak RSS {peak:.0f} MiB")
             if not state.is_world_process_zero or not logs or "loss" not in logs:
                 return
             self.first_step = self.first_step if self.first_step is not None else state.global_step - 1
