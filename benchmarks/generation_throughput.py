@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> None:
     from tasks.artifacts import runs
     from tasks.artifacts.store import ArtifactStore
     from tasks.preferences.generate import GenerateConfig, run_inputs
-    from tasks.preferences.responses import Response, judge_responses
-    from tasks.sandbox.execute import TestedProgram, execute_tested
+    from tasks.preferences.responses import Response, judge_responses, tested_program
+    from tasks.sandbox.execute import execute_tested
 
     work = Path(tempfile.mkdtemp(prefix="codealign-genbench-"))
     config = GenerateConfig(model="toy-instruct", source="toy-train", limit=args.limit, shard_size=args.shard_size,
@@ -99,8 +99,7 @@ def main(argv: list[str] | None = None) -> None:
 
     rows = [r for s in shards for r in store.get_jsonl(s.artifact("responses.jsonl"))]
     responses = [Response.from_json(r) for r in rows]
-    programs = [TestedProgram(r.instruction_id, r.index, f"{r.code}\n{r.test_setup}\n" if r.test_setup else r.code,
-                              tuple(r.tests), f"{r.instruction_id}#given") for r in responses]
+    programs = [tested_program(r) for r in responses]
     start = time.time()
     verdicts = execute_tested(programs, config.limits, config.workers, config.test_cpu_s)
     bare_s = time.time() - start

@@ -147,17 +147,22 @@ def sample_responses(llm: Any, tokenizer: Any, items: list[Instruction], samplin
     return responses
 
 
+def tested_program(r: Response) -> TestedProgram:
+    """The sandbox job of a response: its code (plus the instruction's test setup) under its
+    tests.  Given tests are shared by an instruction's responses (one key: the sandbox compiles
+    them once); self tests are each response's own."""
+    key = f"{r.instruction_id}#given" if r.tests_origin == "given" else f"{r.instruction_id}#{r.index}"
+    program = f"{r.code}\n{r.test_setup}\n" if r.test_setup else r.code
+    return TestedProgram(r.instruction_id, r.index, program, tuple(r.tests), key)
+
+
 def judge_responses(responses: list[Response], limits: Limits | None = None, workers: int | None = None,
                     test_cpu_s: float = 1.0) -> list[Response]:
     """Execute every response against its tests and analyse it statically (in place).
 
     The analysis runs in this process while the sandbox's worker processes execute (the pool
     only waits on pipes here), so it adds little wall time to the execution."""
-    programs = []
-    for r in responses:
-        key = f"{r.instruction_id}#given" if r.tests_origin == "given" else f"{r.instruction_id}#{r.index}"
-        program = f"{r.code}\n{r.test_setup}\n" if r.test_setup else r.code
-        programs.append(TestedProgram(r.instruction_id, r.index, program, tuple(r.tests), key))
+    programs = [tested_program(r) for r in responses]
     with ThreadPoolExecutor(1, thread_name_prefix="codealign-execute") as executor:
         execution = executor.submit(execute_tested, programs, limits, workers, test_cpu_s)
         _analyse(responses)
