@@ -183,3 +183,33 @@ def test_plain_resume_reproduces_the_uninterrupted_run(tmp_path, instruct):
     b = load_file(tmp_path / "resumed" / "checkpoint-6" / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all(math.isclose(float((a[k] - b[k]).abs().max()), 0, abs_tol=1e-6) for k in a)
     assert any(float(a[k].abs().max()) > 0 for k in a if "lora_B" in k)  # it trained
+
+
+def test_train_command_rejects_bad_input_before_anything_starts(tmp_path, instruct):
+    """Each bad input: exit 2, one line naming the file or flag, and no store written."""
+    import subprocess
+    import sys
+
+    path, tokenizer = instruct
+    pairs = write_parquet(toy_rows(tokenizer, 2, n=None), tmp_path / "pairs.parquet")
+    (tmp_path / "no-weights").mkdir()
+    (tmp_path / "no-weights" / "config.json").write_text("{}")
+    store = tmp_path / "store"
+    cases = [
+        (["--stage", "sft", "--dataset", pairs], "pairs.parquet: a sft dataset needs column(s) completion"),
+        (["--stage", "bonbon", "--dataset", pairs], "pairs.parquet: a bonbon dataset needs column(s) n"),
+        (["--stage", "dpo", "--dataset", pairs, "--model", str(tmp_path / "no-weights")],
+         "no-weights: no model weights"),
+        (["--stage", "dpo", "--dataset", pairs, "--lora-r", "512"], "--lora-r: Input should be less than or equal to 256"),
+        (["--stage", "dpo", "--dataset", pairs, "--lora-r", "8"], "--lora-r: Value error, 8 is not a preset"),
+        (["--stage", "dpo", "--dataset", str(tmp_path / "nope.parquet")], "nope.parquet: no such dataset"),
+    ]
+    for args, message in cases:
+        flags = {"--model": path, "--pathway": "fta", "--store": str(store)}
+        for i in range(0, len(args), 2):
+            flags[args[i]] = args[i + 1]
+        result = subprocess.run([sys.executable, "-m", "flows.cli", "train", *(x for kv in flags.items() for x in kv)],
+                                capture_output=True, text=True)
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr, (message, result.stderr)
+        assert not store.exists()
