@@ -191,7 +191,8 @@ def test_train_command_rejects_bad_input_before_anything_starts(tmp_path, instru
     import sys
 
     path, tokenizer = instruct
-    pairs = write_parquet(toy_rows(tokenizer, 2, n=None), tmp_path / "pairs.parquet")
+    pairs = write_parquet([{k: v for k, v in row.items() if k != "completion"} for row in toy_rows(tokenizer, 2, n=None)],
+                          tmp_path / "pairs.parquet")  # DPO pairs: no SFT completion, no n
     (tmp_path / "no-weights").mkdir()
     (tmp_path / "no-weights" / "config.json").write_text("{}")
     store = tmp_path / "store"
