@@ -216,6 +216,9 @@ def _run_flow(call: Any, store_root: str) -> None:
     elif flow == "train":
         print_stage(store_root, summary["run_id"])
         what = "stages"
+    elif flow == "alignment-sweep":
+        print_report(store_root, summary["run_id"])
+        what = "pieces (data jobs, stages, evaluation)"
     else:
         print_results(store_root, summary["run_id"])
         what = "units"
@@ -301,6 +304,109 @@ def train_command(config: StageConfig, run_id: RunIdOpt = None) -> None:
     _run_flow(lambda: run_train(config, run_id), config.store)
 
 
+@app.command("sweep")
+def sweep_command(
+    preset: Annotated[str, typer.Option(help="toy (offline, CPU), paper-001, paper-002 or paper-003")] = "toy",
+    config_file: Annotated[Optional[Path], typer.Option("--config", help="YAML overriding the preset's settings "
+                                                        "(nested as in the config)")] = None,
+    store: Annotated[Optional[str], typer.Option(help="artifact store (default: the preset's, ./store)")] = None,
+    ray_address: Annotated[Optional[str], typer.Option(help="'auto' or ray://host:port (default: a local Ray)")] = None,
+    plan_only: Annotated[bool, typer.Option("--plan", help="print the grid and exit")] = False,
+    run_id: RunIdOpt = None,
+) -> None:
+    """Run an alignment sweep (Prefect flow `alignment-sweep`): generate preference data, train
+    SFT / DPO / BoNBoN along both pathways, evaluate every checkpoint, write the report."""
+    from flows.options import ConfigError
+    from tasks.generation.models import ModelNotFound, resolve_model
+    from tasks.sweeps.config import SweepError
+    from tasks.sweeps.plan import expand
+
+    check_run_id_option(run_id)
+    try:
+        config = load_sweep_config(preset, config_file, store, ray_address)
+    except (SweepError, ConfigError) as exc:
+        fail(str(exc))
+    plan = expand(config)
+    out.print(f"sweep {config.preset}: {len(config.models)} model pair(s) x {len(config.pathways)} pathway(s); "
+              f"{len(plan.data_jobs)} data job(s), {len(plan.stages)} stage(s) "
+              f"({', '.join(config.techniques) or 'evaluation only'}); evaluation: "
+              f"{', '.join(config.evaluation.benchmarks)} in {', '.join(config.evaluation.modes)} mode", highlight=False)
+    if plan_only:
+        for stage in plan.stages:
+            out.print(f"  {stage.label}: {stage.technique} on {stage.dataset}"
+                      + (f", from {stage.after}" if stage.after else ", from the starting model"), highlight=False)
+        return
+    try:  # bad input fails here, before any server or cluster starts
+        for pair in config.models:
+            for pathway in config.pathways:
+                resolve_model(pair.start(pathway))
+    except ModelNotFound as exc:
+        fail(str(exc))
+    from flows.alignment_sweep import run_alignment_sweep
+
+    _run_flow(lambda: run_alignment_sweep(config, run_id), config.store)
+
+
+def load_sweep_config(preset: str, config_file: Path | None, store: str | None, ray_address: str | None) -> Any:
+    """Preset < YAML file < flags, validated; an error names the preset or file and the field."""
+    from pydantic import ValidationError
+
+    from flows.options import merge_settings, read_config_file
+    from tasks.sweeps.config import SweepConfig, SweepError, read_preset
+
+    settings = merge_settings(read_preset(preset), read_config_file(config_file) if config_file else {})
+    settings.update({k: v for k, v in (("store", store), ("ray_address", ray_address)) if v is not None})
+    try:
+        return SweepConfig.model_validate(settings)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = str(config_file) if config_file else f"preset {preset}"
+        raise SweepError(f"{where}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+
+@app.command("report")
+def report_command(
+    run_id: Annotated[str, typer.Argument(help="an alignment-sweep run id")],
+    store: StoreOpt = layout.DEFAULT_STORE,
+) -> None:
+    """Rebuild a sweep's report (Markdown + PNG in the store) and print its tables."""
+    from tasks.artifacts.runs import read_manifest
+    from tasks.artifacts.store import ArtifactStore, MissingArtifact
+    from tasks.sweeps import report
+    from tasks.sweeps.results import SWEEP_RECORD
+
+    st = ArtifactStore(store)
+    try:
+        flow = read_manifest(st, run_id).flow
+    except MissingArtifact:
+        fail(f"no run {run_id!r} in {store}")
+    if flow != "alignment-sweep":
+        fail(f"run {run_id} is a {flow} run; reports are made for alignment-sweep runs")
+    if not st.exists(layout.run_record(run_id, SWEEP_RECORD)):
+        fail(f"run {run_id} has not finished yet: `codealign resume {run_id} --store {store}`")
+    report.publish(st, run_id, {"flow": "cli", "task": "report"})
+    print_report(store, run_id)
+
+
+def print_report(store_root: str, run_id: str) -> None:
+    from tasks.artifacts.store import ArtifactStore
+    from tasks.sweeps import report
+
+    st = ArtifactStore(store_root)
+    built = report.build(st, run_id)
+    for t in built.tables:
+        if not t.rows:
+            continue
+        table = Table(title=t.title)
+        for i, col in enumerate(t.columns):
+            table.add_column(col, justify="left" if i == 0 else "right")
+        for row in t.rows:
+            table.add_row(*row)
+        out.print(table)
+    out.print(f"report: {st.uri(layout.run_record(run_id, 'report/report.md'))}", highlight=False, markup=False,
+              soft_wrap=True)
+
+
 def print_stage(store_root: str, run_id: str) -> None:
     from tasks.artifacts.runs import read_results
     from tasks.artifacts.store import ArtifactStore
@@ -342,22 +448,12 @@ def resume_command(
     from tasks.artifacts.store import ArtifactStore, MissingArtifact
 
     try:
-        flow = read_manifest(ArtifactStore(store), run_id).flow
+        read_manifest(ArtifactStore(store), run_id)
     except MissingArtifact:
         fail(f"no run {run_id!r} in {store}")
-    if flow == "generate-preferences":
-        from flows.generate_preferences import resume as resume_generate
+    from flows.deployable import resume_run
 
-        _run_flow(lambda: resume_generate(store, run_id, ray_address), store)
-        return
-    if flow == "train":
-        from flows.train import resume as resume_train
-
-        _run_flow(lambda: resume_train(store, run_id, ray_address), store)
-        return
-    from flows.evaluate_checkpoints import resume
-
-    _run_flow(lambda: resume(store, run_id, ray_address), store)
+    _run_flow(lambda: resume_run(store, run_id, ray_address), store)
 
 
 @app.command("runs")

@@ -123,10 +123,11 @@ def _set(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     tree[path[-1]] = value
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def merge_settings(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``, nested mappings merged key by key."""
     merged = dict(base)
     for key, value in over.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
+        merged[key] = merge_settings(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
             else value
     return merged
 
@@ -165,7 +166,7 @@ def build_config(model: type[BaseModel], options: list[ConfigOption], given: dic
             value = [part.strip() for v in value for part in str(v).split(",") if part.strip()]
         _set(from_flags, o.path, value)
     try:
-        return model.model_validate(_merge(from_file, from_flags))
+        return model.model_validate(merge_settings(from_file, from_flags))
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = tuple(str(p) for p in err["loc"])

@@ -191,7 +191,7 @@ def train_flow(config: StageConfig, run_id: str | None = None) -> dict[str, Any]
     manifest = Manifest(run_id, FLOW_NAME, config.model_dump(mode="json"), [spec.as_item()])
     runs.write_manifest(store, manifest, (InputRef(model.uri, model.sha256), InputRef(data.uri, data.sha256)), made_by)
     runs.write_status(store, status, made_by)
-    record = stages.read_record(store, spec)
+    record = stages.read_record(store, spec.key)
     if record is not None:
         logger.info(f"run {run_id}: stage {spec.key} ({spec.label()}) is already trained; nothing to do")
     else:

@@ -6,7 +6,8 @@
 * **bon** — BoNBoN's best and worst of the first n responses, ranked by the fraction of tests
   passed, ties broken by the configured keys; ``n`` is recorded (the loss derives β from it);
 * **nonfunctional-<dimension>** — per CODAL dimension, the best- and worst-scored passing
-  responses when their scores differ by a margin; dimensions balanced to the same size.
+  responses when their scores differ by a margin; dimensions balanced to the same size.  Rows
+  carry the ``n`` responses they were picked from, so BoNBoN can train on them too.
 
 Flagged responses (reward hacks, degenerate, duplicates, contaminated) are never chosen; every
 drop is counted per gate and per dataset in the stats.  Choices are seeded per (kind,
@@ -273,7 +274,9 @@ def _nonfunctional_row(group: list[Response], usable: list[Response], rng: rando
         if below:
             worst = min(below, key=key)
             row = _pair(best, worst, score)
-            row.update(dimension=dimension, rejected_passed=worst.passed, scored_by="judge" if by_judge else "static")
+            # n: the responses the pair was picked from (BoNBoN's beta on a non-functional objective)
+            row.update(dimension=dimension, rejected_passed=worst.passed, scored_by="judge" if by_judge else "static",
+                       n=len(group))
             return row, ""
     return None, "no quality margin"
 

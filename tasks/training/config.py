@@ -14,7 +14,7 @@ import math
 import os
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from tasks.artifacts import layout
 from tasks.artifacts.store import to_uri
@@ -38,17 +38,12 @@ def bonbon_default_beta(n: int) -> float:
     return 1.0 / (2 * (n - 1) * harmonic(n - 1))
 
 
-class StageConfig(BaseModel):
-    """One training stage: what to train from, on what, how, and where it goes."""
+class TrainSettings(BaseModel):
+    """How to train: adapters, optimisation, batching, the SFT degradation check.  A stage
+    (:class:`StageConfig`) adds what to train; a sweep applies one set to all its stages."""
 
     model_config = ConfigDict(extra="forbid")  # a misspelt setting is an error, not ignored
 
-    stage: Stage = Field(description="sft (prompt/completion), dpo or bonbon (prompt/chosen/rejected)")
-    pathway: Pathway = Field(description="pta: from a pretrained model; fta: from its instruction-tuned sibling")
-    model: str = Field(description="starting model: local directory, checkpoint, Hugging Face id or toy-base/toy-instruct")
-    dataset: str = Field(description="parquet dataset of generate-preferences (path or URI)")
-    store: str = Field(layout.DEFAULT_STORE, validate_default=True,
-                       description="artifact store root: a directory, file:// or s3://bucket/prefix")
     adapter: Literal["lora", "full"] = Field("lora", description="LoRA adapters (merged into every checkpoint) or full")
     lora_alpha: int | None = Field(None, ge=1, description="LoRA alpha (default 2r)")
     lora_r: int = Field(16, ge=1, le=256, description="LoRA rank (presets 16, 32, 64); alpha = 2r unless set")
@@ -77,6 +72,36 @@ class StageConfig(BaseModel):
     degradation_limit: int | None = Field(None, ge=1, description="first N problems of each degradation benchmark")
     eval_max_tokens: int = Field(512, ge=1, description="tokens generated per problem in the degradation check")
     eval_mode: Mode | None = Field(None, description="mode of the degradation check (default: flow for pta, command for fta)")
+
+    @field_validator("lora_r")
+    @classmethod
+    def _preset_rank(cls, rank: int, info: ValidationInfo) -> int:
+        if rank not in LORA_PRESETS and info.data.get("lora_alpha") is None:
+            raise ValueError(f"{rank} is not a preset ({', '.join(map(str, LORA_PRESETS))}); "
+                             "set lora_alpha too to use another rank")
+        return rank
+
+    @property
+    def resolved_learning_rate(self) -> float:
+        return self.learning_rate or (2e-4 if self.adapter == "lora" else FULL_LEARNING_RATE)
+
+    @property
+    def resolved_lora_alpha(self) -> int:
+        return self.lora_alpha or 2 * self.lora_r
+
+    def bonbon_beta_for(self, n: int) -> float:
+        return self.bonbon_beta if self.bonbon_beta is not None else bonbon_default_beta(n)
+
+
+class StageConfig(TrainSettings):
+    """One training stage: what to train from, on what, how, and where it goes."""
+
+    stage: Stage = Field(description="sft (prompt/completion), dpo or bonbon (prompt/chosen/rejected)")
+    pathway: Pathway = Field(description="pta: from a pretrained model; fta: from its instruction-tuned sibling")
+    model: str = Field(description="starting model: local directory, checkpoint, Hugging Face id or toy-base/toy-instruct")
+    dataset: str = Field(description="parquet dataset of generate-preferences (path or URI)")
+    store: str = Field(layout.DEFAULT_STORE, validate_default=True,
+                       description="artifact store root: a directory, file:// or s3://bucket/prefix")
     ray_address: str | None = Field(None, description="none = a local Ray; 'auto' or ray://host:port = a cluster")
 
     @field_validator("store")
@@ -89,35 +114,15 @@ class StageConfig(BaseModel):
     def _absolute_dataset(cls, value: str) -> str:
         return to_uri(value) if "://" in value or os.path.exists(value) or value.startswith((".", "/")) else value
 
-    @field_validator("lora_r")
-    @classmethod
-    def _preset_rank(cls, rank: int, info: ValidationInfo) -> int:
-        if rank not in LORA_PRESETS and info.data.get("lora_alpha") is None:
-            raise ValueError(f"{rank} is not a preset ({', '.join(map(str, LORA_PRESETS))}); "
-                             "set lora_alpha too to use another rank")
-        return rank
-
-    @field_validator("loss_type")
-    @classmethod
-    def _dpo_loss_only(cls, loss: str, info: ValidationInfo) -> str:
-        if loss != "sigmoid" and info.data.get("stage") != "dpo":
-            raise ValueError(f"{loss} is a DPO loss; this is a {info.data.get('stage')} stage")
-        return loss
-
-    @property
-    def resolved_learning_rate(self) -> float:
-        return self.learning_rate or (2e-4 if self.adapter == "lora" else FULL_LEARNING_RATE)
-
-    @property
-    def resolved_lora_alpha(self) -> int:
-        return self.lora_alpha or 2 * self.lora_r
+    @model_validator(mode="after")
+    def _dpo_loss_only(self) -> StageConfig:
+        if self.loss_type != "sigmoid" and self.stage != "dpo":
+            raise ValueError(f"loss_type {self.loss_type} is a DPO loss; this is a {self.stage} stage")
+        return self
 
     @property
     def resolved_eval_mode(self) -> Mode:
         return self.eval_mode or ("flow" if self.pathway == "pta" else "command")
-
-    def bonbon_beta_for(self, n: int) -> float:
-        return self.bonbon_beta if self.bonbon_beta is not None else bonbon_default_beta(n)
 
     def result_settings(self) -> dict[str, Any]:
         """What changes the trained weights (the model and dataset count by content, elsewhere;

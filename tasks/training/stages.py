@@ -128,6 +128,7 @@ def write_record(store: ArtifactStore, record: StageRecord, producer: dict[str, 
                           ArtifactMeta("training-stage", producer, inputs))
 
 
-def read_record(store: ArtifactStore, spec: StageSpec) -> StageRecord | None:
-    key = spec.artifact(RECORD)
+def read_record(store: ArtifactStore, stage_key: str) -> StageRecord | None:
+    """The record of the stage keyed ``stage_key``; None until the stage finished."""
+    key = layout.unit_artifact(stage_key, RECORD)
     return StageRecord(**store.get_json(key)) if store.exists(key) else None

@@ -1,0 +1,211 @@
+"""The local stack on loopback, with one command: Prefect server (UI + API), a process work
+pool and its worker, a Ray head node — and the deployments on them.
+
+    python infra/local_stack.py up     [--prefect-port 4200] [--ray-port 6380] [--cpus N]
+                                       [--store ./store] [--no-deploy] [--state-dir DIR]
+    python infra/local_stack.py status [--state-dir DIR]
+    python infra/local_stack.py down   [--state-dir DIR]
+
+``up`` starts each service, waits until it answers (the Prefect API's health endpoint, the Ray
+head's GCS), retrying a start that dies, and records pids, addresses and log files in the state
+directory (default ``~/.cache/codealign/stack``; Prefect's database lives there too).  Then the
+UI is at http://127.0.0.1:4200 and flows run with ``PREFECT_API_URL=http://127.0.0.1:4200/api``.
+``down`` stops the worker, the server and the Ray node (SIGTERM, then SIGKILL after 30 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+HOST = "127.0.0.1"
+POOL = "codealign"
+
+
+class StackError(RuntimeError):
+    """A service that did not come up; the message names it and its log file."""
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("CODEALIGN_STACK_DIR", Path.home() / ".cache" / "codealign" / "stack"))
+
+
+def service_env(state: Path, prefect_port: int) -> dict[str, str]:
+    api = f"http://{HOST}:{prefect_port}/api"
+    return {**os.environ, "PREFECT_HOME": str(state / "prefect-home"), "PREFECT_API_URL": api,
+            "PREFECT_UI_API_URL": api, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_API_HOST": HOST, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
+
+
+def _spawn(name: str, command: list[str], state: Path, env: dict[str, str]) -> subprocess.Popen:
+    """A service in its own session (it outlives this command), logging to ``<state>/<name>.log``."""
+    log = open(state / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps the file open
+    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True, cwd=str(REPO))
+
+
+def _wait(name: str, proc: subprocess.Popen, ready, timeout: float, state: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            raise StackError(f"{name} exited with {proc.returncode}; see {state / (name + '.log')}")
+        if time.monotonic() > deadline:
+            raise StackError(f"{name} not ready after {timeout:.0f} s; see {state / (name + '.log')}")
+        time.sleep(1)
+
+
+def _start(name: str, command: list[str], ready, state: Path, env: dict[str, str], timeout: float = 180,
+           attempts: int = 2) -> subprocess.Popen:
+    """Start ``name`` and wait until ``ready()``; a start that dies or hangs is retried once."""
+    for attempt in range(1, attempts + 1):
+        proc = _spawn(name, command, state, env)
+        try:
+            _wait(name, proc, ready, timeout, state)
+            return proc
+        except StackError:
+            _terminate(proc.pid)
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _prefect_ready(api: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api}/health", timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _ray_ready(address: str, env: dict[str, str]) -> bool:
+    return subprocess.run([str(BIN / "ray"), "status", f"--address={address}"], env=env, capture_output=True,
+                          timeout=60).returncode == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _terminate(pid: int, grace: float = 30) -> None:
+    """SIGTERM the service's process group, SIGKILL what is left after ``grace`` seconds."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while _alive(pid) and time.monotonic() < deadline:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.5)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def up(state: Path, prefect_port: int, ray_port: int, cpus: int, store: str, deploy: bool) -> dict:
+    state.mkdir(parents=True, exist_ok=True)
+    record_file = state / "stack.json"
+    if record_file.exists():
+        running = json.loads(record_file.read_text())
+        if all(_alive(pid) for pid in running["pids"].values()):
+            return running
+        down(state)
+    env = service_env(state, prefect_port)
+    api = env["PREFECT_API_URL"]
+    record = {"api": api, "ui": f"http://{HOST}:{prefect_port}", "ray_address": f"{HOST}:{ray_port}", "pool": POOL,
+              "pids": {}, "state_dir": str(state)}
+    try:
+        server = _start("prefect-server", [str(BIN / "prefect"), "server", "start", "--host", HOST, "--port",
+                                           str(prefect_port)], lambda: _prefect_ready(api), state, env)
+        record["pids"]["prefect-server"] = server.pid
+        ray_head = _start("ray-head", [str(BIN / "ray"), "start", "--head", "--block", f"--node-ip-address={HOST}",
+                                       f"--port={ray_port}", f"--num-cpus={cpus}", "--include-dashboard=false",
+                                       "--disable-usage-stats"],
+                          lambda: _ray_ready(record["ray_address"], env), state, env)
+        record["pids"]["ray-head"] = ray_head.pid
+        subprocess.run([str(BIN / "prefect"), "work-pool", "create", POOL, "--type", "process", "--overwrite"],
+                       env=env, check=True, capture_output=True, timeout=120)
+        worker = _start("prefect-worker", [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--type",
+                                           "process"], lambda: _worker_ready(api), state, env)
+        record["pids"]["prefect-worker"] = worker.pid
+        if deploy:
+            subprocess.run([sys.executable, "-m", "deployments.deploy", "--pool", POOL, "--store", store,
+                            "--ray-address", record["ray_address"]], env=env, check=True, cwd=str(REPO), timeout=300)
+    except BaseException:
+        record_file.write_text(json.dumps(record))
+        down(state)
+        raise
+    record_file.write_text(json.dumps(record, indent=2))
+    return record
+
+
+def _worker_ready(api: str) -> bool:
+    """The pool has an online worker (it sent a heartbeat)."""
+    request = urllib.request.Request(f"{api}/work_pools/{POOL}/workers/filter", data=b"{}", method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return any(w.get("status") == "ONLINE" for w in json.load(response))
+    except OSError:
+        return False
+
+
+def down(state: Path) -> None:
+    record_file = state / "stack.json"
+    if not record_file.exists():
+        return
+    record = json.loads(record_file.read_text())
+    for name in ("prefect-worker", "prefect-server", "ray-head"):  # the worker first: it reports to the server
+        if name in record["pids"]:
+            _terminate(record["pids"][name])
+    record_file.unlink()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=("up", "down", "status"))
+    parser.add_argument("--state-dir", type=Path, default=None, help="pids, logs, Prefect database")
+    parser.add_argument("--prefect-port", type=int, default=4200)
+    parser.add_argument("--ray-port", type=int, default=6380)
+    parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="CPUs the Ray head offers")
+    parser.add_argument("--store", default="./store", help="artifact store of the deployed flows")
+    parser.add_argument("--no-deploy", action="store_true", help="start the services only")
+    args = parser.parse_args()
+    state = (args.state_dir or default_state_dir()).resolve()
+    if args.action == "up":
+        try:
+            record = up(state, args.prefect_port, args.ray_port, args.cpus, args.store, not args.no_deploy)
+        except (StackError, subprocess.CalledProcessError) as exc:
+            print(f"local stack: error: {exc}", file=sys.stderr)
+            sys.exit(1)
+        print(json.dumps(record, indent=2))
+        print(f"UI: {record['ui']}   flows: export PREFECT_API_URL={record['api']}", file=sys.stderr)
+    elif args.action == "down":
+        down(state)
+    else:
+        record_file = state / "stack.json"
+        if not record_file.exists():
+            print("local stack: down")
+            sys.exit(3)
+        record = json.loads(record_file.read_text())
+        print(json.dumps({**record, "alive": {n: _alive(p) for n, p in record["pids"].items()}}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
