@@ -36,6 +36,10 @@ POOL = "codealign"
 NIGHTLY_CRON = "0 2 * * *"
 
 
+class DeployError(RuntimeError):
+    """The server refused a deployment; Prefect printed which and why."""
+
+
 def sweep_parameters(preset: str, store: str, ray_address: str | None) -> dict[str, Any]:
     """The preset as the deployment's default form values (editable in the UI)."""
     return {"config": {**read_preset(preset), "store": to_uri(store), "ray_address": ray_address}}
@@ -56,14 +60,18 @@ def deploy_all(pool: str = POOL, store: str = layout.DEFAULT_STORE, ray_address:
             description="An alignment sweep from the form: edit the grid, the data, training and evaluation settings.",
             **common),
         evaluate_entry.to_deployment(
-            "on-demand", parameters={"config": {"checkpoints": [], "store": store, "ray_address": ray_address}},
+            "on-demand", parameters={"config": {"store": store, "ray_address": ray_address}},  # the form asks for the checkpoints
             description="Evaluate checkpoints (a training output directory or checkpoint URIs) on benchmarks x modes.",
             **common),
         resume_entry.to_deployment(
             "by-id", parameters={"store": store, "ray_address": ray_address},
             description="Resume a failed run of any flow by its run id (see `codealign runs`).", **common),
     ]
-    return deploy(*deployments, work_pool_name=pool, build=False, push=False, print_next_steps_message=False)
+    ids = deploy(*deployments, work_pool_name=pool, build=False, push=False, print_next_steps_message=False,
+                 ignore_warnings=True)
+    if len(ids) != len(deployments):
+        raise DeployError(f"{len(deployments) - len(ids)} of {len(deployments)} deployments were refused (see above)")
+    return ids
 
 
 def main() -> None:
@@ -75,7 +83,10 @@ def main() -> None:
     parser.add_argument("--timezone", default="UTC", help="time zone of the schedule (IANA name)")
     parser.add_argument("--preset", default="toy", help="sweep preset of the nightly and on-demand sweeps")
     args = parser.parse_args()
-    ids = deploy_all(args.pool, args.store, args.ray_address, args.cron, args.timezone, args.preset)
+    try:
+        ids = deploy_all(args.pool, args.store, args.ray_address, args.cron, args.timezone, args.preset)
+    except DeployError as exc:
+        raise SystemExit(f"deploy: error: {exc}") from None
     print(f"{len(ids)} deployments on work pool {args.pool}")
 
 

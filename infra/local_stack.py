@@ -28,6 +28,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
+# Ray replaces 127.0.0.1 by the machine's routable address (its nodes are meant to be reached
+# from other hosts); another loopback address it leaves as it is, so the stack stays on loopback.
+RAY_HOST = "127.0.0.2"
 POOL = "codealign"
 
 
@@ -43,7 +46,9 @@ def service_env(state: Path, prefect_port: int) -> dict[str, str]:
     api = f"http://{HOST}:{prefect_port}/api"
     return {**os.environ, "PREFECT_HOME": str(state / "prefect-home"), "PREFECT_API_URL": api,
             "PREFECT_UI_API_URL": api, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_SERVER_API_HOST": HOST, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
+            "PREFECT_SERVER_API_HOST": HOST, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1",
+            # loopback only: no token (a driver on this machine connects without one)
+            "RAY_AUTH_MODE": "disabled"}
 
 
 def _spawn(name: str, command: list[str], state: Path, env: dict[str, str]) -> subprocess.Popen:
@@ -128,13 +133,13 @@ def up(state: Path, prefect_port: int, ray_port: int, cpus: int, store: str, dep
         down(state)
     env = service_env(state, prefect_port)
     api = env["PREFECT_API_URL"]
-    record = {"api": api, "ui": f"http://{HOST}:{prefect_port}", "ray_address": f"{HOST}:{ray_port}", "pool": POOL,
+    record = {"api": api, "ui": f"http://{HOST}:{prefect_port}", "ray_address": f"{RAY_HOST}:{ray_port}", "pool": POOL,
               "pids": {}, "state_dir": str(state)}
     try:
         server = _start("prefect-server", [str(BIN / "prefect"), "server", "start", "--host", HOST, "--port",
                                            str(prefect_port)], lambda: _prefect_ready(api), state, env)
         record["pids"]["prefect-server"] = server.pid
-        ray_head = _start("ray-head", [str(BIN / "ray"), "start", "--head", "--block", f"--node-ip-address={HOST}",
+        ray_head = _start("ray-head", [str(BIN / "ray"), "start", "--head", "--block", f"--node-ip-address={RAY_HOST}",
                                        f"--port={ray_port}", f"--num-cpus={cpus}", "--include-dashboard=false",
                                        "--disable-usage-stats"],
                           lambda: _ray_ready(record["ray_address"], env), state, env)
@@ -145,8 +150,12 @@ def up(state: Path, prefect_port: int, ray_port: int, cpus: int, store: str, dep
                                            "process"], lambda: _worker_ready(api), state, env)
         record["pids"]["prefect-worker"] = worker.pid
         if deploy:
-            subprocess.run([sys.executable, "-m", "deployments.deploy", "--pool", POOL, "--store", store,
-                            "--ray-address", record["ray_address"]], env=env, check=True, cwd=str(REPO), timeout=300)
+            with open(state / "deploy.log", "ab") as log:
+                deployed = subprocess.run([sys.executable, "-m", "deployments.deploy", "--pool", POOL, "--store",
+                                           store, "--ray-address", record["ray_address"]], env=env, cwd=str(REPO),
+                                          stdout=log, stderr=subprocess.STDOUT, timeout=300)
+            if deployed.returncode != 0:
+                raise StackError(f"the deployments were not created; see {state / 'deploy.log'}")
     except BaseException:
         record_file.write_text(json.dumps(record))
         down(state)

@@ -1,0 +1,178 @@
+"""Deployments for real: the local stack of infra/local_stack.py (a `prefect server start` on
+127.0.0.1, a process work pool with its worker, a Ray head) and the deployments of
+deployments/deploy.py.  Runs are started and retried through the REST API exactly as the
+UI's buttons do (POST /deployments/{id}/create_flow_run; Retry = set_state AwaitingRetry)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import _free_port
+from test_evaluate_checkpoints import make_checkpoints
+
+from tasks.artifacts import runs
+from tasks.artifacts.store import ArtifactStore
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parent.parent
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+CHROMIUM = "/usr/bin/chromium"  # Debian's package (Playwright cannot download its own browsers here)
+ARTIFACTS = REPO / "out" / "test-artifacts"  # kept after the run: the browser's screenshot
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, toy_model_paths):
+    root = tmp_path_factory.mktemp("stack")
+    state, store = root / "state", root / "store"
+    command = [sys.executable, "infra/local_stack.py", "--state-dir", str(state)]
+    up = subprocess.run([*command[:2], "up", *command[2:], "--prefect-port", str(_free_port()), "--ray-port",
+                         str(_free_port()), "--cpus", "2", "--store", str(store)],
+                        cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert up.returncode == 0, up.stderr[-3000:]
+    record = json.loads(up.stdout)
+    try:
+        with httpx.Client(base_url=record["api"], timeout=30) as api:
+            yield {**record, "root": root, "store": ArtifactStore(str(store)), "http": api}
+    finally:
+        subprocess.run([*command[:2], "down", *command[2:]], cwd=REPO, timeout=300)
+        assert not (state / "stack.json").exists()
+
+
+def deployment(api: httpx.Client, flow: str, name: str) -> dict:
+    response = api.get(f"/deployments/name/{flow}/{name}")
+    response.raise_for_status()
+    return response.json()
+
+
+def run_ids(api: httpx.Client, deployment_id: str) -> list[str]:
+    runs_of = api.post("/flow_runs/filter", json={"deployments": {"id": {"any_": [deployment_id]}}})
+    runs_of.raise_for_status()
+    return [r["id"] for r in runs_of.json()]
+
+
+def wait(api: httpx.Client, flow_run_id: str, timeout: float = 900) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = api.get(f"/flow_runs/{flow_run_id}").json()
+        if run["state_type"] in TERMINAL and run["state_name"] != "AwaitingRetry":
+            return run
+        time.sleep(2)
+    raise AssertionError(f"flow run {flow_run_id} did not finish in {timeout} s: {run['state_name']}")
+
+
+def test_the_deployments_and_the_nightly_schedule_are_registered(stack):
+    api = stack["http"]
+    pool = api.get("/work_pools/codealign").json()
+    assert pool["type"] == "process"
+    nightly = deployment(api, "run-alignment-sweep", "nightly")
+    [schedule] = nightly["schedules"]
+    assert (schedule["schedule"]["cron"], schedule["schedule"]["timezone"], schedule["active"]) == \
+        ("0 2 * * *", "UTC", True)
+    assert nightly["work_pool_name"] == "codealign"
+    config = nightly["parameters"]["config"]
+    assert config["preset"] == "toy" and config["ray_address"] == stack["ray_address"]
+    assert config["store"] == stack["store"].root
+    # the UI form: Prefect's schema of the entry flow's typed config
+    schema = nightly["parameter_openapi_schema"]
+    assert {"models", "pathways", "techniques", "early_stop"} <= set(schema["definitions"]["SweepConfig"]["properties"])
+    for flow, name in (("run-alignment-sweep", "on-demand"), ("run-evaluate-checkpoints", "on-demand"),
+                       ("resume-run", "by-id")):
+        assert deployment(api, flow, name)["work_pool_name"] == "codealign"
+    # the server's scheduler service turns the schedule into runs on its next loop (every 60 s)
+    deadline, scheduled = time.monotonic() + 180, []
+    while not scheduled and time.monotonic() < deadline:
+        time.sleep(2)
+        scheduled = api.post("/flow_runs/filter", json={"deployments": {"id": {"any_": [nightly["id"]]}},
+                                                        "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}}).json()
+    assert scheduled and all(r["expected_start_time"][11:16] == "02:00" for r in scheduled)
+
+
+def test_a_ui_run_that_failed_is_retried_and_only_its_failed_unit_runs_again(stack, tmp_path, toy_model_paths):
+    """Run evaluate-checkpoints from its deployment with a filled-in form; one checkpoint is
+    corrupt, so one unit fails and the run fails; fix it, press Retry: the run (same run id)
+    completes and the unit that had completed was not redone."""
+    api, store = stack["http"], stack["store"]
+    train = make_checkpoints(tmp_path / "train", toy_model_paths, [10, 20])
+    weights = train / "checkpoint-10" / "model.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(good[: len(good) // 2])
+    form = {"config": {"checkpoints": [str(train)], "benchmarks": ["toy"], "modes": ["flow"], "limit": 4, "ks": [1],
+                       "sampling": {"n": 1, "temperature": 0.0, "max_tokens": 48}, "workers": 1,
+                       "engine": {"max_model_len": 512, "enforce_eager": True}, "store": store.root,
+                       "ray_address": stack["ray_address"]}}
+    evaluate = deployment(api, "run-evaluate-checkpoints", "on-demand")
+    created = api.post(f"/deployments/{evaluate['id']}/create_flow_run", json={"parameters": form})
+    created.raise_for_status()
+    flow_run = created.json()
+    first = wait(api, flow_run["id"])
+    assert first["state_type"] == "FAILED", first["state"]
+    run_id = "run-" + flow_run["id"].replace("-", "")[:12]
+    summary = runs.summarize(store, run_id)
+    assert (summary.state, summary.complete, len(summary.failed)) == ("failed", 1, 1)
+    [done] = [k for k in store.list("units") if k.endswith("samples.jsonl")]
+    kept = store.meta(done)
+
+    weights.write_bytes(good)
+    retry = api.post(f"/flow_runs/{flow_run['id']}/set_state",  # what the UI's Retry button sends
+                     json={"state": {"type": "SCHEDULED", "name": "AwaitingRetry", "message": "Retry from the UI"},
+                           "force": False})
+    assert retry.json()["status"] == "ACCEPT", retry.text
+    second = wait(api, flow_run["id"])
+    assert second["state_type"] == "COMPLETED", second["state"]
+    summary = runs.summarize(store, run_id)
+    assert (summary.state, summary.failed) == ("completed", [])
+    assert store.meta(done) == kept  # the unit that had completed was not redone
+    assert len(runs.read_status(store, run_id).flow_run_ids) == 2  # two attempts of one run
+    rows = runs.read_results(store, run_id)
+    assert sorted(r["checkpoint"] for r in rows) == ["checkpoint-10", "checkpoint-20"]
+
+
+def test_a_run_started_from_the_ui_form_in_a_real_browser_completes(stack, tmp_path, toy_model_paths):
+    """Headless Chromium (Debian's package, driven by Playwright) opens the deployment's Run
+    page of the local server, types the parameters into its form, presses Submit and lands on
+    the new flow run, which completes; a screenshot of the finished run is kept."""
+    from playwright.sync_api import sync_playwright
+
+    api, store = stack["http"], stack["store"]
+    train = make_checkpoints(tmp_path / "train", toy_model_paths, [30])
+    form = {"config": {"checkpoints": [str(train)], "benchmarks": ["toy"], "modes": ["flow"], "limit": 3, "ks": [1],
+                       "sampling": {"n": 1, "temperature": 0.0, "max_tokens": 48}, "workers": 1,
+                       "engine": {"max_model_len": 512, "enforce_eager": True}, "store": store.root,
+                       "ray_address": stack["ray_address"]}}
+    evaluate = deployment(api, "run-evaluate-checkpoints", "on-demand")
+    shots = ARTIFACTS / "ui-finished-run.png"
+    shots.parent.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{stack['ui']}/deployments/deployment/{evaluate['id']}/run")
+            page.get_by_text("Parameters", exact=True).wait_for(timeout=60_000)
+            # the form's own switch to JSON input (the ⋮ menu of "Parameters"), then type into it
+            page.locator("button.p-button--outline.max-h-\\[30px\\]").first.click()
+            page.get_by_text("Use JSON input").first.click()
+            editor = page.locator("textarea.p-code-input__textarea")
+            assert json.loads(editor.input_value())["config"]["store"] == store.root  # the deployment's defaults
+            editor.fill(json.dumps(form, indent=2))
+            before = set(run_ids(api, evaluate["id"]))
+            page.get_by_role("button", name="Submit").click()
+            page.wait_for_url(f"**/deployments/deployment/{evaluate['id']}*", timeout=60_000)  # back, with a toast
+            [flow_run_id] = set(run_ids(api, evaluate["id"])) - before
+            finished = wait(api, flow_run_id)
+            assert finished["state_type"] == "COMPLETED", finished["state"]
+            assert finished["parameters"] == form  # what was typed is what ran
+            page.goto(f"{stack['ui']}/runs/flow-run/{flow_run_id}")
+            page.get_by_text("Completed").first.wait_for(timeout=60_000)
+            page.screenshot(path=str(shots), full_page=True)
+        finally:
+            browser.close()
+    run_id = "run-" + flow_run_id.replace("-", "")[:12]
+    [row] = runs.read_results(store, run_id)
+    assert row["checkpoint"] == "checkpoint-30" and 0 <= row["pass@1"] <= 1
+    assert shots.stat().st_size > 10_000
