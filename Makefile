@@ -1,4 +1,5 @@
-# Two entry points (README Quick start): `make demo` runs the main job, `make test` the tests.
+# Two entry points (README Quick start): `make sweep` runs the main job (the toy alignment sweep),
+# `make test` the tests.  `make demo` re-checks every benchmark's canonical solutions.
 # Both create/refresh the virtual environment first; it lives outside the checkout, keyed by
 # the hash of the dependency files, so a fresh clone reuses it and a dependency change rebuilds it.
 SHELL := /bin/bash
@@ -8,7 +9,7 @@ VENV ?= $(HOME)/.cache/codealign/venv-$(DEPS_HASH)
 export CODEALIGN_DATA_DIR ?= $(abspath ../shared/datasets)
 PY := $(VENV)/bin/python
 
-.PHONY: venv demo test bench clean-venv
+.PHONY: venv sweep demo test bench clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	@mkdir -p $(dir $(VENV))
@@ -24,6 +25,9 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 	@$(PY) -I -c "import tasks, pathlib, sys; sys.exit(pathlib.Path(tasks.__file__).resolve().parent.parent != pathlib.Path('.').resolve())" \
 		|| $(PY) -m pip install --quiet --no-deps -e .
+
+sweep: venv
+	$(VENV)/bin/codealign sweep --preset toy $(SWEEP_ARGS)
 
 demo: venv
 	$(VENV)/bin/codealign demo

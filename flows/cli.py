@@ -29,11 +29,23 @@ from tasks.preferences.generate import GenerateConfig
 from tasks.sandbox.limits import Limits
 from tasks.training.config import StageConfig
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="codealign: sample, execute, score and evaluate code LLMs (see README.md).")
+app = typer.Typer(add_completion=False, no_args_is_help=True)
 console = Console(stderr=True, soft_wrap=True)  # never wrap a FILE:LINE message
 # Tables fit a terminal; piped into a file or another program they are never folded.
 out = Console(width=None if sys.stdout.isatty() else 200)
+
+
+VERBOSE = {"on": False}  # set by the global --verbose option
+
+
+@app.callback()
+def main_options(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show everything flows print (Ray, vLLM, "
+                                          "Prefect) instead of a progress display; it is in the run's log either way")]
+    = False,
+) -> None:
+    """codealign: sample, execute, score, train and evaluate code LLMs (see README.md)."""
+    VERBOSE["on"] = verbose
 
 
 def fail(message: str) -> None:
@@ -112,8 +124,8 @@ def demo_command(
     out_dir: Annotated[Path, typer.Option("--out", help="where results go")] = Path(layout.DEFAULT_OUT) / "demo",
     workers: Annotated[Optional[int], typer.Option(help="parallel samples (default: cores)")] = None,
 ) -> None:
-    """Main job (for now): verify every benchmark's canonical solutions, then score the shipped
-    sample file.  Later issues turn this into the alignment sweep."""
+    """Verify every benchmark's canonical solutions, then score the shipped sample file (a check
+    of the data and the sandbox; the main job is `codealign sweep`)."""
     from tasks.evaluation.pipeline import execute_samples, score_verdicts
 
     try:
@@ -192,14 +204,24 @@ def print_results(store_root: str, run_id: str) -> None:
     out.print(table)
 
 
-def _run_flow(call: Any, store_root: str) -> None:
-    """Run a flow (Prefect and Ray are imported only now: commands that need neither stay fast)."""
+def new_run_id() -> str:
+    """A run id chosen before the flow starts, so its log has a place from the first line."""
+    import uuid
+
+    return "run-" + uuid.uuid4().hex[:12]
+
+
+def _run_flow(call: Any, store_root: str, run_id: str) -> None:
+    """Run a flow (Prefect and Ray are imported only now: commands that need neither stay fast),
+    quietly unless --verbose (flows/progress.py)."""
+    from flows.progress import quiet_run
     from flows.runtime import RunFailed
     from tasks.artifacts.checkpoints import CheckpointError
     from tasks.artifacts.store import IntegrityError, MissingArtifact
 
     try:
-        summary = call()
+        with quiet_run(store_root, run_id, VERBOSE["on"]):
+            summary = call()
     except RunFailed as exc:
         console.print(f"[bold red]codealign:[/] {escape(str(exc))}", highlight=False)
         console.print(f"fix the cause, then: codealign resume {exc.run_id} --store {store_root}", highlight=False)
@@ -224,6 +246,11 @@ def _run_flow(call: Any, store_root: str) -> None:
         what = "units"
     console.print(f"run {summary['run_id']}: {summary['complete']}/{summary['units']} {what} complete; "
                   f"results {summary['results']}", highlight=False)
+    if flow == "alignment-sweep":  # where to read on: the last line
+        from tasks.artifacts.store import ArtifactStore
+
+        report_md = ArtifactStore(store_root).uri(layout.run_record(summary["run_id"], "report/report.md"))
+        console.print(f"report: {report_md}", highlight=False, markup=False, soft_wrap=True)
 
 
 def check_run_id_option(run_id: str | None) -> None:
@@ -257,7 +284,8 @@ def evaluate_checkpoints_command(
         fail(str(exc))
     from flows.evaluate_checkpoints import run_evaluate_checkpoints
 
-    _run_flow(lambda: run_evaluate_checkpoints(config, run_id), config.store)
+    run_id = run_id or new_run_id()
+    _run_flow(lambda: run_evaluate_checkpoints(config, run_id), config.store, run_id)
 
 
 @app.command("generate")
@@ -281,7 +309,8 @@ def generate_command(
         fail(str(exc))
     from flows.generate_preferences import run_generate_preferences
 
-    _run_flow(lambda: run_generate_preferences(config, run_id), config.store)
+    run_id = run_id or new_run_id()
+    _run_flow(lambda: run_generate_preferences(config, run_id), config.store, run_id)
 
 
 @app.command("train")
@@ -301,7 +330,8 @@ def train_command(config: StageConfig, run_id: RunIdOpt = None) -> None:
         fail(str(exc))
     from flows.train import run_train
 
-    _run_flow(lambda: run_train(config, run_id), config.store)
+    run_id = run_id or new_run_id()
+    _run_flow(lambda: run_train(config, run_id), config.store, run_id)
 
 
 @app.command("sweep")
@@ -344,7 +374,8 @@ def sweep_command(
         fail(str(exc))
     from flows.alignment_sweep import run_alignment_sweep
 
-    _run_flow(lambda: run_alignment_sweep(config, run_id), config.store)
+    run_id = run_id or new_run_id()
+    _run_flow(lambda: run_alignment_sweep(config, run_id), config.store, run_id)
 
 
 def load_sweep_config(preset: str, config_file: Path | None, store: str | None, ray_address: str | None) -> Any:
@@ -453,7 +484,7 @@ def resume_command(
         fail(f"no run {run_id!r} in {store}")
     from flows.deployable import resume_run
 
-    _run_flow(lambda: resume_run(store, run_id, ray_address), store)
+    _run_flow(lambda: resume_run(store, run_id, ray_address), store, run_id)
 
 
 @app.command("runs")

@@ -214,6 +214,19 @@ def test_cli_runs_on_a_local_ray_or_through_ray_client(tmp_path, toy_model_paths
     r = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2/2 units complete" in r.stderr
+    # a quiet terminal: the progress display, the result table, where the log is; Ray's worker
+    # prefixes, vLLM's notes and Prefect's server lines went to the run's log instead
+    terminal = r.stdout + r.stderr
+    log = store / "runs" / "r" / "terminal.log"
+    assert f"log: {log}" in terminal and "evaluate-checkpoints r" in terminal
+    for noise in ("(pid=", "vllm", "Starting temporary server", "Stopping temporary server", "Beginning flow run"):
+        assert noise not in terminal, noise
+    assert len(terminal.splitlines()) < 40, terminal
+    assert "Beginning flow run" in log.read_text() and "Finished in state Completed" in log.read_text()
+    if where == "local":  # --verbose: everything, as it comes
+        verbose = subprocess.run([*cmd[:3], "--verbose", *cmd[3:-1], "r-verbose"], env=env, cwd=REPO,
+                                 capture_output=True, text=True, timeout=600)
+        assert verbose.returncode == 0 and "Beginning flow run" in verbose.stdout + verbose.stderr
     st = ArtifactStore(str(store))
     assert runs.summarize(st, "r").state == "completed"
     assert sorted(row["benchmark"] for row in st.get_json("runs/r/results.json")["rows"]) == ["toy", "toy-infill"]
