@@ -180,9 +180,16 @@ def evaluate_command(
     from tasks.generation.models import ModelNotFound, resolve_model
     from tasks.generation.prompts import NoFimTokens
 
+    from flows.progress import quiet_output
+    from tasks.generation.sampling import release_engines
+
     try:
         config = config.model_copy(update={"model": resolve_model(config.model)})
-        scores = evaluate_model(config, out_dir, progress=sys.stderr.isatty())
+        with quiet_output(out_dir.resolve() / "terminal.log", VERBOSE["on"]):
+            try:
+                scores = evaluate_model(config, out_dir, progress=VERBOSE["on"] and sys.stderr.isatty())
+            finally:
+                release_engines()  # the engine core stops now, not in a race with interpreter exit
     except (InputError, DataFileError, NoFimTokens, ModelNotFound, ValueError) as exc:
         fail(str(exc))
     print_scores(scores, config.ks)

@@ -1,4 +1,4 @@
-"""A quiet terminal for flow runs started from the CLI.
+"""A quiet terminal for runs started from the CLI.
 
 A flow run on Ray and vLLM prints hundreds of lines — Ray worker prefixes, vLLM's per-layer
 notes, Prefect's server start and stop — around the few a person wants.  Unless ``--verbose``,
@@ -41,13 +41,13 @@ def log_path(store_root: str, run_id: str) -> Path:
 
 
 @contextmanager
-def quiet_run(store_root: str, run_id: str, verbose: bool) -> Iterator[Path | None]:
-    """Run the body with the process's output in the run's log and a progress display on the
-    terminal; yields the log's path (None with ``verbose``: everything is shown as it comes)."""
+def quiet_output(path: Path, verbose: bool) -> Iterator[Console | None]:
+    """Send everything this process and its children write to ``path``; yields a console on the
+    terminal (None with ``verbose``: nothing is redirected).  Afterwards ``sys.stdout`` and
+    ``sys.stderr`` write to the terminal again, the descriptors stay on the log."""
     if verbose:
         yield None
         return
-    path = log_path(store_root, run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -57,19 +57,33 @@ def quiet_run(store_root: str, run_id: str, verbose: bool) -> Iterator[Path | No
     os.dup2(log.fileno(), 1)
     os.dup2(log.fileno(), 2)
     display = Console(file=terminal_err, soft_wrap=True)
-    stop = threading.Event()
-    watcher = threading.Thread(target=_watch, args=(store_root, run_id, path, display, stop), name="progress",
-                               daemon=True)
-    watcher.start()
     try:
-        yield path
+        yield display
     finally:
-        stop.set()
-        watcher.join(timeout=10)
         sys.stdout.flush()
         sys.stderr.flush()
         sys.stdout, sys.stderr = terminal_out, terminal_err
         display.print(f"log: {path}", highlight=False, markup=False)
+
+
+@contextmanager
+def quiet_run(store_root: str, run_id: str, verbose: bool) -> Iterator[None]:
+    """Run the body with the process's output in the run's log and a progress display of the
+    run ``run_id`` on the terminal."""
+    path = log_path(store_root, run_id)
+    with quiet_output(path, verbose) as display:
+        if display is None:
+            yield
+            return
+        stop = threading.Event()
+        watcher = threading.Thread(target=_watch, args=(store_root, run_id, path, display, stop), name="progress",
+                                   daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            watcher.join(timeout=10)
 
 
 def _latest_step_line(path: Path, offset: int) -> tuple[str | None, int]:
