@@ -239,25 +239,20 @@ def _run_flow(call: Any, store_root: str, run_id: str) -> None:
     from tasks.artifacts.store import ArtifactStore
 
     flow = read_manifest(ArtifactStore(store_root), summary["run_id"]).flow
+    what = {"generate-preferences": "shards", "train": "stages",
+            "alignment-sweep": "pieces (data jobs, stages, evaluation)"}.get(flow, "units")
+    done = f"run {summary['run_id']}: {summary['complete']}/{summary['units']} {what} complete; results {summary['results']}"
+    if flow == "alignment-sweep":  # the report's tables, and its path as the last line
+        console.print(done, highlight=False)
+        print_report(store_root, summary["run_id"])
+        return
     if flow == "generate-preferences":
         print_preference_stats(store_root, summary["run_id"])
-        what = "shards"
     elif flow == "train":
         print_stage(store_root, summary["run_id"])
-        what = "stages"
-    elif flow == "alignment-sweep":
-        print_report(store_root, summary["run_id"])
-        what = "pieces (data jobs, stages, evaluation)"
     else:
         print_results(store_root, summary["run_id"])
-        what = "units"
-    console.print(f"run {summary['run_id']}: {summary['complete']}/{summary['units']} {what} complete; "
-                  f"results {summary['results']}", highlight=False)
-    if flow == "alignment-sweep":  # where to read on: the last line
-        from tasks.artifacts.store import ArtifactStore
-
-        report_md = ArtifactStore(store_root).uri(layout.run_record(summary["run_id"], "report/report.md"))
-        console.print(f"report: {report_md}", highlight=False, markup=False, soft_wrap=True)
+    console.print(done, highlight=False)
 
 
 def check_run_id_option(run_id: str | None) -> None:
