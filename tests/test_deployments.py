@@ -56,6 +56,19 @@ def run_ids(api: httpx.Client, deployment_id: str) -> list[str]:
     return [r["id"] for r in runs_of.json()]
 
 
+def worker_done(api: httpx.Client, flow_run_id: str, timeout: float = 120) -> None:
+    """Wait for the worker's log line that the flow run's process has exited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        logs = api.post("/logs/filter", json={"logs": {"flow_run_id": {"any_": [flow_run_id]}},
+                                                "sort": "TIMESTAMP_DESC", "limit": 50})
+        logs.raise_for_status()
+        if any("Process for flow run" in entry["message"] and "exited" in entry["message"] for entry in logs.json()):
+            return
+        time.sleep(1)
+    raise AssertionError(f"the worker did not report the end of flow run {flow_run_id}'s process in {timeout} s")
+
+
 def wait(api: httpx.Client, flow_run_id: str, timeout: float = 900) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -119,6 +132,9 @@ def test_a_ui_run_that_failed_is_retried_and_only_its_failed_unit_runs_again(sta
     kept = store.meta(done)
 
     weights.write_bytes(good)
+    # Retry once the worker is done with the failed run's process, as a person would: a Retry
+    # sent while the process is still exiting is overridden by the worker's "crashed" report
+    worker_done(api, flow_run["id"])
     retry = api.post(f"/flow_runs/{flow_run['id']}/set_state",  # what the UI's Retry button sends
                      json={"state": {"type": "SCHEDULED", "name": "AwaitingRetry", "message": "Retry from the UI"},
                            "force": False})
