@@ -29,6 +29,7 @@ from flows.runtime import (
     producer,
     record_failures,
     run_flow,
+    sandbox_cpus,
 )
 from flows.samplers import SamplerQueue, run_on, start_samplers
 from tasks.artifacts import runs
@@ -81,13 +82,17 @@ def evaluate_checkpoints(config: CheckpointEvalConfig, run_id: str | None = None
         pending = [u for u in units if not ev.is_complete(store, u)]
         logger.info(f"run {run_id}: {len(checkpoints)} checkpoints, {len(units)} units, {len(pending)} to run")
 
+        # An execute task reserves as many CPUs as its sandbox pool has workers.
+        cpus = sandbox_cpus(config.workers)
+        execute_config = config.model_copy(update={"workers": cpus})
         queue = SamplerQueue(samplers, [u.checkpoint.sha256 for u in pending])
         try:
             chains = []
             for unit in pending:
                 samples = queue.submit(unit.checkpoint.sha256, lambda sampler, after, unit=unit:
                                        sample_task.submit(unit, config, sampler, wait_for=after))
-                verdicts = execute_task.submit(unit, config, samples)
+                with remote_options(num_cpus=cpus):
+                    verdicts = execute_task.submit(unit, execute_config, samples)
                 scores = score_task.submit(unit, config, verdicts)
                 chains.append((unit.key, (("sample", samples), ("execute", verdicts), ("score", scores))))
             record_failures(status, chains)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import ray
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect_ray import RayTaskRunner
@@ -32,6 +31,7 @@ from flows.runtime import (
     producer,
     record_failures,
     run_flow,
+    sandbox_cpus,
 )
 from flows.samplers import SamplerQueue, run_on, start_samplers
 from tasks.artifacts import runs
@@ -50,10 +50,6 @@ def sample_task(shard: Shard, inputs: RunInputs, sampler: Any) -> ArtifactRef:
 
 @task(name="judge-shard", cache_policy=NO_CACHE, persist_result=True)
 def judge_task(shard: Shard, config: GenerateConfig, samples: ArtifactRef) -> ArtifactRef:
-    if config.workers is None:  # as many sandbox workers as CPUs Ray gave this task: shards judged
-        # side by side share the node's cores instead of each forking a worker per core
-        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
-        config = config.model_copy(update={"workers": max(1, int(cpus))})
     return gp.judge_shard(shard, config, samples, producer(FLOW_NAME, "judge-shard"))
 
 
@@ -86,13 +82,17 @@ def generate_preferences(config: GenerateConfig, run_id: str | None = None) -> d
         pending = [s for s in shards if not gp.is_complete(store, s)]
         logger.info(f"run {run_id}: {len(source.instructions)} instructions from {source.name}, "
                     f"{len(shards)} shards, {len(pending)} to run")
+        cpus = sandbox_cpus(config.workers)
+        judge_config = config.model_copy(update={"workers": cpus})
         queue = SamplerQueue(samplers, [model.sha256] * len(pending))
         try:
             chains = []
             for shard in pending:
                 samples = queue.submit(model.sha256, lambda sampler, after, shard=shard:
                                        sample_task.submit(shard, inputs, sampler, wait_for=after))
-                chains.append((shard.key, (("sample", samples), ("judge", judge_task.submit(shard, config, samples)))))
+                with remote_options(num_cpus=cpus):  # as many CPUs as its sandbox pool has workers
+                    judged = judge_task.submit(shard, judge_config, samples)
+                chains.append((shard.key, (("sample", samples), ("judge", judged))))
             record_failures(status, chains)
         finally:
             queue.stop()

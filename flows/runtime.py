@@ -9,6 +9,8 @@ import logging
 import os
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import ray
@@ -16,16 +18,24 @@ from prefect import Flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.filesystems import LocalFileSystem, RemoteFileSystem
 from prefect.runtime import flow_run
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from tasks.artifacts import layout, runs
 from tasks.artifacts.checkpoints import Checkpoint, fingerprint
 from tasks.artifacts.lineage import InputRef, prefect_producer
 from tasks.artifacts.store import ArtifactStore, local_path, storage_options
 
-# Environment the Ray workers need from the caller: data and cache locations, S3 endpoint and
-# credentials, model hub settings.  Passed per task (runtime_env), so it reaches workers of a
-# cluster that was started before the caller set them.
-FORWARD_PREFIXES = ("CODEALIGN_", "AWS_", "HF_", "VLLM_", "PREFECT_API_")
+# Environment the Ray workers need from the caller: data and cache locations, where the store
+# and the Prefect API are, model hub settings.  Passed per task (runtime_env), so it reaches
+# workers of a cluster that was started before the caller set them.  Ray shows a task's
+# runtime_env to anyone who can read its dashboard or state API, so *secrets never travel this
+# way*: no key, token, password or session variable is forwarded.  Workers take credentials from
+# their node (its environment, a mounted credentials file named by AWS_SHARED_CREDENTIALS_FILE,
+# an instance/IRSA role): docs/cluster.md.
+FORWARD_PREFIXES = ("CODEALIGN_", "HF_", "VLLM_")
+FORWARD_NAMES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE",
+                 "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "PREFECT_API_URL")
+_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|SESSION|CREDENTIAL(?!S_FILE)")
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -52,8 +62,45 @@ def default_run_id() -> str:
     return "run-" + str(flow_run.get_id()).replace("-", "")[:12]
 
 
+def is_secret_name(name: str) -> bool:
+    return bool(_SECRET_NAME.search(name.upper()))
+
+
 def forwarded_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k.startswith(FORWARD_PREFIXES)}
+    """The caller's environment that Ray workers get through runtime_env (no secrets), with the
+    Prefect API this process reports to, so task runs land on the flow run's server."""
+    env = {k: v for k, v in os.environ.items()
+           if (k.startswith(FORWARD_PREFIXES) or k in FORWARD_NAMES) and not is_secret_name(k)}
+    if api := PREFECT_API_URL.value():
+        env["PREFECT_API_URL"] = api
+    return env
+
+
+def sandbox_cpus(requested: int | None) -> int:
+    """The Ray CPUs an execute task reserves, which is also the size of its sandbox pool: the
+    requested workers, else every core of the largest alive node, and never more than that node
+    has (a reservation no node can grant would wait forever).  So sandbox pools on one node
+    never add up to more workers than the node has cores (docs/architecture.md, "Resources")."""
+    largest = max((int(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=1)
+    return max(1, min(requested or largest, max(1, largest)))
+
+
+@contextmanager
+def prefect_api_for_run() -> Iterator[None]:
+    """One Prefect API for the whole run.  With ``PREFECT_API_URL`` set (a deployment's worker,
+    a user's server, a test harness) that one; without it, one temporary local server started
+    here whose URL the Ray workers get (forwarded_env), where each worker process would
+    otherwise start a temporary server of its own and record its task runs there.  A cluster
+    whose workers cannot reach this machine's loopback needs a real server: docs/cluster.md."""
+    if PREFECT_API_URL.value():
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()  # the instance Prefect's own ephemeral mode would start
+    server.start()
+    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        yield
 
 
 def producer(flow: str, task: str) -> dict[str, Any]:
@@ -115,14 +162,15 @@ def run_flow(flow: Flow, config: Any, run_id: str | None = None) -> Any:
     with its results persisted in ``config.store`` (a process already connected to Ray keeps
     its connection; one connected here is shut down at the end)."""
     connected_here = not ray.is_initialized()
-    if connected_here:
-        connect_ray(config.ray_address)
-    try:
-        # The flow's RayTaskRunner finds Ray initialized and uses this connection.
-        return flow.with_options(result_storage=result_storage(config.store))(config=config, run_id=run_id)
-    finally:
+    with prefect_api_for_run():
         if connected_here:
-            ray.shutdown()
+            connect_ray(config.ray_address)
+        try:
+            # The flow's RayTaskRunner finds Ray initialized and uses this connection.
+            return flow.with_options(result_storage=result_storage(config.store))(config=config, run_id=run_id)
+        finally:
+            if connected_here:
+                ray.shutdown()
 
 
 def begin_run(store: ArtifactStore, run_id: str) -> runs.RunStatus:

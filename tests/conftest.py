@@ -47,9 +47,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def s3_server():
+def s3_server(tmp_path_factory):
     """An S3-compatible server (moto's standalone server) on 127.0.0.1, for the whole session;
-    the AWS variables point s3fs at it."""
+    the AWS variables point s3fs at it and at a credentials file."""
     import subprocess
     import sys
     import time
@@ -73,7 +73,11 @@ def s3_server():
                 time.sleep(0.2)
 
     proc, endpoint = start_with_retries("moto S3 server", start)
-    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+    # Credentials as a real cluster gives them: a credentials file each node can read, named by
+    # a (non-secret) variable; the keys themselves are in no environment variable.
+    credentials = tmp_path_factory.mktemp("aws") / "credentials"
+    credentials.write_text("[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_SHARED_CREDENTIALS_FILE": str(credentials),
            "AWS_DEFAULT_REGION": "us-east-1"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

@@ -4,7 +4,8 @@ A training run leaves ``checkpoint-<step>`` directories (the Hugging Face Traine
 Evaluation units are keyed by a checkpoint's *content* hash, not its path: a checkpoint that
 is rewritten (fixed after corruption, retrained) is a new input, and one that is only moved
 is not.  Checkpoints may live on any fsspec filesystem (local, ``s3://``); vLLM needs a local
-directory, so remote ones are copied once into a cache keyed by their hash.
+directory, so remote ones are copied into a verified, size-capped cache
+(:mod:`tasks.artifacts.checkpoint_cache`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import json
 import re
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 import fsspec
 
-from tasks.artifacts.store import local_path, storage_options, to_uri
-from tasks.files import atomic_directory, cache_dir
+from tasks.artifacts.hash_memo import HashMemo, version_of
+from tasks.artifacts.store import storage_options, to_uri
 
 _STEP = re.compile(r"^checkpoint-(\d+)$")
 
@@ -70,16 +72,55 @@ def discover(sources: list[str]) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def _files(fs: fsspec.AbstractFileSystem, path: str) -> list[str]:
-    """Relative paths of the checkpoint's files (optimizer/scheduler state excluded: it does not
-    change what the model generates, and it is most of a full checkpoint's bytes)."""
-    skip = {"optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json", "training_args.bin"}
-    out = []
-    for full in fs.find(path):
-        rel = full[len(path.rstrip("/")) + 1:] if full.startswith(path.rstrip("/")) else full.rsplit("/", 1)[-1]
-        if rel.rsplit("/", 1)[-1] not in skip and not rel.startswith("global_step") and not rel.startswith("rng_state"):
-            out.append(rel)
-    return sorted(out)
+_SKIP = {"optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json", "training_args.bin"}
+
+
+def listing(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, dict[str, Any]]:
+    """The checkpoint's files, relative path -> fsspec info, from one listing.  Optimizer and
+    scheduler state are excluded: they do not change what the model generates (so they are not
+    part of its identity, and vLLM does not need them), and they are most of a full checkpoint's
+    bytes."""
+    base = path.rstrip("/")
+    out = {}
+    for full, info in fs.find(path, detail=True).items():
+        rel = full[len(base) + 1:] if full.startswith(base) else full.rsplit("/", 1)[-1]
+        if rel.rsplit("/", 1)[-1] not in _SKIP and not rel.startswith(("global_step", "rng_state")):
+            out[rel] = info
+    return dict(sorted(out.items()))
+
+
+def hash_file(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    h = hashlib.sha256()
+    with fs.open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_digests(uri: str, memo: HashMemo | None = None) -> dict[str, str]:
+    """sha256 of each of the checkpoint's files (relative path -> hex).  Files unchanged since
+    they were last hashed on this machine (same size and mtime/inode locally, same ETag or
+    version on S3) are not read again."""
+    uri = to_uri(uri)
+    fs, path = _fs(uri)
+    memo = memo or HashMemo()
+    digests = {}
+    for rel, info in listing(fs, path).items():
+        location, size, version = f"{uri}/{rel}", int(info.get("size") or 0), version_of(info)
+        digest = memo.get(location, size, version)
+        if digest is None:
+            digest = hash_file(fs, f"{path.rstrip('/')}/{rel}")
+            memo.put(location, size, version, digest)
+        digests[rel] = digest
+    return digests
+
+
+def combined_digest(digests: dict[str, str]) -> str:
+    """A checkpoint's content hash from its files' (names and contents)."""
+    digest = hashlib.sha256()
+    for rel in sorted(digests):
+        digest.update(f"{rel}\0{digests[rel]}\n".encode())
+    return digest.hexdigest()
 
 
 def fingerprint(uri: str) -> Checkpoint:
@@ -91,14 +132,7 @@ def fingerprint(uri: str) -> Checkpoint:
     match = _STEP.match(name)
     if not _is_checkpoint(fs, path):
         raise CheckpointError(f"{uri}: no config.json; not a model checkpoint")
-    digest = hashlib.sha256()
-    for rel in _files(fs, path):
-        h = hashlib.sha256()
-        with fs.open(f"{path}/{rel}", "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        digest.update(f"{rel}\0{h.hexdigest()}\n".encode())
-    return Checkpoint(uri, name, int(match.group(1)) if match else None, digest.hexdigest())
+    return Checkpoint(uri, name, int(match.group(1)) if match else None, combined_digest(file_digests(uri)))
 
 
 def validate(uri: str) -> None:
@@ -139,17 +173,3 @@ def _check_safetensors(fs: fsspec.AbstractFileSystem, path: str, label: str) -> 
     if 8 + n + max(ends, default=0) != size:
         raise CheckpointError(f"{label}: size {size} does not match its header ({8 + n + max(ends, default=0)} bytes)"
                               " - truncated or overwritten")
-
-
-def local_copy(checkpoint: Checkpoint) -> str:
-    """A local directory with the checkpoint's files (remote ones are downloaded once, into a
-    cache keyed by content hash)."""
-    if (path := local_path(checkpoint.uri)) is not None:
-        return path
-    target = cache_dir() / "checkpoints" / checkpoint.sha256[:24]
-    if not (target / ".complete").exists():
-        fs, path = _fs(checkpoint.uri)
-        with atomic_directory(target) as tmp:
-            fs.get(path.rstrip("/") + "/", str(tmp), recursive=True)
-            (tmp / ".complete").touch()
-    return str(target)

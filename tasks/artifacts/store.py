@@ -121,6 +121,45 @@ class ArtifactStore:
         self._write_atomic(path + META_SUFFIX, json.dumps(meta.to_json(), indent=2).encode())
         return ArtifactRef(self.uri(key), sha256, size)
 
+    # Small control objects (leases) beside the artifacts: no sidecar, no lineage.
+
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        """Write ``data`` at ``key`` only if nothing is there; False if something is.  Atomic on
+        a local filesystem (O_EXCL) and on S3 (a conditional PUT, which AWS S3, MinIO and
+        Ceph honour)."""
+        path = self.path(key)
+        if self.is_local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            return True
+        try:
+            self.fs.pipe_file(path, data, mode="create")
+        except (FileExistsError, OSError) as exc:
+            if isinstance(exc, FileExistsError) or "PreconditionFailed" in str(exc) or "412" in str(exc):
+                return False
+            raise
+        return True
+
+    def read_object(self, key: str) -> bytes | None:
+        try:
+            return self.fs.cat_file(self.path(key))
+        except FileNotFoundError:
+            return None
+
+    def write_object(self, key: str, data: bytes) -> None:
+        self._write_atomic(self.path(key), data)
+
+    def delete_object(self, key: str) -> None:
+        try:
+            self.fs.rm_file(self.path(key))
+        except FileNotFoundError:
+            pass
+
     def ref_if_exists(self, key: str) -> ArtifactRef | None:
         """The complete artifact at ``key`` (its recorded sha256 and size), or None: how a stage
         that may have run before finds its output."""

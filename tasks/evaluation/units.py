@@ -18,13 +18,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from pydantic import Field, field_validator
 
 from tasks.artifacts import layout, runs
-from tasks.artifacts.checkpoints import Checkpoint, local_copy, validate
+from tasks.artifacts.checkpoint_cache import local_copy
+from tasks.artifacts.checkpoints import Checkpoint, validate
+from tasks.artifacts.leases import LeaseRecord, produce_once
 from tasks.artifacts.lineage import ArtifactMeta, InputRef
 from tasks.artifacts.runs import Manifest, RunItem
 from tasks.artifacts.store import ArtifactRef, ArtifactStore, MissingArtifact, to_uri
@@ -156,6 +159,23 @@ def _meta(kind: str, unit: Unit, config: CheckpointEvalConfig, inputs: tuple[Inp
     return ArtifactMeta(kind, producer, inputs, params)
 
 
+def _produce(store: ArtifactStore, unit: Unit, name: str, make: Callable[[], ArtifactRef]) -> ArtifactRef:
+    """The unit's artifact ``name``, made by ``make`` unless it exists; under the artifact's
+    lease, so runs sharing the unit compute it once (the others wait for it and reuse it).
+    Prints what it does: the flow's task logs say which run computed a unit."""
+    key = unit.artifact(name)
+
+    def computed() -> ArtifactRef:
+        print(f"unit {unit.key}: computing {name} ({unit.label()})")
+        return make()
+
+    def waiting(lease: LeaseRecord | None) -> None:
+        holder = f"{lease.host} pid {lease.pid}" if lease else "another run"
+        print(f"unit {unit.key}: {name} is being computed by {holder}; waiting for it")
+
+    return produce_once(store, key, computed, on_wait=waiting)
+
+
 def sample_unit(unit: Unit, config: CheckpointEvalConfig, producer: dict[str, Any]) -> ArtifactRef:
     """Stage 1: sample the unit's prompts with this process's engine for its checkpoint,
     started here after any engine for another checkpoint is shut down (a sampler moves from
@@ -164,38 +184,45 @@ def sample_unit(unit: Unit, config: CheckpointEvalConfig, producer: dict[str, An
     from tasks.generation.sampling import release_engines
 
     store = ArtifactStore(config.store)
-    if ref := store.ref_if_exists(unit.artifact("samples.jsonl")):
-        return ref
-    validate(unit.checkpoint.uri)
-    path = local_copy(unit.checkpoint)
-    release_engines(keep=path)
-    records = sample_model(path, unit.mode, config, config.select_problems([unit.benchmark]))
-    checkpoint = InputRef(unit.checkpoint.uri, unit.checkpoint.sha256)
-    return store.put_jsonl(unit.artifact("samples.jsonl"), [asdict(r) for r in records],
-                           _meta("samples", unit, config, (checkpoint,), producer))
+
+    def make() -> ArtifactRef:
+        validate(unit.checkpoint.uri)
+        path = local_copy(unit.checkpoint)
+        release_engines(keep=path)
+        records = sample_model(path, unit.mode, config, config.select_problems([unit.benchmark]))
+        checkpoint = InputRef(unit.checkpoint.uri, unit.checkpoint.sha256)
+        return store.put_jsonl(unit.artifact("samples.jsonl"), [asdict(r) for r in records],
+                               _meta("samples", unit, config, (checkpoint,), producer))
+
+    return _produce(store, unit, "samples.jsonl", make)
 
 
 def execute_unit(unit: Unit, config: CheckpointEvalConfig, samples: ArtifactRef,
                  producer: dict[str, Any]) -> ArtifactRef:
     """Stage 2: run every sample in the sandbox."""
     store = ArtifactStore(config.store)
-    if ref := store.ref_if_exists(unit.artifact("verdicts.jsonl")):
-        return ref
-    rows = store.get_jsonl(samples.uri)
-    batch = {unit.benchmark: [Sample(r["task_id"], r["index"], r["completion"], r["solution"]) for r in rows]}
-    verdicts = execute_samples(config.select_problems([unit.benchmark]), batch, config)
-    return store.put_jsonl(unit.artifact("verdicts.jsonl"), [v.to_json() for v in verdicts],
-                           _meta("verdicts", unit, config, (InputRef(samples.uri, samples.sha256),), producer))
+
+    def make() -> ArtifactRef:
+        rows = store.get_jsonl(samples.uri)
+        batch = {unit.benchmark: [Sample(r["task_id"], r["index"], r["completion"], r["solution"]) for r in rows]}
+        verdicts = execute_samples(config.select_problems([unit.benchmark]), batch, config)
+        return store.put_jsonl(unit.artifact("verdicts.jsonl"), [v.to_json() for v in verdicts],
+                               _meta("verdicts", unit, config, (InputRef(samples.uri, samples.sha256),), producer))
+
+    return _produce(store, unit, "verdicts.jsonl", make)
 
 
 def score_unit(unit: Unit, config: CheckpointEvalConfig, verdicts: ArtifactRef,
                producer: dict[str, Any]) -> ArtifactRef:
     """Stage 3: pass@k of the unit; completes it."""
     store = ArtifactStore(config.store)
-    if ref := store.ref_if_exists(unit.artifact("scores.json")):
-        return ref
-    scores = score_verdicts(store.get_jsonl(verdicts.uri), config)
-    scores["unit"] = {"key": unit.key, "checkpoint": unit.checkpoint.uri, "checkpoint_sha256": unit.checkpoint.sha256,
-                      "step": unit.checkpoint.step, "benchmark": unit.benchmark, "mode": unit.mode}
-    return store.put_json(unit.artifact("scores.json"), scores,
-                          _meta("scores", unit, config, (InputRef(verdicts.uri, verdicts.sha256),), producer))
+
+    def make() -> ArtifactRef:
+        scores = score_verdicts(store.get_jsonl(verdicts.uri), config)
+        scores["unit"] = {"key": unit.key, "checkpoint": unit.checkpoint.uri,
+                          "checkpoint_sha256": unit.checkpoint.sha256, "step": unit.checkpoint.step,
+                          "benchmark": unit.benchmark, "mode": unit.mode}
+        return store.put_json(unit.artifact("scores.json"), scores,
+                              _meta("scores", unit, config, (InputRef(verdicts.uri, verdicts.sha256),), producer))
+
+    return _produce(store, unit, "scores.json", make)

@@ -26,7 +26,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tasks.artifacts import layout, runs
-from tasks.artifacts.checkpoints import Checkpoint, local_copy
+from tasks.artifacts.checkpoint_cache import local_copy
+from tasks.artifacts.checkpoints import Checkpoint
 from tasks.artifacts.lineage import ArtifactMeta, InputRef
 from tasks.artifacts.runs import Manifest, RunItem
 from tasks.artifacts.store import ArtifactRef, ArtifactStore, to_uri
