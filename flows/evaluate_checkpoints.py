@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
@@ -27,6 +26,7 @@ from flows.runtime import (
     fingerprint_task,
     forwarded_env,
     producer,
+    ray_task,
     record_failures,
     run_flow,
     sandbox_cpus,
@@ -39,17 +39,17 @@ from tasks.evaluation import units as ev
 from tasks.evaluation.units import FLOW_NAME, CheckpointEvalConfig, Unit
 
 
-@task(name="sample-unit", cache_policy=NO_CACHE, persist_result=True)
+@ray_task("sample-unit")
 def sample_task(unit: Unit, config: CheckpointEvalConfig, sampler: Any) -> ArtifactRef:
     return run_on(sampler, ev.sample_unit, unit, config, producer=producer(FLOW_NAME, "sample-unit"))
 
 
-@task(name="execute-unit", cache_policy=NO_CACHE, persist_result=True)
+@ray_task("execute-unit")
 def execute_task(unit: Unit, config: CheckpointEvalConfig, samples: ArtifactRef) -> ArtifactRef:
     return ev.execute_unit(unit, config, samples, producer(FLOW_NAME, "execute-unit"))
 
 
-@task(name="score-unit", cache_policy=NO_CACHE, persist_result=True)
+@ray_task("score-unit")
 def score_task(unit: Unit, config: CheckpointEvalConfig, verdicts: ArtifactRef) -> ArtifactRef:
     return ev.score_unit(unit, config, verdicts, producer(FLOW_NAME, "score-unit"))
 

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
@@ -29,6 +28,7 @@ from flows.runtime import (
     fingerprint_task,
     forwarded_env,
     producer,
+    ray_task,
     record_failures,
     run_flow,
     sandbox_cpus,
@@ -42,18 +42,18 @@ from tasks.preferences import generate as gp
 from tasks.preferences.generate import FLOW_NAME, GenerateConfig, RunInputs, Shard
 
 
-@task(name="sample-shard", cache_policy=NO_CACHE, persist_result=True)
+@ray_task("sample-shard")
 def sample_task(shard: Shard, inputs: RunInputs, sampler: Any) -> ArtifactRef:
     return run_on(sampler, gp.sample_shard, shard, inputs.config, inputs.model, inputs.source, inputs.judge,
                   producer=producer(FLOW_NAME, "sample-shard"))
 
 
-@task(name="judge-shard", cache_policy=NO_CACHE, persist_result=True)
+@ray_task("judge-shard")
 def judge_task(shard: Shard, config: GenerateConfig, samples: ArtifactRef) -> ArtifactRef:
     return gp.judge_shard(shard, config, samples, producer(FLOW_NAME, "judge-shard"))
 
 
-@task(name="build-datasets", cache_policy=NO_CACHE, persist_result=True)
+@ray_task("build-datasets")
 def build_task(run_id: str, inputs: RunInputs) -> list[dict[str, Any]]:
     return gp.build_run_datasets(ArtifactStore(inputs.config.store), run_id, inputs.config, inputs.model,
                                  inputs.source, inputs.shards, producer(FLOW_NAME, "build-datasets"))

@@ -9,7 +9,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -117,7 +117,24 @@ def unwrap(exc: BaseException) -> BaseException:
     return cause if isinstance(cause, BaseException) else exc
 
 
-@task(name="fingerprint", cache_policy=NO_CACHE, persist_result=True)
+def _send_logs(*_: Any) -> None:
+    """Send the task run's logs to the Prefect API now.  Prefect batches them and sends them from
+    a background thread; a Ray worker can be stopped (the run's local Ray shuts down) before
+    the batch goes, and the task's log lines would never reach the flow run."""
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=5)
+
+
+def ray_task(name: str) -> Callable[[Callable[..., Any]], Any]:
+    """The Prefect task decorator of every task a flow runs on Ray: no input caching (units and
+    shards are keyed by content in the store instead), results persisted (a retry of the flow
+    run picks them up), logs sent before the task's Ray worker reports back."""
+    return task(name=name, cache_policy=NO_CACHE, persist_result=True, on_completion=[_send_logs],
+                on_failure=[_send_logs])
+
+
+@ray_task("fingerprint")
 def fingerprint_task(uri: str) -> Checkpoint:
     """A model or checkpoint's content hash (every flow keys its work by it), on Ray."""
     return fingerprint(uri)

@@ -10,7 +10,10 @@ while waiting on GPU work would deadlock), and a task blocked in ``ray.get`` giv
 
 from __future__ import annotations
 
+import io
+import sys
 from collections.abc import Callable
+from contextlib import redirect_stdout
 from typing import Any
 
 import ray
@@ -28,18 +31,41 @@ class SamplerActor:
         # ~10 s import is off the critical path.
         import vllm  # noqa: F401
 
-    def run(self, stage: Callable[..., Any], *args: Any, producer: dict[str, Any]) -> Any:
-        """``stage(*args, producer=...)``, with this actor's node in the producer record."""
-        return stage(*args, producer={**producer, "sampler_node_id": ray.get_runtime_context().get_node_id()})
+    def run(self, stage: Callable[..., Any], *args: Any, producer: dict[str, Any]) -> tuple[Any, str]:
+        """``stage(*args, producer=...)``, with this actor's node in the producer record; also
+        returns what the stage printed, for the calling task's log (this actor is outside any
+        Prefect task run)."""
+        printed = io.StringIO()
+        with redirect_stdout(_Tee(sys.stdout, printed)):
+            result = stage(*args, producer={**producer, "sampler_node_id": ray.get_runtime_context().get_node_id()})
+        return result, printed.getvalue()
+
+
+class _Tee(io.TextIOBase):
+    def __init__(self, *streams: Any):
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
 
 
 def run_on(sampler: Any, stage: Callable[..., Any], *args: Any, producer: dict[str, Any]) -> Any:
     """``stage(*args, producer=...)`` in ``sampler``'s process, waited for; a failure raises the
-    stage's own exception (not Ray's wrapper), so task failures read as what went wrong."""
+    stage's own exception (not Ray's wrapper), so task failures read as what went wrong.  What
+    the stage printed is printed again here, into the calling task's log."""
     try:
-        return ray.get(sampler.run.remote(stage, *args, producer=producer))
+        result, printed = ray.get(sampler.run.remote(stage, *args, producer=producer))
     except ray.exceptions.RayTaskError as exc:
         raise unwrap(exc) from None
+    for line in printed.splitlines():
+        print(line)  # into the task run's log (flows log prints)
+    return result
 
 
 def start_samplers(count: int, tensor_parallel_size: int = 1) -> list[Any]:

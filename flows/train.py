@@ -24,8 +24,7 @@ from dataclasses import asdict
 from typing import Any
 
 import ray
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
@@ -38,6 +37,7 @@ from flows.runtime import (
     fingerprint_task,
     forwarded_env,
     producer,
+    ray_task,
     run_flow,
 )
 from tasks.artifacts import runs
@@ -143,7 +143,7 @@ def fit_stage(spec: StageSpec, made_by: dict[str, Any], log: Any) -> dict[str, A
     return {"metrics": metrics, "examples_seen": seen}
 
 
-@task(name="train-stage", cache_policy=NO_CACHE, persist_result=True)
+@ray_task("train-stage")
 def train_task(spec: StageSpec) -> dict[str, Any]:
     logger = get_run_logger()
     return fit_stage(spec, producer(FLOW_NAME, "train-stage"), logger.info)

@@ -189,9 +189,10 @@ def ray_cluster(tmp_path_factory):
     nodes: list[subprocess.Popen] = []
 
     def start_head():
-        port, client_port = _free_port(), _free_port()
+        port, client_port, dashboard_port = _free_port(), _free_port(), _free_port()
         head = subprocess.Popen([ray_bin, "start", "--head", "--block", f"--node-ip-address={HEAD_IP}",
-                                 f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+                                 f"--port={port}", "--num-cpus=2", f"--dashboard-host={HEAD_IP}",
+                                 f"--dashboard-port={dashboard_port}",
                                  "--disable-usage-stats", f"--ray-client-server-port={client_port}"],
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 preexec_fn=_die_with_parent)
@@ -205,9 +206,11 @@ def ray_cluster(tmp_path_factory):
                     _stop(head)
                     raise RuntimeError("the Ray head node did not start") from None
                 time.sleep(1)
-        return head, address, client_port
+        return head, address, client_port, f"http://{HEAD_IP}:{dashboard_port}"
 
-    head, address, client_port = start_with_retries("Ray head node", start_head)
+    # The dashboard serves Ray's state API (ray.util.state), which tests read to check what a
+    # cluster user can see.
+    head, address, client_port, dashboard = start_with_retries("Ray head node", start_head)
     try:
         def add_node():
             node = subprocess.Popen([ray_bin, "start", f"--address={address}", "--block", f"--node-ip-address={WORKER_IP}",
@@ -224,7 +227,8 @@ def ray_cluster(tmp_path_factory):
 
             return stop
 
-        yield {"address": address, "client": f"ray://{HEAD_IP}:{client_port}", "add_node": add_node}
+        yield {"address": address, "client": f"ray://{HEAD_IP}:{client_port}", "add_node": add_node,
+               "dashboard": dashboard}
     finally:
         ray.shutdown()
         for proc in [*nodes, head]:
