@@ -11,8 +11,11 @@ ways on the same machine in one run:
 3. the same units through the plain stage functions in this process (no Prefect, no Ray), to
    price the orchestration per unit.
 
-Run: ``python benchmarks/resume_cost.py [--checkpoints 4] [--limit N] [--n 10]`` (needs the toy
-model: built on first use, ~2 min).  Prints the figures and the target (<= 1/N + 10%).
+Run: ``python benchmarks/resume_cost.py [--checkpoints 4] [--limit N] [--n 10]
+[--persistent-cluster]`` (needs the toy model: built on first use, ~2 min).  Prints the figures
+and the target (<= 1/N + 10%).  By default each flow run starts (and stops) a local Ray, as a CLI
+run without ``--ray-address`` does; ``--persistent-cluster`` starts one Ray head on loopback for
+all the runs, as a shared cluster is: the runs then reuse warm vLLM samplers.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -55,7 +59,48 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoints", type=int, default=4)
     parser.add_argument("--limit", type=int, default=None, help="problems per unit (default: all 60 toy tasks)")
     parser.add_argument("--n", type=int, default=10, help="samples per problem (the toy calibration setting)")
+    parser.add_argument("--persistent-cluster", action="store_true",
+                        help="run the flows on one Ray cluster started for all of them")
     args = parser.parse_args(argv)
+    head = start_head() if args.persistent_cluster else None
+    try:
+        measure(args, head[1] if head else None)
+    finally:
+        if head:
+            head[0].terminate()
+            head[0].wait(60)
+
+
+def start_head() -> tuple[subprocess.Popen, str]:
+    """A Ray head node on 127.0.0.2 (a loopback address Ray keeps as it is), waited for."""
+    import socket
+
+    import ray
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
+                             "--node-ip-address=127.0.0.2", f"--port={port}", f"--num-cpus={os.cpu_count()}",
+                             "--include-dashboard=false", "--disable-usage-stats"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    address = f"127.0.0.2:{port}"
+    deadline = time.monotonic() + 120
+    while True:  # wait until a driver can connect
+        try:
+            ray.init(address=address, log_to_driver=False)
+            ray.shutdown()
+            return proc, address
+        except Exception:  # noqa: BLE001 - still starting
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("the Ray head did not start") from None
+            time.sleep(1)
+
+
+def measure(args: argparse.Namespace, ray_address: str | None) -> None:
 
     from prefect.testing.utilities import prefect_test_harness  # after flows/: its Prefect settings apply
 
@@ -70,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     work = Path(tempfile.mkdtemp(prefix="codealign-resume-"))
     ckpts = make_checkpoints(work / "train", base, args.checkpoints)
     settings = dict(benchmarks=["toy"], modes=["flow"], sampling={"n": args.n, "temperature": 0.8, "max_tokens": 128},
-                    engine={"max_model_len": 512}, ks=[1], limit=args.limit, workers=1)
+                    engine={"max_model_len": 512}, ks=[1], limit=args.limit, workers=1, ray_address=ray_address)
 
     with prefect_test_harness(server_startup_timeout=180):
         # 1. clean full run
@@ -81,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
         # the same run again: nothing to sample, so this is the start-up every run pays before
         # its first engine (Ray start, flow run, fingerprints, manifest and results)
         start = time.time()
-        resume(full_cfg.store, "full")
+        resume(full_cfg.store, "full", ray_address)
         fixed_s, fixed_units = time.time() - start, units_run(full_cfg.store, start)
 
         # 2. one corrupt checkpoint, then fix and resume
@@ -95,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"first run failed as intended: {str(exc)[:160]}...")
         weights.write_bytes(good)
         start = time.time()
-        resume(failing_cfg.store, "failing")
+        resume(failing_cfg.store, "failing", ray_address)
         resume_s, resume_units = time.time() - start, units_run(failing_cfg.store, start)
 
     # 3. the same units, stage functions called directly (no Prefect, no Ray), with the engine
@@ -112,7 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     release_engines()
 
     n = args.checkpoints
-    print(f"\n{n} checkpoints x 1 unit ({args.limit or 'all'} toy problems x n={args.n}); {os.cpu_count()} cores")
+    where = f"one persistent Ray cluster ({ray_address})" if ray_address else "a local Ray per run"
+    print(f"\n{n} checkpoints x 1 unit ({args.limit or 'all'} toy problems x n={args.n}); {os.cpu_count()} cores; {where}")
     print(f"full run (flow)        : {full_units} units, {full_s:6.1f} s")
     print(f"resume after 1 failure : {resume_units} units, {resume_s:6.1f} s")
     print(f"resume / full          : units {resume_units / full_units:.3f}, wall time {resume_s / full_s:.3f} "

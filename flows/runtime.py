@@ -174,19 +174,31 @@ def connect_ray(address: str | None) -> None:
             time.sleep(attempt)
 
 
+_run_scoped_ray = False  # True while run_flow holds a Ray instance it started for this run
+
+
+def cluster_outlives_run() -> bool:
+    """Whether the Ray cluster this process uses was there before the run and stays after it
+    (a cluster given by address, a session's cluster), rather than started for this run."""
+    return not _run_scoped_ray
+
+
 def run_flow(flow: Flow, config: Any, run_id: str | None = None) -> Any:
     """Run ``flow(config=..., run_id=...)`` on the Ray cluster ``config.ray_address`` names and
     with its results persisted in ``config.store`` (a process already connected to Ray keeps
     its connection; one connected here is shut down at the end)."""
+    global _run_scoped_ray
     connected_here = not ray.is_initialized()
     with prefect_api_for_run():
         if connected_here:
             connect_ray(config.ray_address)
+            _run_scoped_ray = config.ray_address is None
         try:
             # The flow's RayTaskRunner finds Ray initialized and uses this connection.
             return flow.with_options(result_storage=result_storage(config.store))(config=config, run_id=run_id)
         finally:
             if connected_here:
+                _run_scoped_ray = False
                 ray.shutdown()
 
 

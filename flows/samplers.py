@@ -10,8 +10,13 @@ while waiting on GPU work would deadlock), and a task blocked in ``ray.get`` giv
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+import os
 import sys
+import threading
+import time
 from collections.abc import Callable
 from contextlib import redirect_stdout
 from typing import Any
@@ -20,25 +25,58 @@ import ray
 from prefect import allow_failure
 from prefect.futures import PrefectFuture
 
-from flows.runtime import forwarded_env, unwrap
+from flows.runtime import cluster_outlives_run, forwarded_env, unwrap
+
+SAMPLER_NAMESPACE = "codealign"
+DEFAULT_IDLE_EXIT_S = 900.0
+
+
+def idle_exit_s() -> float:
+    """How long a warm sampler on a persistent cluster waits for work before it exits
+    (``CODEALIGN_SAMPLER_IDLE_S``), giving back the memory of its engine."""
+    return float(os.environ.get("CODEALIGN_SAMPLER_IDLE_S") or DEFAULT_IDLE_EXIT_S)
 
 
 class SamplerActor:
-    """A vLLM engine host that runs sampling stages in its own process (where the engine lives)."""
+    """A vLLM engine host that runs sampling stages in its own process (where the engine lives).
 
-    def __init__(self) -> None:
+    On a cluster that outlives the run, samplers are named, detached actors: the next run (a
+    resume, the next checkpoint's evaluation, another sweep) finds them warm, vLLM imported and
+    the last model's engine started, instead of paying both again.  They exit after
+    :func:`idle_exit_s` without work."""
+
+    def __init__(self, idle_exit_after: float | None = None) -> None:
         # Import vLLM (and torch) now: actors start while a flow prepares its inputs, so the
         # ~10 s import is off the critical path.
         import vllm  # noqa: F401
+
+        self._last_used, self._busy = time.monotonic(), False
+        if idle_exit_after:
+            threading.Thread(target=self._exit_when_idle, args=(idle_exit_after,), daemon=True).start()
 
     def run(self, stage: Callable[..., Any], *args: Any, producer: dict[str, Any]) -> tuple[Any, str]:
         """``stage(*args, producer=...)``, with this actor's node in the producer record; also
         returns what the stage printed, for the calling task's log (this actor is outside any
         Prefect task run)."""
         printed = io.StringIO()
-        with redirect_stdout(_Tee(sys.stdout, printed)):
-            result = stage(*args, producer={**producer, "sampler_node_id": ray.get_runtime_context().get_node_id()})
+        self._busy = True
+        try:
+            with redirect_stdout(_Tee(sys.stdout, printed)):
+                result = stage(*args, producer={**producer, "sampler_pid": os.getpid(),
+                                                "sampler_node_id": ray.get_runtime_context().get_node_id()})
+        finally:
+            self._busy, self._last_used = False, time.monotonic()
         return result, printed.getvalue()
+
+    def _exit_when_idle(self, idle_s: float) -> None:
+        while True:
+            time.sleep(min(idle_s, 10.0))
+            if not self._busy and time.monotonic() - self._last_used > idle_s:
+                from tasks.generation.sampling import release_engines
+
+                release_engines()
+                ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+                return
 
 
 class _Tee(io.TextIOBase):
@@ -68,9 +106,14 @@ def run_on(sampler: Any, stage: Callable[..., Any], *args: Any, producer: dict[s
     return result
 
 
+_warm: list[Any] = []  # handles of detached samplers: stop_samplers leaves them running
+
+
 def start_samplers(count: int, tensor_parallel_size: int = 1) -> list[Any]:
     """Start up to ``count`` sampler actors: one per GPU group, or one per alive node on CPU.
-    The caller keeps the handles (an actor dies with its last handle) and passes them to tasks."""
+    The caller keeps the handles (an actor dies with its last handle) and passes them to tasks.
+    On a cluster that outlives the run the actors are detached and shared by name (per node or
+    GPU group, and per environment they were given), so a later run reuses them warm."""
     env = {**forwarded_env(), "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
     gpus = int(ray.cluster_resources().get("GPU", 0))
     actor_cls = ray.remote(SamplerActor)
@@ -92,12 +135,24 @@ def start_samplers(count: int, tensor_parallel_size: int = 1) -> list[Any]:
         raise RuntimeError("no Ray node can host a vLLM sampler (no GPU for the engine and no node with a CPU)")
     # An actor that dies (out of memory, a crashed engine) is restarted for the calls after the
     # one it was serving; that call fails and is retried by a resume.
-    return [actor_cls.options(max_concurrency=1, max_restarts=2, **placement).remote() for placement in placements]
+    if not cluster_outlives_run():
+        return [actor_cls.options(max_concurrency=1, max_restarts=2, **placement).remote() for placement in placements]
+    env_key = hashlib.sha256(json.dumps({k: v for k, v in sorted(env.items()) if k != "PREFECT_API_URL"}).encode())
+    actors = []
+    for i, placement in enumerate(placements):
+        where = placement["scheduling_strategy"].node_id if "scheduling_strategy" in placement else f"gpu{i}"
+        name = f"sampler-{where[:16]}-tp{tensor_parallel_size}-{env_key.hexdigest()[:12]}"
+        actors.append(actor_cls.options(name=name, namespace=SAMPLER_NAMESPACE, lifetime="detached", get_if_exists=True,
+                                        max_concurrency=1, max_restarts=2, **placement).remote(idle_exit_s()))
+    _warm.extend(actors)
+    return actors
 
 
 def stop_samplers(actors: list[Any]) -> None:
+    """Stop the run's samplers (warm shared ones stay for the next run)."""
     for actor in actors:
-        ray.kill(actor)
+        if not any(actor is warm for warm in _warm):
+            ray.kill(actor)
 
 
 class SamplerQueue:

@@ -418,3 +418,15 @@ def test_cli_run_without_a_prefect_server_starts_one_for_the_whole_run(tmp_path,
     names = sorted(name for name, _, _ in task_runs)
     assert names.count("fingerprint") == 2 and names.count("execute-unit") == 4, names
     assert all(in_run and state == "Completed" for _, in_run, state in task_runs), task_runs
+
+
+def test_a_run_on_a_persistent_cluster_reuses_the_warm_sampler(tmp_path, toy_model_paths, prefect_api, ray_cluster):
+    """The session cluster outlives its runs: the second run samples on the sampler the first
+    one started (vLLM imported, engine warm) instead of starting its own."""
+    train = make_checkpoints(tmp_path / "train", toy_model_paths, [1, 2])
+    store = ArtifactStore(str(tmp_path / "store"))
+    run_flow(config([train / "checkpoint-1"], store.root), "warm-1")
+    run_flow(config([train / "checkpoint-2"], store.root), "warm-2")
+    (first,), (second,) = recorded_units(store, "warm-1"), recorded_units(store, "warm-2")
+    pids = [store.meta(u.artifact("samples.jsonl")).producer["sampler_pid"] for u in (first, second)]
+    assert pids[0] == pids[1], "the second run started a sampler of its own"

@@ -4,7 +4,8 @@ Two runs over the same checkpoint (two nightly sweeps, a UI retry racing a CLI r
 its evaluation units.  Without coordination both would compute a unit and their writes could
 interleave (one run's content under the other's sidecar).  Before computing an artifact a
 stage takes the artifact's lease: an object ``<artifact>.lease`` created only if absent
-(local: ``O_CREAT | O_EXCL``; S3: a conditional PUT, ``If-None-Match: *``), holding who holds
+(local: a hard link, which fails if the name exists; S3: a conditional PUT,
+``If-None-Match: *``), holding who holds
 it and until when.  The holder renews it while it works; the others wait and then find the
 artifact made.  A holder that died leaves a lease that expires (or, on the same host, whose
 process is gone): the next one takes it over.

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,17 +126,22 @@ class ArtifactStore:
 
     def create_exclusive(self, key: str, data: bytes) -> bool:
         """Write ``data`` at ``key`` only if nothing is there; False if something is.  Atomic on
-        a local filesystem (O_EXCL) and on S3 (a conditional PUT, which AWS S3, MinIO and
+        a local filesystem (link) and on S3 (a conditional PUT, which AWS S3, MinIO and
         Ceph honour)."""
         path = self.path(key)
         if self.is_local:
+            # Written whole under a temporary name, then hard-linked into place: link() fails if
+            # the name exists, and a reader never sees the object empty or half-written.
             os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".excl-", dir=os.path.dirname(path))
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.link(tmp, path)
             except FileExistsError:
                 return False
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+            finally:
+                os.unlink(tmp)
             return True
         try:
             self.fs.pipe_file(path, data, mode="create")
