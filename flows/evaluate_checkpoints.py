@@ -89,8 +89,9 @@ def evaluate_checkpoints(config: CheckpointEvalConfig, run_id: str | None = None
         try:
             chains = []
             for unit in pending:
-                samples = queue.submit(unit.checkpoint.sha256, lambda sampler, after, unit=unit:
-                                       sample_task.submit(unit, config, sampler, wait_for=after))
+                with remote_options(num_cpus=0):  # it only waits on its sampler
+                    samples = queue.submit(unit.checkpoint.sha256, lambda sampler, after, unit=unit:
+                                           sample_task.submit(unit, config, sampler, wait_for=after))
                 with remote_options(num_cpus=cpus):
                     verdicts = execute_task.submit(unit, execute_config, samples)
                 scores = score_task.submit(unit, config, verdicts)

@@ -88,8 +88,9 @@ def generate_preferences(config: GenerateConfig, run_id: str | None = None) -> d
         try:
             chains = []
             for shard in pending:
-                samples = queue.submit(model.sha256, lambda sampler, after, shard=shard:
-                                       sample_task.submit(shard, inputs, sampler, wait_for=after))
+                with remote_options(num_cpus=0):  # it only waits on its sampler
+                    samples = queue.submit(model.sha256, lambda sampler, after, shard=shard:
+                                           sample_task.submit(shard, inputs, sampler, wait_for=after))
                 with remote_options(num_cpus=cpus):  # as many CPUs as its sandbox pool has workers
                     judged = judge_task.submit(shard, judge_config, samples)
                 chains.append((shard.key, (("sample", samples), ("judge", judged))))

@@ -41,7 +41,8 @@ from flows.runtime import (
     run_flow,
 )
 from tasks.artifacts import runs
-from tasks.artifacts.checkpoints import local_copy, validate
+from tasks.artifacts.checkpoint_cache import local_copy
+from tasks.artifacts.checkpoints import validate
 from tasks.artifacts.lineage import InputRef
 from tasks.artifacts.runs import Manifest
 from tasks.artifacts.store import ArtifactStore, local_path

@@ -298,7 +298,6 @@ def test_no_store_secret_reaches_ray_or_prefect(tmp_path, toy_model_paths, prefe
 
     import s3fs
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
     from ray.util import state
 
     secret = f"secret-{tmp_path.name}-{os.getpid()}"
