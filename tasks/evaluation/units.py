@@ -33,6 +33,7 @@ from tasks.artifacts.runs import Manifest, RunItem
 from tasks.artifacts.store import ArtifactRef, ArtifactStore, MissingArtifact, to_uri
 from tasks.evaluation.pipeline import execute_samples, sample_model, score_verdicts
 from tasks.evaluation.settings import EvalSettings
+from tasks.evaluation.taxonomy import label_failures
 from tasks.generation.prompts import Mode
 from tasks.generation.samples import Sample
 
@@ -205,8 +206,10 @@ def execute_unit(unit: Unit, config: CheckpointEvalConfig, samples: ArtifactRef,
     def make() -> ArtifactRef:
         rows = store.get_jsonl(samples.uri)
         batch = {unit.benchmark: [Sample(r["task_id"], r["index"], r["completion"], r["solution"]) for r in rows]}
-        verdicts = execute_samples(config.select_problems([unit.benchmark]), batch, config)
-        return store.put_jsonl(unit.artifact("verdicts.jsonl"), [v.to_json() for v in verdicts],
+        problems = config.select_problems([unit.benchmark])
+        verdicts = execute_samples(problems, batch, config)
+        labelled = label_failures(problems[unit.benchmark], unit.mode, rows, [v.to_json() for v in verdicts])
+        return store.put_jsonl(unit.artifact("verdicts.jsonl"), labelled,
                                _meta("verdicts", unit, config, (InputRef(samples.uri, samples.sha256),), producer))
 
     return _produce(store, unit, "verdicts.jsonl", make)
