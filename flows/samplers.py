@@ -28,13 +28,13 @@ from prefect.futures import PrefectFuture
 from flows.runtime import cluster_outlives_run, forwarded_env, unwrap
 
 SAMPLER_NAMESPACE = "codealign"
-DEFAULT_IDLE_EXIT_S = 900.0
+DEFAULT_IDLE_RELEASE_S = 900.0
 
 
-def idle_exit_s() -> float:
-    """How long a warm sampler on a persistent cluster waits for work before it exits
-    (``CODEALIGN_SAMPLER_IDLE_S``), giving back the memory of its engine."""
-    return float(os.environ.get("CODEALIGN_SAMPLER_IDLE_S") or DEFAULT_IDLE_EXIT_S)
+def idle_release_s() -> float:
+    """How long a warm sampler on a persistent cluster keeps its engine without work before it
+    shuts the engine down (``CODEALIGN_SAMPLER_IDLE_S``), giving back the engine's memory."""
+    return float(os.environ.get("CODEALIGN_SAMPLER_IDLE_S") or DEFAULT_IDLE_RELEASE_S)
 
 
 class SamplerActor:
@@ -42,41 +42,43 @@ class SamplerActor:
 
     On a cluster that outlives the run, samplers are named, detached actors: the next run (a
     resume, the next checkpoint's evaluation, another sweep) finds them warm, vLLM imported and
-    the last model's engine started, instead of paying both again.  They exit after
-    :func:`idle_exit_s` without work."""
+    the last model's engine started, instead of paying both again.  After :func:`idle_release_s`
+    without work a sampler shuts its engine down (the process stays, holding only the imported
+    libraries): an actor that ended itself could be handed to a run at that moment and fail
+    its calls."""
 
-    def __init__(self, idle_exit_after: float | None = None) -> None:
+    def __init__(self, idle_release_after: float | None = None) -> None:
         # Import vLLM (and torch) now: actors start while a flow prepares its inputs, so the
         # ~10 s import is off the critical path.
         import vllm  # noqa: F401
 
-        self._last_used, self._busy = time.monotonic(), False
-        if idle_exit_after:
-            threading.Thread(target=self._exit_when_idle, args=(idle_exit_after,), daemon=True).start()
+        self._lock = threading.Lock()  # a stage and the idle release never overlap
+        self._last_used = time.monotonic()
+        if idle_release_after:
+            threading.Thread(target=self._release_when_idle, args=(idle_release_after,), daemon=True).start()
 
     def run(self, stage: Callable[..., Any], *args: Any, producer: dict[str, Any]) -> tuple[Any, str]:
         """``stage(*args, producer=...)``, with this actor's node in the producer record; also
         returns what the stage printed, for the calling task's log (this actor is outside any
         Prefect task run)."""
         printed = io.StringIO()
-        self._busy = True
-        try:
-            with redirect_stdout(_Tee(sys.stdout, printed)):
-                result = stage(*args, producer={**producer, "sampler_pid": os.getpid(),
-                                                "sampler_node_id": ray.get_runtime_context().get_node_id()})
-        finally:
-            self._busy, self._last_used = False, time.monotonic()
+        with self._lock:
+            try:
+                with redirect_stdout(_Tee(sys.stdout, printed)):
+                    result = stage(*args, producer={**producer, "sampler_pid": os.getpid(),
+                                                    "sampler_node_id": ray.get_runtime_context().get_node_id()})
+            finally:
+                self._last_used = time.monotonic()
         return result, printed.getvalue()
 
-    def _exit_when_idle(self, idle_s: float) -> None:
+    def _release_when_idle(self, idle_s: float) -> None:
+        from tasks.generation.sampling import engines_loaded, release_engines
+
         while True:
             time.sleep(min(idle_s, 10.0))
-            if not self._busy and time.monotonic() - self._last_used > idle_s:
-                from tasks.generation.sampling import release_engines
-
-                release_engines()
-                ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
-                return
+            with self._lock:
+                if engines_loaded() and time.monotonic() - self._last_used > idle_s:
+                    release_engines()
 
 
 class _Tee(io.TextIOBase):
@@ -143,7 +145,7 @@ def start_samplers(count: int, tensor_parallel_size: int = 1) -> list[Any]:
         where = placement["scheduling_strategy"].node_id if "scheduling_strategy" in placement else f"gpu{i}"
         name = f"sampler-{where[:16]}-tp{tensor_parallel_size}-{env_key.hexdigest()[:12]}"
         actors.append(actor_cls.options(name=name, namespace=SAMPLER_NAMESPACE, lifetime="detached", get_if_exists=True,
-                                        max_concurrency=1, max_restarts=2, **placement).remote(idle_exit_s()))
+                                        max_concurrency=1, max_restarts=2, **placement).remote(idle_release_s()))
     _warm.extend(actors)
     return actors
 

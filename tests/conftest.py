@@ -11,7 +11,7 @@ import flows  # noqa: E402,F401 - applies codealign's Prefect settings before an
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("CODEALIGN_DATA_DIR", str(REPO.parent / "shared" / "datasets"))
-# Warm samplers left on the session's Ray cluster give their memory back soon after their last use.
+# Warm samplers left on the session's Ray cluster shut their engines down soon after their last use.
 os.environ.setdefault("CODEALIGN_SAMPLER_IDLE_S", "120")
 START_ATTEMPTS = 3
 

@@ -88,6 +88,10 @@ def get_engine(model: str, engine: EngineSettings | None = None) -> Any:
     return _ENGINES[key]
 
 
+def engines_loaded() -> bool:
+    return bool(_ENGINES)
+
+
 def release_engines(keep: str | tuple[str, ...] | None = None) -> None:
     """Shut down every cached engine except those for the model(s) ``keep``: a long-lived
     sampler that moves from checkpoint to checkpoint holds one engine (or a policy and its
