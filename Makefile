@@ -9,7 +9,7 @@ VENV ?= $(HOME)/.cache/codealign/venv-$(DEPS_HASH)
 export CODEALIGN_DATA_DIR ?= $(abspath ../shared/datasets)
 PY := $(VENV)/bin/python
 
-.PHONY: venv sweep demo test bench clean-venv
+.PHONY: venv toolchains sweep demo test bench clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	@mkdir -p $(dir $(VENV))
@@ -26,13 +26,30 @@ venv: $(VENV)/.installed
 	@$(PY) -I -c "import tasks, pathlib, sys; sys.exit(pathlib.Path(tasks.__file__).resolve().parent.parent != pathlib.Path('.').resolve())" \
 		|| $(PY) -m pip install --quiet --no-deps -e .
 
+# Compilers and runtimes for HumanEval-X / MultiPL-E (tasks/sandbox/toolchains.py), from Debian:
+# installed when a tool or library is missing (needs root and the Debian registry); retried.
+TOOLCHAIN_PACKAGES := g++ libboost-dev libssl-dev golang-go golang-github-stretchr-testify-dev \
+	default-jdk-headless nodejs rustc cargo librust-rand-dev librust-regex-dev librust-md5-dev \
+	librust-aho-corasick-dev librust-memchr-dev
+toolchains:
+	@missing=$$(dpkg-query -W -f='$${Package} $${Status}\n' $(TOOLCHAIN_PACKAGES) 2>/dev/null | grep -v "install ok installed" | cut -d' ' -f1; \
+		for p in $(TOOLCHAIN_PACKAGES); do dpkg-query -W $$p >/dev/null 2>&1 || echo $$p; done); \
+	missing=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); \
+	if [ -n "$$(echo $$missing | tr -d ' ')" ]; then \
+		echo "installing toolchains: $$missing"; \
+		for attempt in 1 2 3; do \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null && break; \
+			sleep 10; \
+		done; \
+	fi
+
 sweep: venv
 	$(VENV)/bin/codealign sweep --preset toy $(SWEEP_ARGS)
 
-demo: venv
+demo: venv toolchains
 	$(VENV)/bin/codealign demo
 
-test: venv
+test: venv toolchains
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: venv

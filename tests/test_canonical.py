@@ -1,19 +1,30 @@
-"""Every canonical solution of every benchmark passes under the default limits."""
+"""Every canonical solution of every benchmark passes under the default limits (HumanEval-X:
+all but the data's known-broken ones, each listed with its reason)."""
 
 from __future__ import annotations
 
 import pytest
 
+from tasks.benchmarks.multilang import KNOWN_CANONICAL_FAILURES
 from tasks.benchmarks.registry import BENCHMARKS, load_benchmark
 from tasks.generation.samples import Sample
 from tasks.sandbox.execute import execute
+
+# Compiling costs ~0.5-2 s per program on a CPU: CI checks every 4th HumanEval-X task plus the
+# known-broken ones (which must keep failing); `codealign demo` checks all of them.
+COMPILED_STRIDE = 4
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(BENCHMARKS))
 def test_canonical_solutions_pass(name):
     problems = load_benchmark(name)
+    if name.startswith("humaneval-x-"):
+        problems = [p for i, p in enumerate(problems) if i % COMPILED_STRIDE == 0 or p.task_id in KNOWN_CANONICAL_FAILURES]
     verdicts = execute(problems, [Sample(p.task_id, 0, p.canonical_completion) for p in problems])
-    failures = [f"{v.task_id}: {v.status} {v.detail}" for v in verdicts if not v.passed]
-    print(f"{name} {len(verdicts) - len(failures)}/{len(verdicts)}")
+    failures = [f"{v.task_id}: {v.status} {v.detail}" for v in verdicts
+                if not v.passed and v.task_id not in KNOWN_CANONICAL_FAILURES]
+    known = {v.task_id for v in verdicts if v.task_id in KNOWN_CANONICAL_FAILURES}
+    print(f"{name} {sum(v.passed for v in verdicts)}/{len(verdicts)}")
     assert not failures, "\n".join(failures)
+    assert not any(v.passed for v in verdicts if v.task_id in known), "a known-broken canonical passed: update the list"

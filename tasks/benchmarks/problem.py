@@ -6,6 +6,7 @@ benchmarks, the toy world, user files — can all build problems without importi
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -50,6 +51,10 @@ class Problem:
     split: str = "test"
     completion_is_program: bool = False
     differential: DifferentialTests | None = field(default=None, repr=False)
+    # "python", or another language's code (tasks.sandbox.toolchains.LANGUAGES): such a
+    # program is compiled and run, ``test_setup + solution + test``; stops for Flow mode
+    language: str = "python"
+    stop_tokens: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def solution(self, completion: str) -> str:
@@ -66,6 +71,28 @@ class Problem:
         """Script-style check program: passing means it runs to its end without an exception."""
         if self.differential is not None:
             raise ValueError(f"{self.task_id} uses differential tests, not a test script")
+        if self.language != "python":
+            go_packages = self.metadata.get("go_helper_packages")
+            if go_packages is not None:
+                solution = go_with_imports(solution, self.test_setup, go_packages)
+            return f"{self.test_setup}{solution}\n{self.test}\n"
         # MBPP's test_setup_code builds fixtures from classes the solution defines, so it
         # follows the solution.
         return f"{solution}\n\n{self.test_setup}\n{self.test}\n"
+
+
+_GO_IMPORT = re.compile(r"^import\s*(\([^)]*\)|\"[^\"]+\")[ \t]*\n?", re.MULTILINE)
+
+
+def go_with_imports(solution: str, test_setup: str, packages: list[str]) -> str:
+    """HumanEval-X's Go programs (CodeGeeX's rule): the test file's header declares the package
+    and the test imports, so the solution's own import block is dropped and each helper package
+    the code uses (``name.`` appears) and the header lacks is imported; Go rejects unused ones."""
+    code = _GO_IMPORT.sub("", solution)
+    code = re.sub(r"^package\s+\w+[ \t]*\n", "", code, flags=re.MULTILINE)
+    bare = re.sub(r"//[^\n]*|/\*.*?\*/", "", code, flags=re.DOTALL)  # "a list of strings." is no use
+    used = [pkg for pkg in packages if f'"{pkg}"' not in test_setup
+            and re.search(rf"(?<![\w.]){re.escape(pkg.rsplit('/', 1)[-1])}\.", bare)]
+    if not used:
+        return code
+    return "import (\n" + "".join(f'    "{pkg}"\n' for pkg in used) + ")\n" + code

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from tasks.benchmarks.problem import Problem
+from tasks.evaluation.efficiency import label_efficiency
+from tasks.evaluation.generation_fidelity import label_fidelity
 from tasks.evaluation.scoring import score
 from tasks.evaluation.settings import EvalSettings, EvaluateConfig
 from tasks.evaluation.taxonomy import label_failures
@@ -76,7 +78,8 @@ def execute_samples(problems: dict[str, list[Problem]], samples: dict[str, list[
 
 
 def score_verdicts(verdicts: Sequence[Verdict | dict[str, Any]], settings: EvalSettings) -> dict[str, Any]:
-    """Stage 3: pass@k per benchmark and overall, and failed samples by class."""
+    """Stage 3: pass@k per benchmark and overall, failed samples by class, generation fidelity,
+    efficiency."""
     return score(verdicts, settings.ks)
 
 
@@ -88,8 +91,10 @@ def evaluate_model(config: EvaluateConfig, out_dir: str | Path, llm: Any = None,
     records = sample_model(config.model, config.mode, config, problems, llm, tokenizer)
     write_jsonl_atomic(out / "samples.jsonl", (asdict(r) for r in records))
     verdicts = execute_samples(problems, by_benchmark(records), config, progress)
-    labelled = label_failures([p for group in problems.values() for p in group], config.mode,
-                              [asdict(r) for r in records], [v.to_json() for v in verdicts])
+    flat, rows = [p for group in problems.values() for p in group], [asdict(r) for r in records]
+    labelled = label_failures(flat, config.mode, rows, [v.to_json() for v in verdicts])
+    labelled = label_fidelity(flat, config.mode, rows, labelled)
+    labelled = label_efficiency(flat, labelled, workers=config.workers)
     write_jsonl_atomic(out / "verdicts.jsonl", labelled)
     scores = score_verdicts(labelled, config)
     scores["config"] = json.loads(config.model_dump_json())

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from tasks.evaluation.efficiency import efficiency_scores
+from tasks.evaluation.generation_fidelity import fidelity_means
 from tasks.evaluation.taxonomy import failure_counts
 
 
@@ -48,7 +50,9 @@ def count(verdicts: Iterable[Any]) -> list[TaskCounts]:
 
 
 def score(verdicts: Iterable[Any], ks: Sequence[int] = (1, 10, 100)) -> dict[str, Any]:
-    """``{"benchmarks": {name: {"tasks", "samples", "pass@k"...}}, "overall": {...}}``."""
+    """``{"benchmarks": {name: {"tasks", "samples", "pass@k"...}}, "overall": {...}}``, plus
+    ``failures`` (by class), ``fidelity`` (``{metric: {"mean", "n"}}``) and ``efficiency``
+    (``{"mean", "n_tasks"}``; docs/metrics.md) in each where the verdicts carry them."""
     verdicts = [v if isinstance(v, dict) else v.to_json() for v in verdicts]
     counts = count(verdicts)
     groups: dict[str, list[TaskCounts]] = defaultdict(list)
@@ -77,4 +81,16 @@ def score(verdicts: Iterable[Any], ks: Sequence[int] = (1, 10, 100)) -> dict[str
         for by_class in failures.values():
             total.update(by_class)
         result["overall"]["failures"] = dict(sorted(total.items()))
+    fidelity, overall = fidelity_means(verdicts)  # verdicts labelled by tasks.evaluation.generation_fidelity
+    if fidelity:
+        for name, means in fidelity.items():
+            if name in result["benchmarks"]:
+                result["benchmarks"][name]["fidelity"] = means
+        result["overall"]["fidelity"] = overall
+    efficiency, overall_efficiency = efficiency_scores(verdicts)  # labelled by tasks.evaluation.efficiency
+    if overall_efficiency is not None:
+        for name, summary in efficiency.items():
+            if name in result["benchmarks"]:
+                result["benchmarks"][name]["efficiency"] = summary
+        result["overall"]["efficiency"] = overall_efficiency
     return result

@@ -31,6 +31,8 @@ from tasks.artifacts.leases import LeaseRecord, produce_once
 from tasks.artifacts.lineage import ArtifactMeta, InputRef
 from tasks.artifacts.runs import Manifest, RunItem
 from tasks.artifacts.store import ArtifactRef, ArtifactStore, MissingArtifact, to_uri
+from tasks.evaluation.efficiency import label_efficiency
+from tasks.evaluation.generation_fidelity import label_fidelity
 from tasks.evaluation.pipeline import execute_samples, sample_model, score_verdicts
 from tasks.evaluation.settings import EvalSettings
 from tasks.evaluation.taxonomy import label_failures
@@ -200,7 +202,8 @@ def sample_unit(unit: Unit, config: CheckpointEvalConfig, producer: dict[str, An
 
 def execute_unit(unit: Unit, config: CheckpointEvalConfig, samples: ArtifactRef,
                  producer: dict[str, Any]) -> ArtifactRef:
-    """Stage 2: run every sample in the sandbox."""
+    """Stage 2: run every sample in the sandbox; label each verdict with its failure class,
+    generation fidelity and efficiency."""
     store = ArtifactStore(config.store)
 
     def make() -> ArtifactRef:
@@ -209,6 +212,8 @@ def execute_unit(unit: Unit, config: CheckpointEvalConfig, samples: ArtifactRef,
         problems = config.select_problems([unit.benchmark])
         verdicts = execute_samples(problems, batch, config)
         labelled = label_failures(problems[unit.benchmark], unit.mode, rows, [v.to_json() for v in verdicts])
+        labelled = label_fidelity(problems[unit.benchmark], unit.mode, rows, labelled)
+        labelled = label_efficiency(problems[unit.benchmark], labelled, workers=config.workers)
         return store.put_jsonl(unit.artifact("verdicts.jsonl"), labelled,
                                _meta("verdicts", unit, config, (InputRef(samples.uri, samples.sha256),), producer))
 

@@ -15,16 +15,25 @@ from tasks.benchmarks.problem import Problem
 _FENCE = re.compile(r"```[ \t]*([\w+-]*)[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 
-def extract_code_block(text: str, entry_point: str = "") -> str:
+# The fence tags that mean each language (an untagged block counts as the expected language).
+FENCE_TAGS = {
+    "python": ("python", "py", "python3"), "cpp": ("cpp", "c++", "cc", "cxx"), "go": ("go", "golang"),
+    "java": ("java",), "js": ("javascript", "js", "node"), "rust": ("rust", "rs"),
+}
+
+
+def extract_code_block(text: str, entry_point: str = "", language: str = "python") -> str:
     """The code in a markdown answer; the raw text when there is no fence."""
     blocks = [(lang.lower(), body) for lang, body in _FENCE.findall(text)]
     if not blocks:
         return text
-    python = [b for lang, b in blocks if lang in ("python", "py", "python3", "")]
-    candidates = python or [b for _, b in blocks]
-    if entry_point:
+    expected = [b for lang, b in blocks if lang in (*FENCE_TAGS.get(language, (language,)), "")]
+    candidates = expected or [b for _, b in blocks]
+    if entry_point:  # the block that defines it (another language: that names it as a definition)
+        defines = (rf"^\s*def\s+{re.escape(entry_point)}\s*\(" if language == "python"
+                   else rf"\b{re.escape(entry_point)}\s*(?:\(|=|<)")
         for body in candidates:
-            if re.search(rf"^\s*def\s+{re.escape(entry_point)}\s*\(", body, re.MULTILINE):
+            if re.search(defines, body, re.MULTILINE):
                 return body
     return candidates[0]
 
@@ -51,14 +60,18 @@ def end_of_function_body(completion: str) -> str:
     return "\n".join(kept).rstrip() + "\n"
 
 
-def _prompt_imports(prompt: str) -> list[str]:
-    return [line for line in prompt.splitlines() if line.startswith(("import ", "from "))]
+_IMPORT_LINES = {"python": ("import ", "from "), "java": ("import ",), "rust": ("use ",)}
+
+
+def _prompt_imports(prompt: str, language: str = "python") -> list[str]:
+    starts = _IMPORT_LINES.get(language)
+    return [line for line in prompt.splitlines() if starts and line.startswith(starts)]
 
 
 def command_solution(problem: Problem, raw: str) -> str:
     """A full program from a Command-mode answer."""
-    code = extract_code_block(raw, problem.entry_point).strip("\n") + "\n"
-    missing = [imp for imp in _prompt_imports(problem.prompt) if imp not in code]
+    code = extract_code_block(raw, problem.entry_point, problem.language).strip("\n") + "\n"
+    missing = [imp for imp in _prompt_imports(problem.prompt, problem.language) if imp not in code]
     return "\n".join(missing + [code]) if missing else code
 
 
@@ -67,4 +80,6 @@ def flow_completion(problem: Problem, raw: str, stops: list[str]) -> str:
     text = truncate(raw, stops)
     if problem.suffix:
         return text
+    if problem.language != "python":  # cut at the benchmark's stops; put back a stop it needs
+        return text + problem.metadata.get("completion_end", "")
     return end_of_function_body(text)

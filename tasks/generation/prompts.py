@@ -178,6 +178,8 @@ def stop_sequences(problem: Problem, spec: PromptSpec, tokenizer: TokenizerLike)
     if spec.mode == "flow":
         if problem.suffix:
             return list(detect_fim(tokenizer).stop)
+        if problem.language != "python":  # HumanEval-X / MultiPL-E: the benchmark's own stops
+            return list(problem.stop_tokens)
         return list(COMPLETION_STOPS)
     return dialogue_stops(tokenizer)
 

@@ -21,7 +21,8 @@ from tasks.files import atomic_open, cache_dir
 from tasks.generation.samples import Sample
 from tasks.sandbox.limits import Limits
 from tasks.sandbox.pool import SandboxPool
-from tasks.sandbox.records import AssertTests, DifferentialJob, Job, Verdict
+from tasks.sandbox.records import AssertTests, CompiledTests, DifferentialJob, Job, Verdict
+from tasks.sandbox.toolchains import compiled_tests
 
 # Generous limits for computing expected outputs from trusted canonical code.
 _RECORD_LIMITS = Limits(cpu_s=120, wall_s=600, memory_mb=8192)
@@ -80,6 +81,8 @@ def reference_runs(problems: Sequence[Problem], pool: SandboxPool) -> dict[str, 
     ``cache_dir()`` (older versions are removed)."""
     by_benchmark: dict[str, list[Problem]] = {}
     for p in problems:
+        if p.language != "python":  # compile time would dominate; compiled runs use the limits given
+            continue
         by_benchmark.setdefault(p.benchmark, []).append(p)
     result: dict[str, dict[str, Any]] = {}
     for benchmark, group in by_benchmark.items():
@@ -115,6 +118,13 @@ def reference_runs(problems: Sequence[Problem], pool: SandboxPool) -> dict[str, 
     return result
 
 
+def canonical_references(problems: Sequence[Problem], workers: int | None = None) -> dict[str, dict[str, Any]]:
+    """:func:`reference_runs` outside :func:`execute` (the efficiency metric's canonical CPU
+    times): read from the cache that ``execute`` filled; sandbox workers start only on a miss."""
+    with SandboxPool(workers) as pool:  # workers start on first use
+        return reference_runs(problems, pool)
+
+
 def build_job(problem: Problem, sample: Sample, reference: dict[str, Any] | None = None) -> Job:
     """The program that judges one sample of one problem; ``reference`` is the canonical
     solution's run (:func:`reference_runs`), which sizes the CPU limit."""
@@ -125,9 +135,19 @@ def build_job(problem: Problem, sample: Sample, reference: dict[str, Any] | None
             task_cpu = min(TASK_CPU_CAP_S, sum(input_limits([*reference["base_cpu"], *reference["plus_cpu"]]))) + 1
         return Job(sample.task_id, sample.index, solution, "differential", _tests_key(problem), problem.benchmark,
                    task_cpu)
+    if problem.language != "python":
+        variant = problem.metadata.get("toolchain", {})
+        key = f"compiled:{problem.language}:{sorted(variant.items())}"
+        return Job(sample.task_id, sample.index, problem.test_program(solution), "compiled", key, problem.benchmark)
     min_cpu = REFERENCE_CPU_FACTOR * reference["cpu_s"] if reference else None
     return Job(sample.task_id, sample.index, problem.test_program(solution), "script", None, problem.benchmark,
                min_cpu)
+
+
+def compiled_tests_for(problem: Problem) -> CompiledTests:
+    """How ``problem``'s programs are built and run (built once per language and variant)."""
+    variant = problem.metadata.get("toolchain", {})
+    return compiled_tests(problem.language, **variant)
 
 
 def execute(
@@ -152,6 +172,8 @@ def execute(
         if s.task_id not in by_id:
             raise KeyError(f"sample refers to unknown task_id {s.task_id!r}")
     limits = limits or Limits()
+    # Compiled languages: built before the pool starts, so its workers see the builds.
+    toolchains = {p.task_id: compiled_tests_for(p) for p in problems if p.language != "python"}
     with SandboxPool(workers, limits, strict_isolation) as pool:
         # All given problems, not only those sampled: the cache is per benchmark version.
         references = reference_runs(problems, pool) if use_reference else {}
@@ -159,7 +181,7 @@ def execute(
         for s in samples:
             p = by_id[s.task_id]
             ref = references.get(p.task_id)
-            tests = _differential_job(p, ref) if p.differential is not None else None
+            tests = _differential_job(p, ref) if p.differential is not None else toolchains.get(p.task_id)
             jobs.append((build_job(p, s, ref), tests))
         verdicts = list(_with_progress(pool.run(jobs, limits), len(jobs), progress))
     order = {(s.task_id, s.index): i for i, s in enumerate(samples)}

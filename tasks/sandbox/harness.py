@@ -19,7 +19,7 @@ import time
 import traceback
 from typing import Any
 
-from tasks.sandbox.records import AssertTests, DifferentialJob, Job
+from tasks.sandbox.records import AssertTests, CompiledTests, DifferentialJob, Job, SampleLimits, Tests
 
 _DETAIL_CHARS = 300
 
@@ -47,8 +47,17 @@ def _fresh_globals() -> dict[str, Any]:
     return {"__builtins__": builtins}
 
 
-def run(job: Job, tests: DifferentialJob | AssertTests | None) -> tuple[str, str, Any]:
-    """Run ``job`` in this process and return ``(status, detail, outputs)``."""
+def run(job: Job, tests: Tests | None, limits: SampleLimits | None = None) -> tuple[str, str, Any]:
+    """Run ``job`` in this process and return ``(status, detail, outputs)``; a ``compiled`` job
+    (another language) is built and run as child processes under ``limits``."""
+    if job.mode == "compiled":
+        from tasks.sandbox import compiled
+
+        assert isinstance(tests, CompiledTests) and limits is not None, "compiled job without its toolchain"
+        try:
+            return compiled.run(job, tests, limits)
+        except BaseException as exc:  # noqa: BLE001 - every way out is a verdict
+            return "crashed", f"sandbox: {_first_line(exc)}", None
     try:
         code = compile(job.program, "<sample>", "exec")
     except (SyntaxError, ValueError) as exc:
@@ -140,17 +149,20 @@ def _record(fn: Any, tests: DifferentialJob) -> dict[str, list[Any]]:
 
 
 def _differential(fn: Any, tests: DifferentialJob) -> tuple[str, str, Any]:
+    """Judge ``fn`` on every input; a pass carries ``{"tests_cpu_s": CPU seconds in fn}``."""
     groups = (
         ("base", tests.base_inputs, tests.base_expected, tests.base_limits),
         ("plus", tests.plus_inputs, tests.plus_expected, tests.plus_limits),
     )
+    spent = 0.0  # CPU seconds in the entry point over all inputs (the efficiency metric's numerator)
     for group, inputs, expected, limits in groups:
         assert expected is not None and len(expected) == len(inputs), "expected outputs missing"
         atol = tests.atol  # evalplus restarts its tolerance state for each group
         for i, (inp, exp) in enumerate(zip(inputs, expected)):
             limit = limits[i] if limits else None
             try:
-                out, _ = _call_limited(fn, inp, limit)
+                out, used = _call_limited(fn, inp, limit)
+                spent += used
                 ok, atol = matches(tests.flavor, tests.entry_point, inp, out, exp, atol)
             except InputTimeout:
                 return "timeout", f"{group} input #{i}: CPU limit {limit:.2f}s for this input exceeded", None
@@ -161,7 +173,7 @@ def _differential(fn: Any, tests: DifferentialJob) -> tuple[str, str, Any]:
                 return status, f"{group} input #{i}: {detail}", None
             if not ok:
                 return "failed", f"{group} input #{i}: wrong output", None
-    return "passed", "", None
+    return "passed", "", {"tests_cpu_s": spent}
 
 
 # --------------------------------------------------------------------- evalplus' oracles

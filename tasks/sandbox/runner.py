@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 
 from tasks.sandbox import harness, isolation
-from tasks.sandbox.records import Job, SampleLimits, Tests, Verdict
+from tasks.sandbox.records import CompiledTests, Job, SampleLimits, Tests, Verdict
 
 _SAFE_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -75,8 +75,11 @@ def prepare_worker_process() -> None:
 
 
 def _sample_main(job: Job, tests: Tests | None, limits: SampleLimits, ctx: SandboxContext,
-                 nonce: str, result_w: int, out_w: int, work: str, inherited_bytes: int) -> None:
-    """Body of the sample process; never returns."""
+                 nonce: str, result_w: int, out_w: int, work: str, inherited_bytes: int,
+                 run_limits: SampleLimits) -> None:
+    """Body of the sample process; never returns.  ``limits`` are the process's own (wider
+    for a compiled job, whose children each get their step's limits), ``run_limits`` what the
+    program's run may use."""
     try:
         if ctx.cgroup_procs_fd is not None:
             os.write(ctx.cgroup_procs_fd, b"0")
@@ -110,7 +113,7 @@ def _sample_main(job: Job, tests: Tests | None, limits: SampleLimits, ctx: Sandb
     except BaseException as exc:  # noqa: BLE001 - report set-up failure as a verdict
         _send(result_w, nonce, job.mode, "crashed", f"sandbox set-up failed: {exc}", None)
         os._exit(70)
-    status, detail, outputs = harness.run(job, tests)
+    status, detail, outputs = harness.run(job, tests, run_limits)
     try:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -125,7 +128,10 @@ def _send(fd: int, nonce: str, mode: str, status: str, detail: str, outputs: obj
         payload = nonce.encode() + b"P" + pickle.dumps((status, detail, outputs))
     else:
         counts = outputs if mode == "asserts" else None  # {"passed": k, "total": n}
-        payload = nonce.encode() + b"J" + json.dumps({"status": status, "detail": detail, "counts": counts}).encode()
+        message = {"status": status, "detail": detail, "counts": counts}
+        if mode == "differential" and isinstance(outputs, dict):  # a pass: {"tests_cpu_s": seconds}
+            message["tests_cpu_s"] = outputs.get("tests_cpu_s")
+        payload = nonce.encode() + b"J" + json.dumps(message).encode()
     view = memoryview(payload)
     while view:
         view = view[os.write(fd, view):]
@@ -143,7 +149,9 @@ def fresh_work_dir(ctx: SandboxContext, tmpfs_mb: int) -> str:
 
 def run_job(job: Job, tests: Tests | None, limits: SampleLimits, ctx: SandboxContext) -> Verdict:
     """Run one job to a verdict.  Called in a sandbox worker process (never in the caller's)."""
-    limits = job.effective_limits(limits)
+    run_limits = limits = job.effective_limits(limits)
+    if isinstance(tests, CompiledTests):
+        limits = tests.process_limits(run_limits)
     nonce = os.urandom(16).hex()
     work = fresh_work_dir(ctx, limits.file_size_mb)
     result_r, result_w = os.pipe()
@@ -155,7 +163,7 @@ def run_job(job: Job, tests: Tests | None, limits: SampleLimits, ctx: SandboxCon
         for fd in (result_r, out_r):
             os.close(fd)
         try:
-            _sample_main(job, tests, limits, ctx, nonce, result_w, out_w, work, inherited)
+            _sample_main(job, tests, limits, ctx, nonce, result_w, out_w, work, inherited, run_limits)
         finally:
             os._exit(72)
     for fd in (result_w, out_w):
@@ -242,10 +250,12 @@ def _kill_and_reap_everything_else(pid: int, ctx: SandboxContext) -> float:
 
 def _verdict(job: Job, limits: SampleLimits, nonce: str, result: bytes, output: bytes, wait_status: int,
              cpu: float, wall: float, timed_out: bool) -> Verdict:
-    def make(status: str, detail: str, outputs: object = None, counts: dict[str, int] | None = None) -> Verdict:
+    def make(status: str, detail: str, outputs: object = None, counts: dict[str, int] | None = None,
+             tests_cpu: float | None = None) -> Verdict:
         passed, total = (counts["passed"], counts["total"]) if counts else (None, None)
         return Verdict(job.task_id, job.sample_index, status, status == "passed", round(cpu, 4),
-                       round(wall, 4), detail[:300], job.benchmark, outputs, passed, total)
+                       round(wall, 4), detail[:300], job.benchmark, outputs, passed, total,
+                       round(tests_cpu, 6) if tests_cpu is not None and status == "passed" else None)
 
     head = nonce.encode()
     signalled = os.WIFSIGNALED(wait_status)
@@ -260,7 +270,8 @@ def _verdict(job: Job, limits: SampleLimits, nonce: str, result: bytes, output: 
             counts = message.get("counts")
             if counts is not None:  # written by the sample process: check before trusting it
                 counts = {"passed": int(counts["passed"]), "total": int(counts["total"])}
-            return make(str(message["status"]), str(message["detail"]), counts=counts)
+            tests_cpu = _tests_cpu(message.get("tests_cpu_s"), cpu)
+            return make(str(message["status"]), str(message["detail"]), counts=counts, tests_cpu=tests_cpu)
         except Exception as exc:  # noqa: BLE001
             return make("crashed", f"unreadable verdict message ({exc})")
     if result.startswith(head) and code == 70:
@@ -277,3 +288,21 @@ def _verdict(job: Job, limits: SampleLimits, nonce: str, result: bytes, output: 
         name = signal.Signals(os.WTERMSIG(wait_status)).name
         return make("crashed", f"killed by signal {name}" + (f": {last}" if last else ""))
     return make("error", f"exited with code {code} before the tests completed" + (f": {last}" if last else ""))
+
+
+# process_time and rusage can disagree by a clock tick; more than this is not a measurement.
+_TESTS_CPU_SLACK_S = 0.05
+
+
+def _tests_cpu(value: object, process_cpu: float) -> float | None:
+    """The sample's claimed CPU seconds on its inputs, checked like ``counts``: a number (not a
+    bool), finite, not negative and not above the sample process's own CPU time (measured here,
+    outside it, from rusage); anything else raises (the verdict becomes ``crashed``)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"tests_cpu_s is not a number: {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0 or value > process_cpu + _TESTS_CPU_SLACK_S:
+        raise ValueError(f"tests_cpu_s {value!r} outside [0, process CPU {process_cpu:.4f}s]")
+    return value

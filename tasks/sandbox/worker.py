@@ -81,7 +81,9 @@ def main() -> None:
     sample_uid = None
     if mode.namespaces:  # keep the interpreter's directories before anything covers them
         secrets = isolation.secret_roots()
-        isolation.keep_visible(isolation.python_paths(), [*isolation.SCRATCH_MOUNTS, *secrets])
+        from tasks.sandbox.toolchains import visible_paths  # prepared toolchain builds (Rust crates, Go cache)
+
+        isolation.keep_visible([*isolation.python_paths(), *visible_paths()], [*isolation.SCRATCH_MOUNTS, *secrets])
         isolation.hide_secrets(secrets)
         if not mode.user_namespace:  # a user namespace maps one uid only: the caller's own
             sample_uid = isolation.SAMPLE_UID_BASE + os.getpid()
