@@ -231,3 +231,16 @@ def test_connect_ray_without_address_starts_a_fresh_local_instance(monkeypatch):
     monkeypatch.setattr(ray, "init", lambda address: seen.append(address))
     flow.connect_ray(None)
     assert seen == ["local"]
+
+
+def test_a_benchmark_from_a_user_file_is_keyed_by_its_content(tmp_path):
+    import shutil
+
+    data = tmp_path / "EvoEval_difficult.jsonl"
+    shutil.copy(Path(__file__).parent / "fixtures" / "local_benchmarks" / "EvoEval_difficult.jsonl", data)
+    ckpt = fingerprint(str(make_checkpoint(tmp_path / "checkpoint-1")))
+    cfg = CheckpointEvalConfig(checkpoints=["x"], benchmarks=[f"evoeval:{data}", "toy"], modes=["flow"])
+    before = [u.key for u in make_units(cfg, [ckpt])]
+    data.write_text(data.read_text().replace("\n", "\n\n", 1))  # another version of the file
+    after = [u.key for u in make_units(cfg, [ckpt])]
+    assert after[0] != before[0] and after[1] == before[1]  # the shipped benchmark's unit is unchanged

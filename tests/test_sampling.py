@@ -71,3 +71,24 @@ def test_evaluate_toy_instruct_command_mode_and_humaneval_subset(toy_instruct, t
     assert all(s["solution"] is not None for s in samples)
     assert scores["benchmarks"]["toy"]["pass@1"] > 0
     assert "humaneval" in scores["benchmarks"]
+
+
+@pytest.mark.parametrize("mode", ["flow", "command"])
+def test_evaluate_other_languages_end_to_end(toy_base, tmp_path, mode):
+    """HumanEval-X and a MultiPL-E file go through the same pipeline: their own stops (Flow),
+    their language's fence (Command), compiled verdicts, a failure class for every failure."""
+    from pathlib import Path
+
+    llm, tokenizer, path = toy_base
+    multipl_e = f"multipl-e:{Path(__file__).parent / 'fixtures' / 'multipl_e' / 'humaneval-js-reworded.jsonl'}"
+    config = EvaluateConfig(model=path, benchmarks=["humaneval-x-js", "humaneval-x-cpp", multipl_e], mode=mode,
+                            ks=[1], limit=2, sampling=SamplingSettings(n=2, temperature=0.8, max_tokens=96))
+    scores = evaluate_model(config, tmp_path, llm=llm, tokenizer=tokenizer)
+    samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    verdicts = [json.loads(line) for line in (tmp_path / "verdicts.jsonl").read_text().splitlines()]
+    assert len(samples) == len(verdicts) == 12
+    assert set(scores["benchmarks"]) == {"humaneval-x-js", "humaneval-x-cpp", multipl_e}
+    assert all(v["failure"] is not None for v in verdicts if not v["passed"])
+    assert all(v["efficiency"] is None for v in verdicts)  # CPU-time efficiency is for Python programs
+    if mode == "flow":  # the benchmark's own stop put back: every HumanEval-X completion closes its function
+        assert all(s["completion"].endswith("\n}\n") for s in samples if s["benchmark"].startswith("humaneval-x"))

@@ -127,7 +127,10 @@ def _sweep_in_store(tmp_path):
     record.eval_runs = {0: "sw-eval"}
     scores = {"b0": (0.5, 0.3), "ps1": (0.55, 0.35), "ps2": (0.6, 0.4), "pd": (0.65, 0.4), "pb": (0.7, 0.45),
               "i0": (0.6, 0.5), "fs": (0.5, 0.5)}  # sha -> (flow, command) pass@1
-    eval_rows = [{"checkpoint_sha256": sha, "benchmark": "toy", "mode": mode, "pass@1": s[i]}
+    failures = {("b0", "command"): {"format:no_code": 5, "wrong_answer": 2}, ("i0", "command"): {"wrong_answer": 3},
+                ("b0", "flow"): {"wrong_answer": 4, "over_generation": 1}}
+    eval_rows = [{"checkpoint_sha256": sha, "benchmark": "toy", "mode": mode, "pass@1": s[i],
+                  "failures": failures.get((sha, mode), {})}
                  for sha, s in scores.items() for i, mode in enumerate(("flow", "command"))]
     rows = result_rows(record, {0: eval_rows})
     store.put_json(layout.run_record("sw", "sweep.json"), record.to_json(), meta)
@@ -154,6 +157,10 @@ def test_report_tables_match_the_stored_results(tmp_path):
     assert ["toy-fta-s0-r16-sft", "0.600", "0.500", "0.02", "degraded"] in early
     assert ["toy-fta-s0-r16-functional-dpo", "-", "-", "-", "skipped: SFT degraded (...)"] in early
     assert "icl-vs-lora" not in tables  # one shot count, one rank: nothing to compare
+    classes = tables["failure-classes"]  # why samples failed, per final model and mode
+    assert classes.columns == ["model", "mode", "failed", "wrong_answer", "format:no_code", "over_generation"]
+    assert classes.rows == [["toy base", "Flow", "5", "4", "0", "1"], ["toy base", "Command", "7", "2", "5", "0"],
+                            ["toy instruct", "Command", "3", "3", "0", "0"]]
     # every alignment cell is the stored result of that model's final checkpoint
     for r in rows:
         if r["final"] and r["mode"] == "flow":

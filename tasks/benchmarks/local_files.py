@@ -88,6 +88,7 @@ from __future__ import annotations
 
 import ast
 import gzip
+import hashlib
 import json
 import math
 import re
@@ -148,6 +149,16 @@ def load_local_benchmark(name: str) -> list[Problem]:
         raise ValueError(f"not a local benchmark name: {name!r} (use evoeval:PATH, evalperf:PATH, codal:PATH or multipl-e:PATH)")
     kind, path = parsed
     return _LOADERS[kind](path, name)
+
+
+def local_benchmark_digest(name: str) -> str | None:
+    """The sha256 of the file a ``kind:PATH`` benchmark is read from (None for shipped
+    benchmarks, whose data files are verified against fixed digests): results computed from
+    one version of a user's file are not reused for another."""
+    parsed = parse_name(name)
+    if parsed is None:
+        return None
+    return hashlib.sha256(_read_bytes(parsed[1], parsed[0])).hexdigest()
 
 
 class BenchmarkTable(dict):  # type: ignore[type-arg]

@@ -31,6 +31,7 @@ from tasks.artifacts.leases import LeaseRecord, produce_once
 from tasks.artifacts.lineage import ArtifactMeta, InputRef
 from tasks.artifacts.runs import Manifest, RunItem
 from tasks.artifacts.store import ArtifactRef, ArtifactStore, MissingArtifact, to_uri
+from tasks.benchmarks.local_files import local_benchmark_digest
 from tasks.evaluation.efficiency import label_efficiency
 from tasks.evaluation.generation_fidelity import label_fidelity
 from tasks.evaluation.pipeline import execute_samples, sample_model, score_verdicts
@@ -93,7 +94,9 @@ def make_units(config: CheckpointEvalConfig, checkpoints: list[Checkpoint]) -> l
     for ckpt in checkpoints:
         for benchmark in config.benchmarks:
             for mode in config.modes:
-                ident = json.dumps([ckpt.sha256, benchmark, mode, settings])
+                # a benchmark read from a user's file is also identified by that file's content
+                content = local_benchmark_digest(benchmark)
+                ident = json.dumps([ckpt.sha256, benchmark, mode, settings, *([content] if content else [])])
                 key = hashlib.sha256(ident.encode()).hexdigest()[:24]
                 # two paths with the same content are one unit (evaluated once, under the first path)
                 units.setdefault(key, Unit(key, ckpt, benchmark, mode))
@@ -150,7 +153,7 @@ def result_rows(store: ArtifactStore, units: list[Unit]) -> tuple[list[dict[str,
         bench = scores["benchmarks"].get(unit.benchmark, {})
         rows.append({"checkpoint": unit.checkpoint.name, "step": unit.checkpoint.step, "benchmark": unit.benchmark,
                      "mode": unit.mode, "unit": unit.key, "checkpoint_sha256": unit.checkpoint.sha256,
-                     **{k: v for k, v in bench.items() if k.startswith("pass@") or k in ("tasks", "samples")}})
+                     **{k: v for k, v in bench.items() if k.startswith("pass@") or k in ("tasks", "samples", "failures")}})
         inputs.append(InputRef(meta.uri, meta.sha256))
     return rows, tuple(inputs)
 

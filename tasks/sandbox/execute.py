@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import pickle
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -87,7 +88,9 @@ def reference_runs(problems: Sequence[Problem], pool: SandboxPool) -> dict[str, 
     result: dict[str, dict[str, Any]] = {}
     for benchmark, group in by_benchmark.items():
         folder = cache_dir() / "reference"
-        path = folder / f"{benchmark}-{_fingerprint(group)}.pkl"
+        # a benchmark from a user file is named with its path: one flat file name per benchmark
+        stem = re.sub(r"[^\w.+-]", "_", benchmark)
+        path = folder / f"{stem}-{_fingerprint(group)}.pkl"
         if path.is_file():
             with path.open("rb") as f:
                 result.update(pickle.load(f))
@@ -111,8 +114,8 @@ def reference_runs(problems: Sequence[Problem], pool: SandboxPool) -> dict[str, 
             pickle.dump(runs, f, protocol=pickle.HIGHEST_PROTOCOL)
         # Older versions of this benchmark only: "humaneval-*.pkl" would also match the
         # "humaneval-infill-*" caches, so compare the name without its fingerprint.
-        for old in folder.glob(f"{glob.escape(benchmark)}-*.pkl"):
-            if old != path and old.name.rsplit("-", 1)[0] == benchmark:
+        for old in folder.glob(f"{glob.escape(stem)}-*.pkl"):
+            if old != path and old.name.rsplit("-", 1)[0] == stem:
                 old.unlink(missing_ok=True)
         result.update(runs)
     return result

@@ -140,9 +140,24 @@ def tax_table(rows: list[dict[str, Any]]) -> Table | None:
     benchmarks = sorted({r["benchmark"] for r in final})
     table = Table("instruction-tuning-tax", f"Flow vs Command mode, {metric} (paper 001's instruction-tuning tax)",
                   ["model"] + [f"{b} {m}" for b in benchmarks for m in ("Flow", "Command", "Command − Flow")])
+    for name, match in _final_models(final):
+        cells = []
+        for b in benchmarks:
+            flow_s = _score(final, metric, benchmark=b, mode="flow", **match)
+            command = _score(final, metric, benchmark=b, mode="command", **match)
+            cells += [_fmt(flow_s), _fmt(command),
+                      "-" if flow_s is None or command is None else f"{command - flow_s:+.3f}"]
+        table.rows.append([name, *cells])
+    return table
+
+
+def _final_models(final: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """Each model of the sweep's final rows, in report order: its display name and the row
+    fields that select it."""
     models = sorted({(r["pair"], r["pathway"], r["technique"], r["objective"] or "", r["seed"] or 0, r["lora_r"] or 0)
                      for r in final}, key=lambda m: (m[0], ["pta", "fta"].index(m[1]),
                                                      [t for t, _ in TECHNIQUES].index(m[2]), m[3], m[4], m[5]))
+    named = []
     for pair, pathway, technique, objective, seed, rank in models:
         name = f"{pair} {'base' if pathway == 'pta' else 'instruct'}" if technique == "base" else \
             f"{pair} {pathway.upper()} {technique}" + (f" ({objective})" if technique in ("dpo", "bonbon") else "")
@@ -151,13 +166,30 @@ def tax_table(rows: list[dict[str, Any]]) -> Table | None:
             match.update(seed=seed, lora_r=rank)
         if technique in ("dpo", "bonbon"):
             match["objective"] = objective
-        cells = []
-        for b in benchmarks:
-            flow_s = _score(final, metric, benchmark=b, mode="flow", **match)
-            command = _score(final, metric, benchmark=b, mode="command", **match)
-            cells += [_fmt(flow_s), _fmt(command),
-                      "-" if flow_s is None or command is None else f"{command - flow_s:+.3f}"]
-        table.rows.append([name, *cells])
+        named.append((name, match))
+    return named
+
+
+def failures_table(rows: list[dict[str, Any]]) -> Table | None:
+    """Why the final models' samples failed, per model and mode (the failure taxonomy, summed
+    over benchmarks): paper 001 breaks the instruction-tuning tax down this way."""
+    final = [r for r in rows if r["final"] and r["shots"] == 0 and r.get("failures")]
+    if not final:
+        return None
+    totals: dict[str, int] = {}
+    for r in final:
+        for cls, n in r["failures"].items():
+            totals[cls] = totals.get(cls, 0) + n
+    classes = sorted(totals, key=lambda c: (-totals[c], c))
+    table = Table("failure-classes", "failed samples by class, final models (summed over benchmarks)",
+                  ["model", "mode", "failed", *classes])
+    for name, match in _final_models(final):
+        for mode in ("flow", "command"):
+            selected = [r for r in final if r["mode"] == mode and all(r.get(k) == v for k, v in match.items())]
+            if not selected:
+                continue
+            counts = {c: sum(r["failures"].get(c, 0) for r in selected) for c in classes}
+            table.rows.append([name, mode.title(), str(sum(counts.values())), *(str(counts[c]) for c in classes)])
     return table
 
 
@@ -253,7 +285,7 @@ def build(store: ArtifactStore, run_id: str) -> Report:
     record = read_record(store, run_id)
     rows = runs.read_results(store, run_id) if store.exists(layout.run_record(run_id, layout.RESULTS)) else []
     tables = alignment_tables(rows, record)
-    tables += [t for t in (tax_table(rows), icl_lora_table(rows)) if t is not None]
+    tables += [t for t in (tax_table(rows), failures_table(rows), icl_lora_table(rows)) if t is not None]
     tables += [early_stop_table(record), data_table(store, record)]
     png = steps_png(rows, run_id)
     lines = [f"# alignment-sweep {run_id}", "", f"- **preset**: {record.preset or '-'}",

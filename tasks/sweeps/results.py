@@ -111,5 +111,5 @@ def result_rows(record: SweepRecord, eval_rows: dict[int, list[dict[str, Any]]])
                     continue  # ICL rows are for the starting models
                 rows.append({**what, "shots": shots, "benchmark": r["benchmark"], "mode": r["mode"],
                              "checkpoint_sha256": r["checkpoint_sha256"],
-                             **{k: v for k, v in r.items() if k.startswith("pass@")}})
+                             **{k: v for k, v in r.items() if k.startswith("pass@") or k == "failures"}})
     return rows
