@@ -186,3 +186,12 @@ def test_score_command_prints_the_fidelity_table(tmp_path):
     assert any(line.split() == ["│", "follows_format", "│", "100.0%", "n=2", "│"] for line in lines), r.stdout
     written = json.loads(verdicts.with_suffix(".scores.json").read_text())
     assert written["benchmarks"]["b"]["fidelity"]["stop_adherent"] == {"mean": 0.5, "n": 2}
+
+
+def test_command_mode_format_is_checked_in_the_problem_language():
+    from tasks.benchmarks.registry import load_benchmark
+
+    problem = load_benchmark("humaneval-x-go")[0]
+    assert measure(problem, "command", raw="```go\nfunc F() {}\n```").follows_format is True
+    assert measure(problem, "command", raw="```python\ndef f(): pass\n```").follows_format is False
+    assert measure(problem, "flow", raw="    return false\n}\n").stop_adherent is None

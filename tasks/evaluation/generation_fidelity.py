@@ -146,10 +146,12 @@ def measure(problem: Problem, mode: str, raw: str | None = None, completion: str
                               exact_match=middle == reference,
                               edit_similarity=edit_similarity(middle, reference),
                               length_ratio=len(middle) / len(reference) if reference else None)
-    if raw is None or getattr(problem, "language", "python") != "python":
-        return SampleFidelity()  # the shape checks below read Python (fences, indentation, ``def``)
-    if mode == "command":
-        return SampleFidelity(follows_format=format_problem(raw) is None)
+    if raw is None:
+        return SampleFidelity()
+    if mode == "command":  # a fenced block in the problem's language
+        return SampleFidelity(follows_format=format_problem(raw, problem.language) is None)
+    if problem.language != "python":
+        return SampleFidelity()  # the Flow shape checks below read Python (indentation, ``def``)
     if problem.completion_is_program:
         return SampleFidelity()  # no prompt function to continue or stop at the end of
     return SampleFidelity(stop_adherent=stop_adherent(raw, finish_reason),
