@@ -55,6 +55,8 @@ KNOWN_CANONICAL_FAILURES = {
                       "boolean) where the tests expect the pair [string, boolean]",
     "JavaScript/155": "the canonical solution counts no digit for 0 (`while (num > 0)`), the tests expect "
                       "evenOddCount(0) to be [1, 0]",
+    "Rust/50": "its test calls `rng.gen_range(low, high)`, the API of rand before 0.8; the Rust crates here "
+               "are Debian's rand 0.8, whose gen_range takes a range (E0277 at compile time)",
 }
 
 
