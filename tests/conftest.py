@@ -276,3 +276,14 @@ def pathway_runs(tmp_path_factory, toy_model_paths, prefect_api, ray_cluster):
         result = generate(config(model, source, store, mode=mode), pathway)
         out[pathway] = (ArtifactStore(str(store)), result)
     return root, source, out
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    """An empty artifact store, once on the local filesystem and once on the test S3 server."""
+    from tasks.artifacts.store import ArtifactStore
+
+    if request.param == "local":
+        return ArtifactStore(str(tmp_path / "store"))
+    s3 = request.getfixturevalue("s3_server")
+    return ArtifactStore(f"s3://{s3['bucket']}/t-{tmp_path.name}")

@@ -53,13 +53,6 @@ def test_sandbox_reservation_never_exceeds_the_largest_node(monkeypatch):
 # ---------------------------------------------------------------- leases
 
 
-@pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path):
-    if request.param == "local":
-        return ArtifactStore(str(tmp_path / "store"))
-    s3 = request.getfixturevalue("s3_server")
-    return ArtifactStore(f"s3://{s3['bucket']}/leases-{tmp_path.name}")
-
 
 def _meta() -> ArtifactMeta:
     return ArtifactMeta("test", {}, (), {})

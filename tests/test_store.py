@@ -15,14 +15,6 @@ from tasks.artifacts.store import (
 )
 
 
-@pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path):
-    if request.param == "local":
-        return ArtifactStore(str(tmp_path / "runs"))
-    s3 = request.getfixturevalue("s3_server")
-    return ArtifactStore(f"s3://{s3['bucket']}/t-{tmp_path.name}")
-
-
 def test_put_get_roundtrip_with_lineage(store):
     ref = store.put_json("runs/r1/scores.json", {"pass@1": 0.5},
                          ArtifactMeta("scores", producer={"flow": "f", "task": "score"}, params={"k": [1]}))

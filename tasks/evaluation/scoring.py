@@ -37,15 +37,14 @@ class TaskCounts:
     c: int
 
 
-def count(verdicts: Iterable[Any]) -> list[TaskCounts]:
-    """Samples and passes per (benchmark, task).  Accepts Verdict objects or dicts."""
+def count(verdicts: Iterable[dict[str, Any]]) -> list[TaskCounts]:
+    """Samples and passes per (benchmark, task), from verdicts as JSON records."""
     n: dict[tuple[str, str], int] = defaultdict(int)
     c: dict[tuple[str, str], int] = defaultdict(int)
     for v in verdicts:
-        get = v.get if isinstance(v, dict) else lambda k, _v=v: getattr(_v, k)
-        key = (get("benchmark") or "", get("task_id"))
+        key = (v.get("benchmark") or "", v["task_id"])
         n[key] += 1
-        c[key] += bool(get("passed"))
+        c[key] += bool(v.get("passed"))
     return [TaskCounts(b, t, n[(b, t)], c[(b, t)]) for b, t in n]
 
 
