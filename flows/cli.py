@@ -205,7 +205,8 @@ def demo_command(
             for v in verdicts:
                 if not v.passed:
                     why = known.get(v.task_id) or f"{v.status}: {v.detail}"
-                    out.print(f"  {v.task_id} {'cannot pass' if v.task_id in known else 'FAILED'}: {why}")
+                    out.print(f"  {v.task_id} {'cannot pass' if v.task_id in known else 'FAILED'}: {why}",
+                              soft_wrap=True, markup=False)
         write_json_atomic(out_dir / "canonical.json", counts)
         demo_file = Path(__file__).resolve().parent.parent / "tasks" / "data" / "humaneval_demo_samples.jsonl"
         settings = EvalSettings(benchmarks=["humaneval"], ks=[1, 5], workers=workers)

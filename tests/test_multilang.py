@@ -152,3 +152,21 @@ def test_multipl_e_programs_run_prompt_completion_tests(language, right, wrong):
 def test_go_helper_imports_ignore_comments_and_longer_names():
     solution = "// a list of strings.\nfunc F(operand []int) int {\n    return len(operand) // operand.\n}\n"
     assert go_with_imports(solution, "package main\n", ["strings", "math/rand"]) == solution
+
+
+@pytest.mark.slow
+def test_demo_lists_each_language_and_the_canonicals_that_cannot_pass(tmp_path, monkeypatch):
+    """`codealign demo` (here over HumanEval-X JavaScript only): the language's canonical results,
+    each known-broken canonical with its reason, exit 0 (only unexplained failures fail it)."""
+    from typer.testing import CliRunner
+
+    from flows import cli
+    from tasks.benchmarks import registry
+
+    monkeypatch.setattr(cli, "BENCHMARKS", {"humaneval-x-js": registry.BENCHMARKS["humaneval-x-js"]})
+    result = CliRunner().invoke(cli.app, ["demo", "--out", str(tmp_path), "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    assert "humaneval-x-js 162/164" in result.output
+    assert "JavaScript/112 cannot pass: the canonical solution returns `(z, false)`" in result.output
+    canonical = json.loads((tmp_path / "canonical.json").read_text())["humaneval-x-js"]
+    assert canonical["failures"] == [] and set(canonical["cannot_pass"]) == {"JavaScript/112", "JavaScript/155"}
