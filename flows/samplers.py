@@ -151,14 +151,10 @@ def start_samplers(count: int, tensor_parallel_size: int = 1) -> list[Any]:
 
 
 def stop_samplers(actors: list[Any]) -> None:
-    """Stop the run's samplers (warm shared ones stay for the next run; this process forgets
-    their handles, so a long-lived process running many flows does not collect them)."""
+    """Stop the run's samplers (warm shared ones stay for the next run)."""
     for actor in actors:
-        shared = next((i for i, warm in enumerate(_warm) if warm is actor), None)
-        if shared is None:
+        if not any(actor is warm for warm in _warm):
             ray.kill(actor)
-        else:
-            del _warm[shared]
 
 
 class SamplerQueue:

@@ -26,6 +26,21 @@ CHROMIUM = "/usr/bin/chromium"  # Debian's package (Playwright cannot download i
 ARTIFACTS = REPO / "out" / "test-artifacts"  # kept after the run: the browser's screenshot
 
 
+class RetryUnavailable(httpx.HTTPTransport):
+    """Prefect's server answers 503 when its database is momentarily busy (SQLite on a loaded
+    2-core machine; CI saw it once on create_flow_run): such a request was not carried out and
+    is sent again, as Prefect's own client does.  Any other answer is returned as it is."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        for attempt in range(6):
+            response = super().handle_request(request)
+            if response.status_code != 503:
+                return response
+            response.close()
+            time.sleep(1 + attempt)
+        return super().handle_request(request)
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, toy_model_paths):
     root = tmp_path_factory.mktemp("stack")
@@ -37,7 +52,7 @@ def stack(tmp_path_factory, toy_model_paths):
     assert up.returncode == 0, up.stderr[-3000:]
     record = json.loads(up.stdout)
     try:
-        with httpx.Client(base_url=record["api"], timeout=30) as api:
+        with httpx.Client(base_url=record["api"], timeout=30, transport=RetryUnavailable()) as api:
             yield {**record, "root": root, "store": ArtifactStore(str(store)), "http": api}
     finally:
         subprocess.run([*command[:2], "down", *command[2:]], cwd=REPO, timeout=300)
