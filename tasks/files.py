@@ -91,8 +91,23 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
+# Files and folders a user gave this process (benchmark and source files, local stores): the
+# sandbox hides them from samples, as it hides the shipped benchmarks (tasks.sandbox.pool).
+_KEPT_FROM_SAMPLES: set[str] = set()
+
+
+def keep_from_samples(path: str | Path) -> None:
+    """Record that samples must never see ``path`` (it may hold answers)."""
+    _KEPT_FROM_SAMPLES.add(os.path.realpath(path))
+
+
+def kept_from_samples() -> list[str]:
+    return sorted(_KEPT_FROM_SAMPLES)
+
+
 def read_text(path: str | Path, what: str = "file") -> str:
     """A UTF-8 text file, or an :class:`InputError` naming it."""
+    keep_from_samples(path)
     try:
         return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -101,6 +116,7 @@ def read_text(path: str | Path, what: str = "file") -> str:
 
 def file_sha256(path: str | Path) -> str:
     """sha256 of a file's bytes, or an :class:`InputError` naming it."""
+    keep_from_samples(path)
     try:
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()
     except OSError as exc:

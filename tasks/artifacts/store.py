@@ -22,7 +22,7 @@ from typing import Any
 import fsspec
 
 from tasks.artifacts.lineage import ArtifactMeta
-from tasks.files import atomic_directory, jsonl_text, write_bytes_atomic
+from tasks.files import atomic_directory, jsonl_text, keep_from_samples, write_bytes_atomic
 
 META_SUFFIX = ".meta.json"
 
@@ -68,6 +68,7 @@ class ArtifactStore:
         self.fs, self._root_path = fsspec.core.url_to_fs(self.root, **storage_options(self.root))
         if self.is_local:
             self.fs.makedirs(self._root_path, exist_ok=True)
+            keep_from_samples(self._root_path)
 
     @property
     def is_local(self) -> bool:

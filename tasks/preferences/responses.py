@@ -148,12 +148,13 @@ def sample_responses(llm: Any, tokenizer: Any, items: list[Instruction], samplin
 
 
 def tested_program(r: Response) -> TestedProgram:
-    """The sandbox job of a response: its code (plus the instruction's test setup) under its
-    tests.  Given tests are shared by an instruction's responses (one key: the sandbox compiles
-    them once); self tests are each response's own."""
+    """The sandbox job of a response: its code under its tests (after the instruction's test
+    setup).  Given tests are shared by an instruction's responses and judged by the judge; self
+    tests are each response's own, written by the model, so they run sandboxed, never in the
+    judge."""
     key = f"{r.instruction_id}#given" if r.tests_origin == "given" else f"{r.instruction_id}#{r.index}"
-    program = f"{r.code}\n{r.test_setup}\n" if r.test_setup else r.code
-    return TestedProgram(r.instruction_id, r.index, program, tuple(r.tests), key)
+    return TestedProgram(r.instruction_id, r.index, r.code, tuple(r.tests), key, r.test_setup,
+                         tests_trusted=r.tests_origin == "given")
 
 
 def judge_responses(responses: list[Response], limits: Limits | None = None, workers: int | None = None,

@@ -4,6 +4,12 @@ It turns (problem, sample) pairs into jobs, makes sure the expected outputs of d
 ("+") benchmarks exist (computed once from the canonical solutions, in the sandbox, and cached
 on disk), runs everything in a :class:`~tasks.sandbox.pool.SandboxPool` and returns verdicts in
 input order.  It is self-contained and picklable-argument-only, so a Ray task can run one batch.
+
+Python tests are judged by the judge, the sample only answering calls (see
+:mod:`tasks.sandbox.judge`).  A problem whose tests cannot cross to the sample (they build
+objects of the sample's own classes, or pass a type) is judged the old way, in the sample's
+process, and its verdicts say so (``judged_in_process``): the canonical solution's reference
+run finds these problems (:func:`fallback_reasons`).
 """
 
 from __future__ import annotations
@@ -22,12 +28,13 @@ from tasks.files import atomic_open, cache_dir
 from tasks.generation.samples import Sample
 from tasks.sandbox.limits import Limits
 from tasks.sandbox.pool import SandboxPool
-from tasks.sandbox.records import AssertTests, CompiledTests, DifferentialJob, Job, Verdict
+from tasks.sandbox.judge import trusted_helpers
+from tasks.sandbox.records import AssertTests, CompiledTests, DifferentialJob, Job, ProxiedTests, Tests, Verdict
 from tasks.sandbox.toolchains import compiled_tests
 
 # Generous limits for computing expected outputs from trusted canonical code.
 _RECORD_LIMITS = Limits(cpu_s=120, wall_s=600, memory_mb=8192)
-_REFERENCE_FORMAT = "4"  # 4: per-input CPU times of the canonical solutions
+_REFERENCE_FORMAT = "5"  # 5: outputs as the judge decodes them; problems judged in process
 # A task's CPU limit is at least this multiple of its canonical solution's CPU time (evalplus'
 # ground-truth time factor), so tasks whose reference is slow keep a wide margin while the
 # default floor (Limits.cpu_s) keeps infinite loops cheap.
@@ -98,18 +105,32 @@ def reference_runs(problems: Sequence[Problem], pool: SandboxPool) -> dict[str, 
         print(f"codealign: running {benchmark}'s canonical solutions once ({len(group)} tasks, cached afterwards)",
               file=sys.stderr)
         jobs = []
+        by_id = {p.task_id: p for p in group}
         for p in group:
             if p.differential is not None:
                 job = Job(p.task_id, -1, p.canonical_solution, "record", _tests_key(p) + "#record", p.benchmark)
                 jobs.append((job, _differential_job(p, None)))
             else:
-                jobs.append((build_job(p, Sample(p.task_id, -1, p.canonical_completion)), None))
+                jobs.append(job_and_tests(p, Sample(p.task_id, -1, p.canonical_completion)))
         runs: dict[str, dict[str, Any]] = {}
+        retry = []
         for verdict in pool.run(jobs, _RECORD_LIMITS):
+            p = by_id[verdict.task_id]
+            if verdict.status != "passed" and p.differential is None:
+                retry.append((p, verdict))  # tests the judge cannot proxy: judged in process
+                continue
             if verdict.status != "passed":
                 raise RuntimeError(f"{benchmark} {verdict.task_id}: canonical solution failed "
                                    f"({verdict.status}: {verdict.detail})")
-            runs[verdict.task_id] = {**(verdict.outputs or {}), "cpu_s": verdict.cpu_s}
+            runs[verdict.task_id] = {**(verdict.outputs or {}), "cpu_s": verdict.cpu_s, "fallback": None}
+        in_process = [job_and_tests(p, Sample(p.task_id, -1, p.canonical_completion), in_process=True)
+                      for p, _ in retry]
+        reasons = {p.task_id: f"{v.status}: {v.detail}" for p, v in retry}
+        for verdict in pool.run(in_process, _RECORD_LIMITS):
+            if verdict.status != "passed":
+                raise RuntimeError(f"{benchmark} {verdict.task_id}: canonical solution failed "
+                                   f"({verdict.status}: {verdict.detail})")
+            runs[verdict.task_id] = {"cpu_s": verdict.cpu_s, "fallback": reasons[verdict.task_id]}
         with atomic_open(path, binary=True) as f:
             pickle.dump(runs, f, protocol=pickle.HIGHEST_PROTOCOL)
         # Older versions of this benchmark only: "humaneval-*.pkl" would also match the
@@ -128,23 +149,38 @@ def canonical_references(problems: Sequence[Problem], workers: int | None = None
         return reference_runs(problems, pool)
 
 
-def build_job(problem: Problem, sample: Sample, reference: dict[str, Any] | None = None) -> Job:
-    """The program that judges one sample of one problem; ``reference`` is the canonical
-    solution's run (:func:`reference_runs`), which sizes the CPU limit."""
+def fallback_reasons(references: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Problems judged in the sample's own process, with why (the judge's verdict on the
+    canonical solution through the proxy): task id -> reason."""
+    return {task: ref["fallback"] for task, ref in references.items() if ref.get("fallback")}
+
+
+def job_and_tests(problem: Problem, sample: Sample, reference: dict[str, Any] | None = None,
+                  in_process: bool = False) -> tuple[Job, Tests | None]:
+    """The job that judges one sample of one problem, and the tests the judge holds for it;
+    ``reference`` is the canonical solution's run (:func:`reference_runs`), which sizes the CPU
+    limit and says whether the problem is judged in the sample's process."""
     solution = sample.solution if sample.solution is not None else problem.solution(sample.completion or "")
     if problem.differential is not None:
         task_cpu = None
         if reference:
             task_cpu = min(TASK_CPU_CAP_S, sum(input_limits([*reference["base_cpu"], *reference["plus_cpu"]]))) + 1
-        return Job(sample.task_id, sample.index, solution, "differential", _tests_key(problem), problem.benchmark,
-                   task_cpu)
+        job = Job(sample.task_id, sample.index, solution, "differential", _tests_key(problem), problem.benchmark,
+                  task_cpu)
+        return job, _differential_job(problem, reference)
     if problem.language != "python":
         variant = problem.metadata.get("toolchain", {})
         key = f"compiled:{problem.language}:{sorted(variant.items())}"
-        return Job(sample.task_id, sample.index, problem.test_program(solution), "compiled", key, problem.benchmark)
+        job = Job(sample.task_id, sample.index, problem.test_program(solution), "compiled", key, problem.benchmark)
+        return job, compiled_tests_for(problem)
     min_cpu = REFERENCE_CPU_FACTOR * reference["cpu_s"] if reference else None
-    return Job(sample.task_id, sample.index, problem.test_program(solution), "script", None, problem.benchmark,
-               min_cpu)
+    if in_process or (reference or {}).get("fallback"):
+        return Job(sample.task_id, sample.index, problem.test_program(solution), "script", None, problem.benchmark,
+                   min_cpu), None
+    tests = ProxiedTests(problem.entry_point, f"{problem.test_setup}\n{problem.test}\n",
+                         trusted_helpers(problem.canonical_solution, problem.prompt, problem.entry_point))
+    return Job(sample.task_id, sample.index, solution, "proxied", _tests_key(problem), problem.benchmark,
+               min_cpu), tests
 
 
 def compiled_tests_for(problem: Problem) -> CompiledTests:
@@ -176,17 +212,22 @@ def execute(
             raise KeyError(f"sample refers to unknown task_id {s.task_id!r}")
     limits = limits or Limits()
     # Compiled languages: built before the pool starts, so its workers see the builds.
-    toolchains = {p.task_id: compiled_tests_for(p) for p in problems if p.language != "python"}
+    for p in problems:
+        if p.language != "python":
+            compiled_tests_for(p)
     with SandboxPool(workers, limits, strict_isolation) as pool:
         # All given problems, not only those sampled: the cache is per benchmark version.
         references = reference_runs(problems, pool) if use_reference else {}
-        jobs = []
-        for s in samples:
-            p = by_id[s.task_id]
-            ref = references.get(p.task_id)
-            tests = _differential_job(p, ref) if p.differential is not None else toolchains.get(p.task_id)
-            jobs.append((build_job(p, s, ref), tests))
+        jobs = [job_and_tests(by_id[s.task_id], s, references.get(s.task_id)) for s in samples]
         verdicts = list(_with_progress(pool.run(jobs, limits), len(jobs), progress))
+        # Tests that turned out to pass something that cannot cross to the sample: in process.
+        again = [i for i, v in enumerate(verdicts) if v.status == "unproxiable"]
+        if again:
+            by_key = {(s.task_id, s.index): s for s in samples}
+            retry = [job_and_tests(by_id[verdicts[i].task_id], by_key[(verdicts[i].task_id, verdicts[i].sample_index)],
+                                   references.get(verdicts[i].task_id), in_process=True) for i in again]
+            redone = {(v.task_id, v.sample_index): v for v in pool.run(retry, limits)}
+            verdicts = [redone.get((v.task_id, v.sample_index), v) for v in verdicts]
     order = {(s.task_id, s.index): i for i, s in enumerate(samples)}
     verdicts.sort(key=lambda v: order[(v.task_id, v.sample_index)])
     return verdicts
@@ -201,7 +242,9 @@ class TestedProgram:
     index: int
     program: str
     tests: tuple[str, ...]
-    tests_key: str  # programs judged by the same tests share a key (sent to a worker once)
+    tests_key: str  # programs judged by the same tests share a key
+    setup: str = ""  # run before the tests (imports, fixtures)
+    tests_trusted: bool = True  # False: a model wrote them (never run in the judge)
 
 
 def execute_tested(programs: Sequence[TestedProgram], limits: Limits | None = None, workers: int | None = None,
@@ -210,10 +253,20 @@ def execute_tested(programs: Sequence[TestedProgram], limits: Limits | None = No
     verdicts in input order, with ``tests_passed`` / ``tests_total``.  The whole program may
     take ``limits.cpu_s`` plus the tests' limits."""
     limits = limits or Limits()
-    jobs = [(Job(p.task_id, p.index, p.program, "asserts", p.tests_key, "", limits.cpu_s + test_cpu_s * len(p.tests)),
-             AssertTests(list(p.tests), test_cpu_s)) for p in programs]
+
+    def job(p: TestedProgram, in_process: bool) -> tuple[Job, AssertTests]:
+        untrusted = in_process or not p.tests_trusted
+        program = f"{p.program}\n{p.setup}\n" if untrusted and p.setup else p.program
+        return (Job(p.task_id, p.index, program, "asserts", p.tests_key, "", limits.cpu_s + test_cpu_s * len(p.tests)),
+                AssertTests(list(p.tests), test_cpu_s, "" if untrusted else p.setup, untrusted))
+
     with SandboxPool(workers, limits) as pool:
-        verdicts = list(pool.run(jobs, limits))
+        verdicts = list(pool.run([job(p, False) for p in programs], limits))
+        again = {(v.task_id, v.sample_index) for v in verdicts if v.status == "unproxiable"}
+        if again:
+            redone = {(v.task_id, v.sample_index): v
+                      for v in pool.run([job(p, True) for p in programs if (p.task_id, p.index) in again], limits)}
+            verdicts = [redone.get((v.task_id, v.sample_index), v) for v in verdicts]
     order = {(p.task_id, p.index): i for i, p in enumerate(programs)}
     verdicts.sort(key=lambda v: order[(v.task_id, v.sample_index)])
     for verdict, program in zip(verdicts, programs):

@@ -182,13 +182,48 @@ def _under(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-def python_paths() -> list[str]:
-    """Where this interpreter and everything it imports live: its prefixes and import path."""
+def python_paths(hidden: list[str] = ()) -> list[str]:  # type: ignore[assignment]
+    """Where this interpreter and everything it imports live: its prefixes and the entries of
+    its import path that lie outside the ``hidden`` answer keys (the project's checkout is one:
+    what samples need from it is imported before they run)."""
     import sys
 
-    project = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # holds tasks/
-    found = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path, project) if p}
+    prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix) if p}
+    entries = {os.path.realpath(p) for p in sys.path if p}
+    found = prefixes | {p for p in entries if not any(_under(p, h) for h in hidden)}
     return sorted(p for p in found if os.path.isdir(p))
+
+
+def project_root() -> str:
+    """The checkout (or installed tree) that holds ``tasks/``."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+
+
+def answer_keys(paths: list[str]) -> list[str]:
+    """The existing ones of ``paths`` (real paths, outermost only): benchmark data, reference
+    caches, stores, user files, the project's checkout."""
+    found = sorted({os.path.realpath(p) for p in paths if p and os.path.exists(p)})
+    return [p for p in found if p != "/" and not any(_under(p, q) and p != q for q in found)]
+
+
+_answer_keys: list[str] = []
+
+
+def hide_answer_keys(paths: list[str]) -> None:
+    """Cover each directory with an empty read-only tmpfs (kept paths below it bound back) and
+    each file with an empty one: samples see none of their content.  Covers that a scratch
+    reset drops (a key inside a kept path under /tmp) are made again by each reset."""
+    _answer_keys[:] = paths
+    for path in paths:
+        _hide(path)
+
+
+def _hide(path: str) -> None:
+    if os.path.isdir(path):
+        _cover(path, "size=1m,mode=0755")
+        mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    elif os.path.isfile(path):
+        mount("/dev/null", path, None, MS_BIND)
 
 
 def secret_roots() -> list[str]:
@@ -214,13 +249,17 @@ def keep_visible(paths: list[str], hidden: list[str]) -> list[str]:
 
 
 def _cover(target: str, opts: str) -> None:
-    """A fresh tmpfs over ``target``, with the kept paths below it bound back read-only."""
+    """A fresh tmpfs over ``target``, with the kept paths below it bound back read-only (and
+    the answer keys inside those hidden again)."""
     mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, opts)
     for path, handle in _kept:
         if _under(path, target) and path != target:
             os.makedirs(path, exist_ok=True)
             mount(f"/proc/self/fd/{handle}", path, None, MS_BIND | MS_REC)
             mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+            for key in _answer_keys:
+                if _under(key, path) and key != target:
+                    _hide(key)
 
 
 def hide_secrets(roots: list[str]) -> None:

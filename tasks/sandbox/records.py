@@ -39,10 +39,25 @@ class DifferentialJob:
 @dataclass(frozen=True)
 class AssertTests:
     """Tests as separate ``assert`` statements, run one by one after the program, so a verdict
-    says how many passed (preference data ranks responses by it), each under its own CPU limit."""
+    says how many passed (preference data ranks responses by it), each under its own CPU limit.
+    ``setup`` runs before them (imports, fixtures).  Judged by the judge through a proxy to the
+    sample, except when ``untrusted`` (a model wrote them: SelfCodeAlign's self-tests)."""
 
     statements: list[str]
     limit_s: float = 1.0
+    setup: str = ""
+    untrusted: bool = False
+
+
+@dataclass(frozen=True)
+class ProxiedTests:
+    """Test code that runs in the judge with the sample's functions as proxies (HumanEval's
+    ``check(candidate)``, MBPP's asserts, toy tests): ``helpers`` (trusted imports and the
+    prompt's own helpers, see tasks.sandbox.judge.trusted_helpers) run first, then ``code``."""
+
+    entry_point: str
+    code: str
+    helpers: str = ""
 
 
 @dataclass(frozen=True)
@@ -74,24 +89,37 @@ class CompiledTests:
                        max_processes=max(run.max_processes, 256))
 
 
-# What a job's tests travel as (sent once per worker, keyed by ``Job.tests_key``).
-Tests = DifferentialJob | AssertTests | CompiledTests
+# What a job's tests are: held by the judge (never sent to the sample's worker), apart from a
+# compiled language's toolchain, which the sample process needs to build and run its program.
+Tests = DifferentialJob | AssertTests | CompiledTests | ProxiedTests
 
 
 @dataclass(frozen=True)
 class Job:
-    """One program to run.  ``mode`` is ``script`` (passes if it runs to the end),
-    ``differential`` (compare outputs), ``asserts`` (run :class:`AssertTests` one by one and
-    count), ``compiled`` (another language: build and run it, :class:`CompiledTests`) or ``record`` (collect the outputs of trusted canonical code, to build the expected
-    outputs once)."""
+    """One program to run.  ``mode``:
+
+    * judged by the judge, the sample only answering calls: ``differential`` (compare outputs,
+      :class:`DifferentialJob`), ``record`` (collect the outputs of trusted canonical code, to
+      build the expected outputs once), ``proxied`` (test code with the sample's functions as
+      proxies, :class:`ProxiedTests`), ``asserts`` (:class:`AssertTests`, counted one by one);
+    * judged in the sample's own process (``judged_in_process`` verdicts): ``script`` (passes if
+      the program, tests included, runs to its end), ``asserts`` with untrusted tests, and
+      ``compiled`` (another language: build and run it, :class:`CompiledTests`)."""
 
     task_id: str
     sample_index: int
     program: str
-    mode: Literal["script", "differential", "asserts", "compiled", "record"] = "script"
+    mode: Literal["script", "differential", "asserts", "compiled", "record", "proxied"] = "script"
     tests_key: str | None = None
     benchmark: str = ""
     min_cpu_s: float | None = None  # raise the CPU limit for tasks whose reference is slow
+
+    def judged_in_process(self, tests: Tests | None) -> bool:
+        """Does the sample judge itself (its tests in its own process)?  ``script`` and
+        ``compiled`` always; ``asserts`` when its tests are untrusted (model-written: they must
+        not run in the judge)."""
+        return self.mode in ("script", "compiled") or (
+            self.mode == "asserts" and isinstance(tests, AssertTests) and tests.untrusted)
 
     def effective_limits(self, limits: SampleLimits) -> SampleLimits:
         if self.min_cpu_s is None or self.min_cpu_s <= limits.cpu_s:
@@ -117,9 +145,14 @@ class Verdict:
     tests_passed: int | None = None
     tests_total: int | None = None
     # ``differential`` jobs that passed: CPU seconds spent calling the entry point on all inputs
-    # (time.process_time in the sample process, program load excluded; reported by the sample
-    # process, checked by the runner against the process's own CPU time).  None otherwise.
+    # (read by the judge from the sample's process CPU clock around each call).  None otherwise.
     tests_cpu_s: float | None = None
+    # the tests ran in the sample's own process (tests the judge cannot proxy, model-written
+    # tests, compiled languages): a determined sample can reach them (docs/architecture.md)
+    judged_in_process: bool = False
+    # a failure class the judge names: "not_plain_data" (returned a value that is not plain
+    # data), "ended_early" (ended before answering every call); "" otherwise
+    flag: str = ""
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

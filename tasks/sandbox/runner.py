@@ -1,19 +1,19 @@
-"""Run one job in its own process tree and turn what happened into a :class:`Verdict`.
+"""Run one job's sample process and report how it ended (the worker's side; no judging here).
 
-With namespaces the worker serving jobs is PID 1 of a private PID namespace (see
-``worker.py``).  Per sample it forks once; the sample sets its limits, drops every capability
-and runs the harness.  The worker watches two pipes (the sample's capped output and the verdict
-channel) and the sample's pidfd against a wall-clock deadline.  Then, whatever happened, it
-sends SIGKILL to every other process in the namespace (``kill(-1)`` from PID 1 reaches all of
-them, double-forked and new-session descendants included), reaps them, and replaces the
-sample's tmpfs mounts with fresh ones: nothing a sample started or wrote survives its verdict.
-This costs one fork per sample instead of new namespaces per sample.
+The worker serving jobs holds no tests and no expected outputs: it is a clean fork server.  With
+namespaces it is PID 1 of a private PID namespace (see ``worker.py``).  Per sample it forks
+once; the sample sets its limits, drops every capability and becomes a function server on its
+call socket (:mod:`tasks.sandbox.calls`), whose other end the judge holds (the judge sent the
+socket with the job).  Jobs the judge cannot keep apart from the sample (``judged_in_process``)
+run the old way: the sample runs its tests itself (:mod:`tasks.sandbox.harness`) and sends a
+verdict frame.  The worker watches the sample's capped output, its pidfd, a wall-clock deadline
+and its own control socket (the judge's "finish" when it has its verdict).  Then, whatever
+happened, it sends SIGKILL to every other process in the namespace (``kill(-1)`` from PID 1
+reaches all of them, double-forked and new-session descendants included), reaps them, replaces
+the sample's tmpfs mounts with fresh ones, and reports the exit to the judge.
 
 Without namespaces (the OS refused them) the sample gets its own session, is killed as a
 process group, and works in a temporary directory that is removed afterwards.
-
-The verdict message carries a per-sample nonce; anything else on that pipe is ignored, and a
-sample that dies without the message never passes.
 """
 
 from __future__ import annotations
@@ -22,16 +22,16 @@ import io
 import json
 import math
 import os
-import pickle
 import resource
 import selectors
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass
 
-from tasks.sandbox import harness, isolation
-from tasks.sandbox.records import CompiledTests, Job, SampleLimits, Tests, Verdict
+from tasks.sandbox import calls, harness, isolation
+from tasks.sandbox.records import CompiledTests, Job, SampleLimits, Tests
 
 _SAFE_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -41,7 +41,6 @@ _SAFE_ENV = {
     "OPENBLAS_NUM_THREADS": "1",
     "OMP_NUM_THREADS": "1",
 }
-_RESULT_FD = 3
 _WORK_DIR = "/tmp/work"
 
 
@@ -74,12 +73,11 @@ def prepare_worker_process() -> None:
     sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True, errors="replace")
 
 
-def _sample_main(job: Job, tests: Tests | None, limits: SampleLimits, ctx: SandboxContext,
-                 nonce: str, result_w: int, out_w: int, work: str, inherited_bytes: int,
-                 run_limits: SampleLimits) -> None:
+def _sample_main(job: Job, tests: Tests | None, limits: SampleLimits, ctx: SandboxContext, call_fd: int,
+                 out_w: int, work: str, inherited_bytes: int, run_limits: SampleLimits) -> None:
     """Body of the sample process; never returns.  ``limits`` are the process's own (wider
     for a compiled job, whose children each get their step's limits), ``run_limits`` what the
-    program's run may use."""
+    program's run may use.  ``tests``: only for the in-process modes."""
     try:
         if ctx.cgroup_procs_fd is not None:
             os.write(ctx.cgroup_procs_fd, b"0")
@@ -90,15 +88,15 @@ def _sample_main(job: Job, tests: Tests | None, limits: SampleLimits, ctx: Sandb
         os.dup2(devnull, 0)
         os.dup2(out_w, 1)
         os.dup2(out_w, 2)
-        os.dup2(result_w, _RESULT_FD)
-        os.closerange(_RESULT_FD + 1, 65536)
+        os.dup2(call_fd, calls.CALL_FD)
+        os.closerange(calls.CALL_FD + 1, 65536)
         if work != _WORK_DIR:  # fallback mode: a per-sample temporary directory
             os.environ.update(HOME=work, TMPDIR=work, PWD=work)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)
         cpu = max(1, math.ceil(limits.cpu_s))
         # The limit is on what the sample allocates: the worker's inherited mappings (preloaded
-        # modules, cached tests) are added, so a verdict never depends on the worker's history.
+        # modules) are added, so a verdict never depends on the worker's history.
         mem = inherited_bytes + limits.memory_mb * 1024 * 1024
         fsize = limits.file_size_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
@@ -111,30 +109,23 @@ def _sample_main(job: Job, tests: Tests | None, limits: SampleLimits, ctx: Sandb
                 isolation.become_unprivileged(ctx.sample_uid)
             isolation.drop_capabilities()
     except BaseException as exc:  # noqa: BLE001 - report set-up failure as a verdict
-        _send(result_w, nonce, job.mode, "crashed", f"sandbox set-up failed: {exc}", None)
+        _send_verdict("crashed", f"sandbox set-up failed: {exc}", None, call_fd)
         os._exit(70)
-    status, detail, outputs = harness.run(job, tests, run_limits)
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except BaseException:  # noqa: BLE001 - a closed stream must not hide the verdict
-        pass
-    _send(_RESULT_FD, nonce, job.mode, status, detail, outputs)
-    os._exit(0)
+    if tests is not None and job.judged_in_process(tests) or job.mode == "script":
+        status, detail, outputs = harness.run(job, tests, run_limits)
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except BaseException:  # noqa: BLE001 - a closed stream must not hide the verdict
+            pass
+        _send_verdict(status, detail, outputs if job.mode == "asserts" else None, calls.CALL_FD)
+        os._exit(0)
+    calls.serve(job.program)
 
 
-def _send(fd: int, nonce: str, mode: str, status: str, detail: str, outputs: object) -> None:
-    if mode == "record":  # trusted canonical code: outputs are arbitrary Python values
-        payload = nonce.encode() + b"P" + pickle.dumps((status, detail, outputs))
-    else:
-        counts = outputs if mode == "asserts" else None  # {"passed": k, "total": n}
-        message = {"status": status, "detail": detail, "counts": counts}
-        if mode == "differential" and isinstance(outputs, dict):  # a pass: {"tests_cpu_s": seconds}
-            message["tests_cpu_s"] = outputs.get("tests_cpu_s")
-        payload = nonce.encode() + b"J" + json.dumps(message).encode()
-    view = memoryview(payload)
-    while view:
-        view = view[os.write(fd, view):]
+def _send_verdict(status: str, detail: str, counts: object, fd: int) -> None:
+    message = {"status": status, "detail": detail, "counts": counts}
+    calls.send_frame(fd, calls.VERDICT, json.dumps(message).encode())
 
 
 def fresh_work_dir(ctx: SandboxContext, tmpfs_mb: int) -> str:
@@ -147,80 +138,86 @@ def fresh_work_dir(ctx: SandboxContext, tmpfs_mb: int) -> str:
     return tempfile.mkdtemp(prefix="codealign-")
 
 
-def run_job(job: Job, tests: Tests | None, limits: SampleLimits, ctx: SandboxContext) -> Verdict:
-    """Run one job to a verdict.  Called in a sandbox worker process (never in the caller's)."""
+@dataclass
+class ExitReport:
+    """How a sample process ended, as its worker saw it (sent to the judge)."""
+
+    wait_status: int
+    cpu_s: float
+    wall_s: float
+    output: bytes
+    timed_out: bool
+    limits: SampleLimits
+
+
+def run_job(job: Job, tests: Tests | None, limits: SampleLimits, ctx: SandboxContext, call_fd: int,
+            control: socket.socket) -> ExitReport:
+    """Run one sample process to its end.  Called in a sandbox worker process (never in the
+    caller's).  A message on ``control`` (the judge has its verdict) ends the sample."""
     run_limits = limits = job.effective_limits(limits)
     if isinstance(tests, CompiledTests):
         limits = tests.process_limits(run_limits)
-    nonce = os.urandom(16).hex()
     work = fresh_work_dir(ctx, limits.file_size_mb)
-    result_r, result_w = os.pipe()
     out_r, out_w = os.pipe()
     inherited = _address_space_bytes()
     start = time.monotonic()
     pid = os.fork()
     if pid == 0:
-        for fd in (result_r, out_r):
-            os.close(fd)
+        os.close(out_r)
         try:
-            _sample_main(job, tests, limits, ctx, nonce, result_w, out_w, work, inherited, run_limits)
+            _sample_main(job, tests, limits, ctx, call_fd, out_w, work, inherited, run_limits)
         finally:
             os._exit(72)
-    for fd in (result_w, out_w):
-        os.close(fd)
+    os.close(out_w)
+    os.close(call_fd)
 
     deadline = start + limits.wall_s
-    chunks: dict[str, bytearray] = {"result": bytearray(), "output": bytearray()}
-    caps = {"result": None if job.mode == "record" else 1 << 20, "output": limits.output_bytes}
+    output = bytearray()
     sel = selectors.DefaultSelector()
-    for fd, name in ((result_r, "result"), (out_r, "output")):
-        os.set_blocking(fd, False)
-        sel.register(fd, selectors.EVENT_READ, name)
+    os.set_blocking(out_r, False)
+    sel.register(out_r, selectors.EVENT_READ, "output")
     pidfd = os.pidfd_open(pid)
     sel.register(pidfd, selectors.EVENT_READ, "exit")
+    sel.register(control, selectors.EVENT_READ, "judge")
 
-    def drain(fd: int, name: str) -> bool:
+    def drain() -> bool:
         """Read what is there; False at end of file."""
         while True:
             try:
-                chunk = os.read(fd, 1 << 16)
+                chunk = os.read(out_r, 1 << 16)
             except BlockingIOError:
                 return True
             if not chunk:
                 return False
-            cap = caps[name]
-            buf = chunks[name]
-            buf += chunk if cap is None else chunk[: max(0, cap - len(buf))]
+            output.extend(chunk[: max(0, limits.output_bytes - len(output))])
 
-    timed_out = exited = False
-    while not exited:
+    timed_out = ended = False
+    while not ended:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             timed_out = True
             break
         for key, _ in sel.select(timeout=remaining):
-            if key.data == "exit":
-                exited = True
-            elif not drain(key.fd, key.data):
+            if key.data in ("exit", "judge"):
+                ended = True
+            elif not drain():
                 sel.unregister(key.fd)
-    if timed_out:
+    if timed_out or ended:
         _kill(pid)
     _, wait_status, usage = os.wait4(pid, 0)
     cpu = usage.ru_utime + usage.ru_stime
     cpu += _kill_and_reap_everything_else(pid, ctx)
-    for key in list(sel.get_map().values()):
-        if key.data != "exit":
-            drain(key.fd, key.data)
+    if out_r in sel.get_map():
+        drain()
     sel.close()
-    for fd in (result_r, out_r, pidfd):
+    for fd in (out_r, pidfd):
         os.close(fd)
     if not ctx.is_namespace_init:
         import shutil
 
         shutil.rmtree(work, ignore_errors=True)
-    wall = time.monotonic() - start
-    return _verdict(job, limits, nonce, bytes(chunks["result"]), bytes(chunks["output"]), wait_status, cpu, wall,
-                    timed_out)
+    return ExitReport(wait_status, round(cpu, 4), round(time.monotonic() - start, 4), bytes(output), timed_out,
+                      limits)
 
 
 def _kill(pid: int, group: bool = False) -> None:
@@ -246,63 +243,3 @@ def _kill_and_reap_everything_else(pid: int, ctx: SandboxContext) -> float:
         except ChildProcessError:
             return cpu
         cpu += usage.ru_utime + usage.ru_stime
-
-
-def _verdict(job: Job, limits: SampleLimits, nonce: str, result: bytes, output: bytes, wait_status: int,
-             cpu: float, wall: float, timed_out: bool) -> Verdict:
-    def make(status: str, detail: str, outputs: object = None, counts: dict[str, int] | None = None,
-             tests_cpu: float | None = None) -> Verdict:
-        passed, total = (counts["passed"], counts["total"]) if counts else (None, None)
-        return Verdict(job.task_id, job.sample_index, status, status == "passed", round(cpu, 4),
-                       round(wall, 4), detail[:300], job.benchmark, outputs, passed, total,
-                       round(tests_cpu, 6) if tests_cpu is not None and status == "passed" else None)
-
-    head = nonce.encode()
-    signalled = os.WIFSIGNALED(wait_status)
-    code = os.WEXITSTATUS(wait_status) if os.WIFEXITED(wait_status) else None
-    if result.startswith(head) and not timed_out and code == 0:
-        kind, body = result[len(head): len(head) + 1], result[len(head) + 1:]
-        try:
-            if kind == b"P":
-                status, detail, outputs = pickle.loads(body)
-                return make(status, detail, outputs)
-            message = json.loads(body)
-            counts = message.get("counts")
-            if counts is not None:  # written by the sample process: check before trusting it
-                counts = {"passed": int(counts["passed"]), "total": int(counts["total"])}
-            tests_cpu = _tests_cpu(message.get("tests_cpu_s"), cpu)
-            return make(str(message["status"]), str(message["detail"]), counts=counts, tests_cpu=tests_cpu)
-        except Exception as exc:  # noqa: BLE001
-            return make("crashed", f"unreadable verdict message ({exc})")
-    if result.startswith(head) and code == 70:
-        return make("crashed", result[len(head) + 1:].decode(errors="replace"))
-    if timed_out:
-        return make("timeout", f"wall-clock limit {limits.wall_s:g}s exceeded")
-    if cpu >= limits.cpu_s or (signalled and os.WTERMSIG(wait_status) == signal.SIGXCPU):
-        return make("timeout", f"CPU limit {limits.cpu_s:g}s exceeded")
-    tail = output.decode(errors="replace").strip().splitlines()
-    last = tail[-1] if tail else ""
-    if "MemoryError" in last:
-        return make("memory", last)
-    if signalled:
-        name = signal.Signals(os.WTERMSIG(wait_status)).name
-        return make("crashed", f"killed by signal {name}" + (f": {last}" if last else ""))
-    return make("error", f"exited with code {code} before the tests completed" + (f": {last}" if last else ""))
-
-
-# process_time and rusage can disagree by a clock tick; more than this is not a measurement.
-_TESTS_CPU_SLACK_S = 0.05
-
-
-def _tests_cpu(value: object, process_cpu: float) -> float | None:
-    """The sample's claimed CPU seconds on its inputs, checked like ``counts``: a number (not a
-    bool), finite, not negative and not above the sample process's own CPU time (measured here,
-    outside it, from rusage); anything else raises (the verdict becomes ``crashed``)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"tests_cpu_s is not a number: {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0 or value > process_cpu + _TESTS_CPU_SLACK_S:
-        raise ValueError(f"tests_cpu_s {value!r} outside [0, process CPU {process_cpu:.4f}s]")
-    return value

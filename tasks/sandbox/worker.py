@@ -1,69 +1,79 @@
-"""Sandbox worker process: ``python -m tasks.sandbox.worker``.
+"""Sandbox worker process: ``python -m tasks.sandbox.worker``, a clean fork server.
 
 Started by :class:`tasks.sandbox.pool.SandboxPool` with a scrubbed environment.  It isolates
-itself once (network and read-only mount namespaces), pre-imports what samples commonly need
-so each sample starts as a cheap ``fork``, then serves jobs over a length-prefixed pickle
-protocol on the file descriptors it was given (its stdin/stdout, moved out of the way so a
-stray print cannot corrupt the protocol).
+itself once (network and read-only mount namespaces, the answer keys hidden from its view),
+pre-imports what samples commonly need so each sample starts as a cheap ``fork``, then serves
+jobs over its control socket (fd number in ``CODEALIGN_SANDBOX_CONTROL_FD``; its stdin/stdout
+point at /dev/null, so a stray print cannot corrupt the protocol).
+
+It never holds tests or expected outputs: each job brings only the program (and, for the modes
+judged in the sample's own process, what those need) and the sample's call socket, whose other
+end stays with the judge.  Messages are length-prefixed pickles between two trusted processes;
+nothing from a sample travels on this socket.
 """
 
 from __future__ import annotations
 
+import array
 import gc
 import os
 import pickle
+import socket
 import struct
 import sys
-from collections import OrderedDict
-from typing import Any, BinaryIO
+from typing import Any
 
 _HEADER = struct.Struct("!Q")
-# Tests (inputs + expected outputs) a worker keeps, least recently used first out.  The pool
-# mirrors this LRU exactly, so it knows when to send a task's tests again.  Bounded because
-# every sample is forked from the worker: a big cache makes every fork slower.
-TESTS_CACHE_SIZE = 8
+CONTROL_FD_ENV = "CODEALIGN_SANDBOX_CONTROL_FD"
+HIDE_ENV = "CODEALIGN_SANDBOX_HIDE"  # os.pathsep-separated paths samples must not see
+VISIBLE_ENV = "CODEALIGN_SANDBOX_VISIBLE"  # ... and paths they must (the toolchains)
 
 # Imported once here so that a sample's ``import`` of them costs nothing after fork.  Only cheap,
 # common ones: every mapped library makes every fork (one per sample) slower, so numpy and the
 # like are imported by the samples that need them.
 _PRELOAD = ("math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string", "typing",
-            "copy", "operator")
+            "copy", "operator", "decimal")
 
 
-def send(stream: BinaryIO, obj: Any) -> None:
+def send(sock: socket.socket, obj: Any, fds: tuple[int, ...] = ()) -> None:
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(_HEADER.pack(len(data)) + data)
-    stream.flush()
+    data = _HEADER.pack(len(data)) + data
+    if fds:
+        sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+        data = data[sent:]
+    sock.sendall(data)
 
 
-def receive(stream: BinaryIO) -> Any:
-    head = stream.read(_HEADER.size)
-    if len(head) < _HEADER.size:
-        raise EOFError
+def receive(sock: socket.socket) -> tuple[Any, list[int]]:
+    """The next message and the file descriptors that came with it."""
+    fds: list[int] = []
+    head = b""
+    while len(head) < _HEADER.size:
+        chunk, ancillary, _, _ = sock.recvmsg(_HEADER.size - len(head), socket.CMSG_LEN(4 * 4))
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.extend(array.array("i", payload[: len(payload) - len(payload) % 4]))
+        if not chunk:
+            raise EOFError
+        head += chunk
     (size,) = _HEADER.unpack(head)
-    data = stream.read(size)
-    if len(data) < size:
-        raise EOFError
-    return pickle.loads(data)
-
-
-def remember(cache: OrderedDict[str, Any], key: str) -> None:
-    """Mark ``key`` most recently used and evict beyond TESTS_CACHE_SIZE (pool and worker
-    call this identically)."""
-    cache.move_to_end(key)
-    while len(cache) > TESTS_CACHE_SIZE:
-        cache.popitem(last=False)
+    parts, got = [], 0
+    while got < size:
+        chunk = sock.recv(min(size - got, 1 << 20))
+        if not chunk:
+            raise EOFError
+        parts.append(chunk)
+        got += len(chunk)
+    return pickle.loads(b"".join(parts)), fds
 
 
 def main() -> None:
-    # Protocol on private fds; 0/1 point at /dev/null and 2 stays the caller's stderr.
-    proto_in = os.fdopen(os.dup(0), "rb")
-    proto_out = os.fdopen(os.dup(1), "wb")
+    control = socket.socket(fileno=int(os.environ[CONTROL_FD_ENV]))
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
 
-    from tasks.sandbox import isolation, runner
+    from tasks.sandbox import calls, isolation, plain, runner  # noqa: F401 - preloaded for samples
 
     cgroup_fd = None
     cgroup = os.environ.get("CODEALIGN_SANDBOX_CGROUP")
@@ -79,12 +89,15 @@ def main() -> None:
         else isolation.enter_worker_isolation()
     )
     sample_uid = None
+    hide = [p for p in os.environ.get(HIDE_ENV, "").split(os.pathsep) if p]
+    visible = [p for p in os.environ.get(VISIBLE_ENV, "").split(os.pathsep) if p]
     if mode.namespaces:  # keep the interpreter's directories before anything covers them
         secrets = isolation.secret_roots()
-        from tasks.sandbox.toolchains import visible_paths  # prepared toolchain builds (Rust crates, Go cache)
-
-        isolation.keep_visible([*isolation.python_paths(), *visible_paths()], [*isolation.SCRATCH_MOUNTS, *secrets])
+        hidden = isolation.answer_keys(hide)
+        isolation.keep_visible([*isolation.python_paths(hidden), *visible],
+                               [*isolation.SCRATCH_MOUNTS, *secrets, *hidden])
         isolation.hide_secrets(secrets)
+        isolation.hide_answer_keys(hidden)
         if not mode.user_namespace:  # a user namespace maps one uid only: the caller's own
             sample_uid = isolation.SAMPLE_UID_BASE + os.getpid()
             isolation.drop_groups()
@@ -99,22 +112,22 @@ def main() -> None:
         isolation.lock_inheritable_privileges()
     runner.prepare_worker_process()
     ctx = runner.SandboxContext(namespaces=mode.namespaces, cgroup_procs_fd=cgroup_fd, sample_uid=sample_uid)
-    send(proto_out, {"ready": True, "namespaces": mode.namespaces, "user_namespace": mode.user_namespace,
-                     "reason": mode.reason, "cgroup": cgroup_fd is not None})
-    tests_cache: OrderedDict[str, Any] = OrderedDict()
+    send(control, {"ready": True, "namespaces": mode.namespaces, "user_namespace": mode.user_namespace,
+                   "reason": mode.reason, "cgroup": cgroup_fd is not None})
     while True:
         try:
-            message = receive(proto_in)
+            message, fds = receive(control)
         except EOFError:
             return
-        job, limits, tests_key, tests = message
-        if tests_key is not None:
-            if tests is not None:
-                tests_cache[tests_key] = tests
-            tests = tests_cache[tests_key]
-            remember(tests_cache, tests_key)
-        verdict = runner.run_job(job, tests, limits, ctx)
-        send(proto_out, ("verdict", verdict))
+        if message[0] != "job" or not fds:  # a late "finish" for a sample that had already ended
+            for fd in fds:
+                os.close(fd)
+            continue
+        _, job, limits, tests = message
+        report = runner.run_job(job, tests, limits, ctx, fds[0], control)
+        for fd in fds[1:]:
+            os.close(fd)
+        send(control, ("exit", report))
 
 
 if __name__ == "__main__":
