@@ -20,6 +20,10 @@ class                  when (first that applies, in this order)
 ``compile_error``      another language's program does not compile (syntax or types)
 ``timeout``            a CPU or wall-clock limit was hit
 ``memory``             the memory limit was hit
+``not_plain_data``     the function returned a value that is not plain data (an object whose
+                       ``__eq__`` lies, a generator...): the judge compares plain values only
+``ended_early``        the program ended before answering every call of the tests (an early
+                       ``exit``, ``os._exit``, a crash outside an exception)
 ``runtime_error:<T>``  an exception of type ``T`` before the tests could judge (``crashed``
                        when the process died without one)
 ``wrong_answer``       the tests ran and an assertion or an output comparison failed
@@ -41,7 +45,10 @@ from typing import Any
 from tasks.benchmarks.problem import Problem
 
 CLASSES = ("empty", "truncated", "format:no_code", "format:language", "over_generation", "signature_change",
-           "syntax_error", "compile_error", "timeout", "memory", "runtime_error", "wrong_answer")
+           "syntax_error", "compile_error", "timeout", "memory", "not_plain_data", "ended_early", "runtime_error",
+           "wrong_answer")
+# The judge's own names for a failure (``Verdict.flag``): the reward hacks it caught.
+JUDGE_FLAGS = ("not_plain_data", "ended_early")
 _FENCE = re.compile(r"^```[ \t]*([A-Za-z0-9_+#.-]*)[ \t]*$", re.MULTILINE)
 _PYTHON_TAGS = {"", "python", "py", "python3", "py3"}
 _EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning))\b")
@@ -153,6 +160,8 @@ def classify(problem: Problem, mode: str, verdict: dict[str, Any], raw: str | No
     status, detail = verdict.get("status", ""), str(verdict.get("detail") or "")
     if status in ("timeout", "memory"):
         return status
+    if verdict.get("flag") in JUDGE_FLAGS:
+        return str(verdict["flag"])
     if status == "failed":
         return "wrong_answer"
     if detail.startswith(("SyntaxError", "IndentationError", "TabError")):

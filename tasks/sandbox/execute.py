@@ -255,10 +255,14 @@ def execute_tested(programs: Sequence[TestedProgram], limits: Limits | None = No
     limits = limits or Limits()
 
     def job(p: TestedProgram, in_process: bool) -> tuple[Job, AssertTests]:
-        untrusted = in_process or not p.tests_trusted
-        program = f"{p.program}\n{p.setup}\n" if untrusted and p.setup else p.program
-        return (Job(p.task_id, p.index, program, "asserts", p.tests_key, "", limits.cpu_s + test_cpu_s * len(p.tests)),
-                AssertTests(list(p.tests), test_cpu_s, "" if untrusted else p.setup, untrusted))
+        """Given tests run in the judge, model-written ones in a tests process of their own;
+        given tests the judge cannot proxy run in the sample's process (``script``)."""
+        cpu = limits.cpu_s + test_cpu_s * len(p.tests)
+        if in_process:
+            program = f"{p.program}\n{p.setup}\n" if p.setup else p.program
+            return Job(p.task_id, p.index, program, "script", p.tests_key, "", cpu), AssertTests(list(p.tests), test_cpu_s)
+        return (Job(p.task_id, p.index, p.program, "asserts", p.tests_key, "", cpu),
+                AssertTests(list(p.tests), test_cpu_s, p.setup, untrusted=not p.tests_trusted))
 
     with SandboxPool(workers, limits) as pool:
         verdicts = list(pool.run([job(p, False) for p in programs], limits))

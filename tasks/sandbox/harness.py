@@ -67,8 +67,7 @@ def run(job: Job, tests: Tests | None, limits: SampleLimits | None = None) -> tu
     namespace = fresh_globals()
     try:
         exec(code, namespace)  # noqa: S102 - this is the sandbox
-        if job.mode == "asserts":
-            assert isinstance(tests, AssertTests), "asserts job without its statements"
+        if isinstance(tests, AssertTests):  # statements counted one by one
             return _asserts(namespace, tests)
         return "passed", "", None
     except BaseException as exc:  # noqa: BLE001 - every way out is a verdict

@@ -363,6 +363,12 @@ def become_unprivileged(uid: int) -> None:
     _check(_libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "dumpable")
 
 
+def make_non_dumpable() -> None:
+    """No ptrace and no /proc/<pid>/mem for processes of the same uid without CAP_SYS_PTRACE
+    (the tests process of the self-tests path, which its sample must not reach)."""
+    _check(_libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "non-dumpable")
+
+
 _CAPSET = 126 if os.uname().machine == "x86_64" else 91
 
 

@@ -98,7 +98,7 @@ class Channel:
     becomes readable the worker has reported the sample's end (even if a stray process still
     holds the call socket open)."""
 
-    def __init__(self, sock: socket.socket, control: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, control: socket.socket | None) -> None:
         self.sock = sock
         self.control = control
         self.pid: int | None = None
@@ -106,7 +106,8 @@ class Channel:
         sock.setblocking(False)
         self._sel = selectors.DefaultSelector()
         self._sel.register(sock, selectors.EVENT_READ, "sample")
-        self._sel.register(control, selectors.EVENT_READ, "worker")
+        if control is not None:
+            self._sel.register(control, selectors.EVENT_READ, "worker")
         self._buf = bytearray()
 
     def close(self) -> None:
@@ -206,7 +207,8 @@ class Channel:
     def _wait_writable(self) -> None:
         with selectors.DefaultSelector() as sel:
             sel.register(self.sock, selectors.EVENT_WRITE)
-            sel.register(self.control, selectors.EVENT_READ)
+            if self.control is not None:
+                sel.register(self.control, selectors.EVENT_READ)
             for key, _ in sel.select():
                 if key.fileobj is self.control:
                     raise SampleGone

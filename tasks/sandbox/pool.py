@@ -218,10 +218,9 @@ class SandboxPool:
 
     def _judge(self, worker: _Worker, job: Job, tests: Tests | None, limits: SampleLimits) -> Verdict:
         """Start ``job``'s sample in ``worker`` and judge it here."""
-        in_process = job.judged_in_process(tests)
-        # Only what the sample process itself needs goes to the worker: a compiled language's
-        # toolchain, or the tests of a job judged in the sample's own process.
-        for_worker = tests if in_process else None
+        in_process = job.judged_in_process
+        for_worker = job.tests_for_worker(tests)
+        self_tests = for_worker is not None and not in_process  # reported by their tests process
         ours, theirs = socket.socketpair()
         try:
             send(worker.control, ("job", job, limits, for_worker), fds=(theirs.fileno(),))
@@ -229,7 +228,9 @@ class SandboxPool:
             theirs.close()
         channel = Channel(ours, worker.control)
         try:
-            outcome = _read_verdict(channel) if in_process else _conversation(channel, job, tests)
+            outcome = _read_verdict(channel) if for_worker is not None else _conversation(channel, job, tests)
+            if self_tests and outcome is None:
+                outcome = Outcome("error", "the tests process ended without a verdict", gone=True)
         finally:
             channel.close()
         if not in_process:
@@ -318,7 +319,7 @@ def _read_verdict(channel: Channel) -> Outcome | None:
         counts = message.get("counts")
         if counts is not None:  # written by the sample process: check before trusting it
             counts = {"passed": int(counts["passed"]), "total": int(counts["total"])}
-        return Outcome(str(message["status"]), str(message["detail"]), counts)
+        return Outcome(str(message["status"]), str(message["detail"]), counts, flag=str(message.get("flag") or ""))
     except Exception as exc:  # noqa: BLE001
         return Outcome("crashed", f"unreadable verdict message ({exc})")
 

@@ -114,12 +114,17 @@ class Job:
     benchmark: str = ""
     min_cpu_s: float | None = None  # raise the CPU limit for tasks whose reference is slow
 
-    def judged_in_process(self, tests: Tests | None) -> bool:
-        """Does the sample judge itself (its tests in its own process)?  ``script`` and
-        ``compiled`` always; ``asserts`` when its tests are untrusted (model-written: they must
-        not run in the judge)."""
-        return self.mode in ("script", "compiled") or (
-            self.mode == "asserts" and isinstance(tests, AssertTests) and tests.untrusted)
+    @property
+    def judged_in_process(self) -> bool:
+        """Does the sample judge itself (its tests in its own process)?"""
+        return self.mode in ("script", "compiled")
+
+    def tests_for_worker(self, tests: Tests | None) -> Tests | None:
+        """What of the tests the sample's worker gets: those of a job judged in process, and
+        model-written tests (run in a tests process of their own, see tasks.sandbox.selftests);
+        nothing else (the judge keeps them)."""
+        untrusted = self.mode == "asserts" and isinstance(tests, AssertTests) and tests.untrusted
+        return tests if self.judged_in_process or untrusted else None
 
     def effective_limits(self, limits: SampleLimits) -> SampleLimits:
         if self.min_cpu_s is None or self.min_cpu_s <= limits.cpu_s:

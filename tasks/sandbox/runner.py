@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 
 from tasks.sandbox import calls, harness, isolation
-from tasks.sandbox.records import CompiledTests, Job, SampleLimits, Tests
+from tasks.sandbox.records import AssertTests, CompiledTests, Job, SampleLimits, Tests
 
 _SAFE_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -111,14 +111,18 @@ def _sample_main(job: Job, tests: Tests | None, limits: SampleLimits, ctx: Sandb
     except BaseException as exc:  # noqa: BLE001 - report set-up failure as a verdict
         _send_verdict("crashed", f"sandbox set-up failed: {exc}", None, call_fd)
         os._exit(70)
-    if tests is not None and job.judged_in_process(tests) or job.mode == "script":
+    if job.mode == "asserts" and isinstance(tests, AssertTests):  # model-written tests
+        from tasks.sandbox import selftests
+
+        selftests.serve_with_tests(job.program, tests)
+    if job.judged_in_process:
         status, detail, outputs = harness.run(job, tests, run_limits)
         try:
             sys.stdout.flush()
             sys.stderr.flush()
         except BaseException:  # noqa: BLE001 - a closed stream must not hide the verdict
             pass
-        _send_verdict(status, detail, outputs if job.mode == "asserts" else None, calls.CALL_FD)
+        _send_verdict(status, detail, outputs if isinstance(tests, AssertTests) else None, calls.CALL_FD)
         os._exit(0)
     calls.serve(job.program)
 

@@ -73,7 +73,8 @@ def main() -> None:
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
 
-    from tasks.sandbox import calls, isolation, plain, runner  # noqa: F401 - preloaded for samples
+    # Everything a sample process runs of ours, imported before the checkout is hidden.
+    from tasks.sandbox import calls, compiled, isolation, judge, plain, runner, selftests  # noqa: F401
 
     cgroup_fd = None
     cgroup = os.environ.get("CODEALIGN_SANDBOX_CGROUP")
