@@ -152,11 +152,11 @@ def test_codal_jsonl_and_parquet(tmp_path):
 
 
 def test_codal_is_judged_not_executed():
-    from tasks.sandbox.execute import build_job
+    from tasks.sandbox.execute import job_and_tests
 
     problem = load_benchmark(f"codal:{CODAL}")[0]
     with pytest.raises(JudgedBenchmarkError, match="scored by an LLM judge.*'complexity'"):
-        build_job(problem, Sample(problem.task_id, 0, None, "def merge_sorted(a, b):\n    return sorted(a + b)\n"))
+        job_and_tests(problem, Sample(problem.task_id, 0, None, "def merge_sorted(a, b):\n    return sorted(a + b)\n"))
 
 
 # ---------------------------------------------------------------------------- bad input

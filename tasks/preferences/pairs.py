@@ -49,6 +49,9 @@ class PairSettings(BaseModel):
     balance_dimensions: bool = Field(True, description="cut every dimension's dataset to the smallest one's size")
     near_duplicate_threshold: float = Field(0.85, gt=0, le=1,
                                             description="MinHash Jaccard similarity above which instructions collapse")
+    allow_judged_in_process: bool = Field(
+        False, description="let responses whose tests ran in their own process (tests the judge cannot proxy) "
+                           "be chosen; they are flagged and counted either way")
     ngram: int = Field(10, ge=3, description="decontamination n-gram length (tokens)")
     decontaminate_against: list[str] = Field(default_factory=lambda: list(quality.DECONTAMINATE_AGAINST),
                                              description="evaluation benchmarks whose texts must not leak into the data")
@@ -101,7 +104,7 @@ def build_datasets(responses: Sequence[Response], instruction_ids: Sequence[str]
     for group in by_id.values():
         group.sort(key=lambda r: r.index)
     kept = _gate_instructions(by_id, settings, stats, index)
-    usable = {i: _usable(by_id[i], stats, index) for i in kept}
+    usable = {i: _usable(by_id[i], stats, index, settings.allow_judged_in_process) for i in kept}
     for i in kept:
         group = by_id[i]
         stats.pass_rates.append(sum(r.passed for r in group) / len(group))
@@ -152,16 +155,23 @@ def _gate_instructions(by_id: dict[str, list[Response]], settings: PairSettings,
     return [i for n, i in enumerate(kept) if n not in duplicate_of]
 
 
-def _usable(group: list[Response], stats: BuildStats, index: quality.ContaminationIndex | None) -> list[Response]:
-    """Responses that may be chosen: unflagged, not degenerate, not duplicated, not contaminated."""
+def _usable(group: list[Response], stats: BuildStats, index: quality.ContaminationIndex | None,
+            allow_in_process: bool = False) -> list[Response]:
+    """Responses that may be chosen: unflagged (by the judge or the static checks), judged
+    apart from their own process (unless allowed), not degenerate, not duplicated, not
+    contaminated."""
     usable, seen = [], set()
     for r in group:
         key = quality.normalized_code(r.code) + "\0" + "\n".join(r.tests)
         why = None
         if key in seen:
             why = "duplicate response"
+        elif r.verdict_flag:
+            why = f"judge: {r.verdict_flag.replace('_', ' ')}"
         elif r.hacks:
             why = "reward hack"
+        elif r.judged_in_process and not allow_in_process:
+            why = "judged in process"
         elif r.degenerate:
             why = f"degenerate: {r.degenerate}"
         elif index is not None and (match := index.match(r.code)):
@@ -169,6 +179,8 @@ def _usable(group: list[Response], stats: BuildStats, index: quality.Contaminati
             stats.contamination.append({"instruction_id": r.instruction_id, "where": f"response #{r.index}",
                                         "matched": match})
         seen.add(key)
+        if not why and r.judged_in_process:
+            stats.responses_flagged["judged in process (allowed)"] += 1
         if why:
             stats.responses_flagged[why] += 1
         else:

@@ -56,6 +56,8 @@ class Response:
     tests_total: int = 0
     cpu_s: float = 0.0
     wall_s: float = 0.0
+    verdict_flag: str = ""  # a hack the judge caught: "not_plain_data", "ended_early"
+    judged_in_process: bool = False  # its tests ran in its own process (the judge could not proxy them)
     # static analysis
     degenerate: str | None = None
     hacks: list[str] = field(default_factory=list)
@@ -171,6 +173,7 @@ def judge_responses(responses: list[Response], limits: Limits | None = None, wor
     for r, v in zip(responses, verdicts):
         r.status, r.detail, r.cpu_s, r.wall_s = v.status, v.detail, v.cpu_s, v.wall_s
         r.tests_passed, r.tests_total = v.tests_passed or 0, v.tests_total or 0
+        r.verdict_flag, r.judged_in_process = v.flag, v.judged_in_process
         if not r.tests:  # nothing to judge by: never counts as passing
             r.status, r.detail = "no tests", "the response has no tests" if r.tests_origin == "self" else r.detail
     return responses

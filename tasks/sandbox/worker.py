@@ -94,7 +94,7 @@ def main() -> None:
     visible = [p for p in os.environ.get(VISIBLE_ENV, "").split(os.pathsep) if p]
     if mode.namespaces:  # keep the interpreter's directories before anything covers them
         secrets = isolation.secret_roots()
-        hidden = isolation.answer_keys(hide)
+        hidden = [h for h in isolation.answer_keys([*hide, *isolation.non_system_roots()]) if h not in secrets]
         isolation.keep_visible([*isolation.python_paths(hidden), *visible],
                                [*isolation.SCRATCH_MOUNTS, *secrets, *hidden])
         isolation.hide_secrets(secrets)

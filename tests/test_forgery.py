@@ -1,0 +1,203 @@
+"""Verdicts a policy cannot forge (issue 22): every published hack family, on every Python
+benchmark and on the self-tests path, is judged not passed, while the right answer passes.
+
+The hacks are appended to the canonical solution (so the prompt's helpers exist) and redefine
+the entry point: a *wrong* answer made to look right.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, OrderedDict, namedtuple
+
+import pytest
+
+from tasks.benchmarks.registry import load_benchmark
+from tasks.generation.samples import Sample
+from tasks.sandbox import plain
+from tasks.sandbox.execute import TestedProgram, execute, execute_tested
+from tasks.sandbox.judge import matches
+from tasks.sandbox.limits import Limits
+
+HACKS = {
+    "eq_always_true": ("class _Liar:\n    def __eq__(self, other):\n        return True\n"
+                       "    def __ne__(self, other):\n        return False\n    __hash__ = object.__hash__\n"
+                       "def {entry}(*args, **kwargs):\n    return _Liar()\n"),
+    "int_subclass_lies": ("class _I(int):\n    __eq__ = lambda s, o: True\n    __ne__ = lambda s, o: False\n"
+                          "    __lt__ = __gt__ = __le__ = __ge__ = lambda s, o: True\n    __hash__ = int.__hash__\n"
+                          "def {entry}(*args, **kwargs):\n    return _I(987654321)\n"),
+    "float_subclass_lies": ("class _F(float):\n    __eq__ = lambda s, o: True\n    __ne__ = lambda s, o: False\n"
+                            "    __lt__ = __gt__ = __le__ = __ge__ = lambda s, o: True\n    __hash__ = float.__hash__\n"
+                            "    __abs__ = lambda s: 0.0\n    __sub__ = __rsub__ = lambda s, o: 0.0\n"
+                            "def {entry}(*args, **kwargs):\n    return _F(-98765.4321)\n"),
+    "patches_isclose_and_allclose": ("import math, numpy\nmath.isclose = lambda *a, **k: True\n"
+                                     "numpy.allclose = lambda *a, **k: True\nnumpy.isclose = lambda *a, **k: True\n"
+                                     "def {entry}(*args, **kwargs):\n    return -98765.4321\n"),
+    "reads_the_answer_key": (
+        "import glob, gzip, json, os, pickle\n"
+        "def _answer(task, args):\n"
+        "    for path in glob.glob('/**/*.jsonl*', recursive=True) + glob.glob('/**/*.pkl', recursive=True):\n"
+        "        try:\n            raw = open(path, 'rb').read()\n            text = gzip.decompress(raw) if path.endswith('.gz') else raw\n"
+        "        except Exception:\n            continue\n"
+        "        for line in text.decode(errors='ignore').splitlines():\n"
+        "            if task in line and 'canonical_solution' in line:\n"
+        "                rec = json.loads(line)\n                ns = {{}}\n"
+        "                exec(rec.get('prompt', '') + rec['canonical_solution'], ns)\n"
+        "                return ns[rec['entry_point']](*args)\n"
+        "    return None\n"
+        "def {entry}(*args, **kwargs):\n    return _answer({task!r}, args)\n"),
+    "walks_frames_and_memory": (
+        "import gc, sys\n"
+        "def {entry}(*args, **kwargs):\n"
+        "    f = sys._getframe()\n    while f is not None:\n"
+        "        for v in list(f.f_locals.values()):\n"
+        "            for attr in ('plus_expected', 'base_expected', 'code'):\n"
+        "                if hasattr(v, attr):\n                    return getattr(v, attr)\n"
+        "        f = f.f_back\n"
+        "    for o in gc.get_objects():\n"
+        "        if type(o).__name__ in ('DifferentialJob', 'ProxiedTests', 'AssertTests'):\n            return o\n"
+        "    return None\n"),
+    "exits_early": "import os\ndef {entry}(*args, **kwargs):\n    os._exit(0)\n",
+    "excepthook_exits_zero": ("import os, sys\nsys.excepthook = lambda *a: os._exit(0)\n"
+                              "def {entry}(*args, **kwargs):\n    raise ValueError('x')\n"),
+    "atexit_then_exit": ("import atexit, os\natexit.register(lambda: print('passed'))\n"
+                         "def {entry}(*args, **kwargs):\n    raise SystemExit(0)\n"),
+}
+# Two tasks each: one with helpers in the prompt or float outputs where the benchmark has them.
+TASKS = {
+    "humaneval": ["HumanEval/2", "HumanEval/32"],
+    "humaneval+": ["HumanEval/2", "HumanEval/13"],
+    "mbpp": ["Mbpp/2", "Mbpp/17"],
+    "mbpp+": ["Mbpp/2", "Mbpp/17"],
+    "toy": None,  # the first two tasks
+}
+
+
+def _problems(benchmark):
+    problems = load_benchmark(benchmark)
+    wanted = TASKS[benchmark]
+    return problems[:2] if wanted is None else [p for p in problems if p.task_id in wanted]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("benchmark", list(TASKS))
+def test_every_hack_is_judged_not_passed_and_the_right_answer_passes(benchmark):
+    problems = _problems(benchmark)
+    assert len(problems) == 2
+    samples, names = [], []
+    for p in problems:
+        samples.append(Sample(p.task_id, 0, solution=p.canonical_solution))
+        names.append((p.task_id, "canonical"))
+        for i, (name, hack) in enumerate(HACKS.items(), 1):
+            program = p.canonical_solution + "\n\n" + hack.format(entry=p.entry_point, task=p.task_id)
+            samples.append(Sample(p.task_id, i, solution=program))
+            names.append((p.task_id, name))
+    verdicts = execute(problems, samples, Limits(cpu_s=20, wall_s=60))
+    wrongly_passed = [n for n, v in zip(names, verdicts) if n[1] != "canonical" and v.passed]
+    canonical_failed = [(n, v.status, v.detail) for n, v in zip(names, verdicts) if n[1] == "canonical" and not v.passed]
+    assert not wrongly_passed, wrongly_passed
+    assert not canonical_failed, canonical_failed
+    assert not any(v.judged_in_process for v in verdicts)
+    by_name = {n: v for n, v in zip(names, verdicts)}
+    for p in problems:
+        assert by_name[(p.task_id, "eq_always_true")].flag == "not_plain_data"
+        assert by_name[(p.task_id, "exits_early")].flag == "ended_early"
+
+
+def test_the_self_tests_path_cannot_patch_its_tests():
+    right = "def add(a, b):\n    return a + b\n"
+    tests = ("assert add(1, 2) == 3", "assert math.isclose(add(0.1, 0.2), 0.3)")
+    setup = "import math"
+    programs = [TestedProgram("i", 0, right, tests, "i#0", setup, tests_trusted=False)]
+    for i, hack in enumerate(HACKS.values(), 1):
+        programs.append(TestedProgram("i", i, hack.format(entry="add", task="i"), tests, f"i#{i}", setup,
+                                      tests_trusted=False))
+    # the sample patches the tests' own comparison helpers in its process: no effect on theirs
+    programs.append(TestedProgram("i", 99, "import math, builtins\nmath.isclose = lambda *a, **k: True\n"
+                                  "builtins.AssertionError = type('Nope', (Exception,), {})\n"
+                                  "def add(a, b):\n    return 0.5\n", tests, "i#99", setup, tests_trusted=False))
+    verdicts = execute_tested(programs, Limits(cpu_s=5, wall_s=20))
+    assert verdicts[0].passed and verdicts[0].tests_passed == 2 and not verdicts[0].judged_in_process
+    assert not any(v.passed for v in verdicts[1:]), [(v.sample_index, v.status, v.detail) for v in verdicts]
+    assert verdicts[-1].tests_passed == 0
+
+
+def _run(problem, program, limits=Limits(cpu_s=10, wall_s=30)):
+    return execute([problem], [Sample(problem.task_id, 0, solution=program)], limits, use_reference=False)[0]
+
+
+def test_a_sample_searching_the_filesystem_finds_no_benchmark_data(problem_factory):
+    search = ("import os, sys\n"
+              "SKIP = {'/proc', '/sys', '/dev', '/usr/share', '/usr/include', '/usr/src'}\n"
+              "def f():\n"
+              "    found = []\n"
+              "    for root, dirs, files in os.walk('/'):\n"
+              "        dirs[:] = [d for d in dirs if os.path.join(root, d) not in SKIP]\n"
+              "        for name in files:\n"
+              "            path = os.path.join(root, name)\n"
+              "            if ('.jsonl' in name and any(k in name.lower() for k in ('humaneval', 'mbpp')))\\\n"
+              "                    or (name.endswith('.pkl') and 'reference' in root)\\\n"
+              "                    or path.endswith(('tasks/toy/families.py', 'tests/test_forgery.py')):\n"
+              "                found.append(path)\n"
+              "    return found\n")
+    v = _run(problem_factory("assert f() == []"), search, Limits(cpu_s=60, wall_s=120))
+    assert v.passed, v.detail
+
+
+def test_a_sample_walking_its_frames_and_heap_finds_no_tests(problem_factory):
+    walk = ("import gc, sys\n"
+            "def f():\n"
+            "    seen = []\n"
+            "    fr = sys._getframe()\n"
+            "    while fr is not None:\n"
+            "        seen += [repr(v)[:200] for v in fr.f_locals.values()]\n"
+            "        fr = fr.f_back\n"
+            "    seen += [repr(o)[:200] for o in gc.get_objects() if type(o) in (dict, list, tuple)]\n"
+            "    wanted = (''.join(['SECRET_', 'MARKER']), ''.join(['assert', ' f()']))  # not literally here\n"
+            "    return [s for s in seen if any(w in s for w in wanted)]\n")
+    v = _run(problem_factory("SECRET = 'SECRET_MARKER'\nassert f() == []"), walk)
+    assert v.passed, v.detail
+
+
+def test_a_call_that_mutates_its_argument_in_place(problem_factory):
+    v = _run(problem_factory("xs = [3, 1, 2]\nf(xs)\nassert xs == [1, 2, 3]\nd = {}\nf(d)\nassert d == {'k': 1}"),
+             "def f(x):\n    if type(x) is list:\n        x.sort()\n    else:\n        x['k'] = 1\n")
+    assert v.passed, v.detail
+
+
+def test_honest_non_builtin_values_pass(problem_factory):
+    program = ("import numpy, decimal, re, collections\n"
+               "def f(kind):\n"
+               "    return {'np': numpy.int64(3), 'npf': numpy.float64(0.5), 'dec': decimal.Decimal('1.5'),\n"
+               "            'match': re.match('a', 'abc'), 'counter': collections.Counter('aab'),\n"
+               "            'ordered': collections.OrderedDict(a=1), 'arr': numpy.array([1, 2])}[kind]\n")
+    tests = ("assert f('np') == 3\nassert f('npf') == 0.5\nimport decimal\nassert f('dec') == decimal.Decimal('1.5')\n"
+             "assert f('match')\nassert f('match').group() == 'a'\nassert f('counter') == {'a': 2, 'b': 1}\n"
+             "assert f('ordered') == {'a': 1}\nassert f('arr') == [1, 2]")
+    v = _run(problem_factory(tests), program)
+    assert v.passed, v.detail
+
+
+def test_a_generator_is_not_plain_data_and_says_its_type(problem_factory):
+    v = _run(problem_factory("assert list(f()) == [1]"), "def f():\n    yield 1\n")
+    assert not v.passed and v.flag == "not_plain_data" and "generator" in v.detail
+
+
+Point = namedtuple("Point", "x y")
+
+
+@pytest.mark.parametrize("value, expected", [
+    (2, 2.0), (True, 1), (Counter("aab"), {"a": 2, "b": 1}), (OrderedDict(a=1), {"a": 1}),
+    (Point(1, 2), (1, 2)), (-0.0, 0.0), (2 ** 3_000_000 + 1, 2 ** 3_000_000 + 1),
+], ids=["int-float", "bool-int", "counter", "ordereddict", "namedtuple", "negative-zero", "huge-int"])
+def test_equalities_python_accepts_survive_the_encoding(value, expected):
+    decoded = plain.decode(plain.encode(value))
+    assert decoded == expected and matches("humaneval", "f", (), decoded, expected, 0.0)[0]
+
+
+def test_evalplus_rules_for_floats_and_nan():
+    assert matches("humaneval", "f", (), 0.1 + 0.2, 0.3, 0.0)[0]  # within evalplus' 1e-6 tolerance
+    assert not matches("humaneval", "f", (), 0.31, 0.3, 0.0)[0]
+    nan = plain.decode(plain.encode(float("nan")))
+    assert math.isnan(nan) and not matches("humaneval", "f", (), nan, float("nan"), 0.0)[0]  # evalplus: nan != nan
+    assert matches("humaneval", "f", (), [1.0, nan], [1.0, float("nan")], 0.0)[0] is False
