@@ -234,7 +234,7 @@ class SandboxPool:
             theirs.close()
         channel = Channel(ours, worker.control)
         try:
-            outcome = _read_verdict(channel) if for_worker is not None else _conversation(channel, job, tests)
+            outcome = _read_verdict(channel) if in_process or self_tests else _conversation(channel, job, tests)
             if self_tests and outcome is None:
                 outcome = Outcome("error", "the tests process ended without a verdict", gone=True)
         finally:
