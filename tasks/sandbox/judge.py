@@ -236,7 +236,7 @@ class Channel:
         try:
             payload = plain.encode((name, tuple(args), dict(kwargs or {}), return_args))
         except plain.NotPlainData as exc:
-            raise Unproxiable(str(exc)) from None
+            raise Unproxiable(f"the tests pass a value that is not plain data: {exc.type_name}") from None
         start = self.cpu()
         self.send(calls.CALL, payload)
         kind, body = self.read_frame(start, limit)
