@@ -201,3 +201,77 @@ def test_evalplus_rules_for_floats_and_nan():
     nan = plain.decode(plain.encode(float("nan")))
     assert math.isnan(nan) and not matches("humaneval", "f", (), nan, float("nan"), 0.0)[0]  # evalplus: nan != nan
     assert matches("humaneval", "f", (), [1.0, nan], [1.0, float("nan")], 0.0)[0] is False
+
+
+# ------------------------------------------------------------------ compiled languages
+# A wrong answer (HumanEval-X task 0 always answering "true") with each of the three ways to
+# pass anyway: leave with status 0 before the tests run, take their entry point away, silence
+# the assertion they call.  ("before": the hack precedes the solution, "after": follows it.)
+WRONG_BODY = {
+    "cpp": "    return true;\n}\n",
+    "go": "    return true\n}\n",
+    "java": "        return true;\n    }\n}\n",
+    "js": "  return true;\n}\n",
+    "rust": "    return true;\n}\n",
+}
+# name -> (before the solution, after it, the body instead of WRONG_BODY or None)
+COMPILED_HACKS = {
+    "cpp": {
+        "exits_first": ("#include <cstdlib>\nstatic int codealign_hack = (std::exit(0), 0);\n", "", None),
+        "takes_main": ("", "int main() { return 0; }\n#define main tests_main_not_called\n", None),
+        "silences_assert": ("", "#undef assert\n#define assert(x) ((void)0)\n#define NDEBUG 1\n"
+                            "extern \"C\" void __assert_fail(const char*, const char*, unsigned int, const char*)"
+                            " noexcept {}\n", None),
+    },
+    "go": {  # HumanEval-X's Go harness drops a solution's imports: no os.Exit; TestMain is the way
+        "takes_test_main": ("", "func TestMain(m *testing.M) {}\n", None),
+        "runs_the_tests_and_returns": ("", "func TestMain(m *testing.M) { _ = m }\n", None),
+        "skips_the_tests": ("", "func TestMain(m *testing.M) { testing.Init() }\n", None),
+    },
+    "java": {
+        "exits_first": ("", "", "        return true;\n    }\n    static { System.exit(0); }\n}\n"),
+        "takes_the_assertion": ("", "class AssertionError extends RuntimeException {\n"
+                                "    AssertionError() { System.exit(0); }\n}\n", None),
+        "shadows_the_list_helpers": ("", "class Arrays {\n    static <T> java.util.List<T> asList(T... a) "
+                                     "{ return new java.util.ArrayList<T>(); }\n}\n", None),
+    },
+    "js": {
+        "exits_first": ("process.exit(0);\n", "", None),
+        "takes_the_exit_code": ("", "process.on('exit', () => { process.exitCode = 0; });\n", None),
+        "silences_assert": ("", "console.assert = () => {};\nconst __a = require('assert');\n"
+                            "__a.deepEqual = __a.equal = __a.strictEqual = __a.deepStrictEqual = () => {};\n", None),
+    },
+    "rust": {
+        "exits_first": ("", "#[used]\n#[link_section = \".init_array\"]\nstatic CODEALIGN_HACK: "
+                        "extern \"C\" fn() = { extern \"C\" fn hack() { std::process::exit(0) } hack };\n", None),
+        "exits_on_panic": ("", "#[used]\n#[link_section = \".init_array\"]\nstatic CODEALIGN_HOOK: "
+                           "extern \"C\" fn() = { extern \"C\" fn hook() { std::panic::set_hook(Box::new(|_| "
+                           "std::process::exit(0))) } hook };\n", None),
+        "silences_assert": ("", "macro_rules! assert_eq { ($($t:tt)*) => {} }\n"
+                            "macro_rules! assert { ($($t:tt)*) => {} }\n", None),
+    },
+}
+
+
+def hacked_solution(language: str, prompt: str, hack: tuple[str, str, str | None]) -> str:
+    before, after, body = hack
+    return before + prompt + (body or WRONG_BODY[language]) + after
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("language", list(COMPILED_HACKS))
+def test_compiled_languages_catch_the_three_ways(language):
+    problem = load_benchmark(f"humaneval-x-{language}")[0]
+    wrong = problem.prompt + WRONG_BODY[language]
+    samples = [Sample(problem.task_id, 0, solution=problem.canonical_solution),
+               Sample(problem.task_id, 1, solution=wrong)]
+    for i, hack in enumerate(COMPILED_HACKS[language].values(), 2):
+        samples.append(Sample(problem.task_id, i, solution=hacked_solution(language, problem.prompt, hack)))
+    verdicts = execute([problem], samples, Limits(cpu_s=20, wall_s=120))
+    assert verdicts[0].passed, verdicts[0].detail
+    assert verdicts[0].judged_in_process  # compiled languages are judged by their own run
+    assert not verdicts[1].passed
+    hacked = dict(zip(COMPILED_HACKS[language], verdicts[2:]))
+    assert not [name for name, v in hacked.items() if v.passed], {n: (v.status, v.detail) for n, v in hacked.items()}
+    if "exits_first" in hacked:
+        assert hacked["exits_first"].flag == "ended_early"

@@ -72,13 +72,20 @@ class Problem:
         if self.differential is not None:
             raise ValueError(f"{self.task_id} uses differential tests, not a test script")
         if self.language != "python":
-            go_packages = self.metadata.get("go_helper_packages")
-            if go_packages is not None:
-                solution = go_with_imports(solution, self.test_setup, go_packages)
-            return f"{self.test_setup}{solution}\n{self.test}\n"
+            return "{}{}\n{}\n".format(*self.compiled_parts(solution))
         # MBPP's test_setup_code builds fixtures from classes the solution defines, so it
         # follows the solution.
         return f"{solution}\n\n{self.test_setup}\n{self.test}\n"
+
+
+    def compiled_parts(self, solution: str) -> tuple[str, str, str]:
+        """Another language's program in its three parts: the test file's header, the solution
+        (Go: with the imports it needs) and the tests; the sandbox guards the seams
+        (tasks.sandbox.guards)."""
+        go_packages = self.metadata.get("go_helper_packages")
+        if go_packages is not None:
+            solution = go_with_imports(solution, self.test_setup, go_packages)
+        return self.test_setup, solution, self.test
 
 
 _GO_IMPORT = re.compile(r"^import\s*(\([^)]*\)|\"[^\"]+\")[ \t]*\n?", re.MULTILINE)

@@ -115,8 +115,14 @@ def run(job: Job, tests: CompiledTests, limits: SampleLimits) -> tuple[str, str,
         return "error", f"ToolchainMissing: {tests.unavailable}"[:_DETAIL_CHARS], None
     import shutil
 
+    from tasks.sandbox.guards import guarded
+    from tasks.sandbox.isolation import make_non_dumpable
+
+    make_non_dumpable()  # the program's processes cannot trace this one, which judges them
+    nonce = os.urandom(16).hex() if job.tests_code else ""
+    program = guarded(tests, job.setup, job.program, job.tests_code, nonce) if nonce else job.program
     with open(tests.source_name, "w", encoding="utf-8") as f:
-        f.write(job.program)
+        f.write(program)
     for source, target in tests.copies:
         shutil.copytree(source, target)
     work = os.getcwd()
@@ -137,8 +143,11 @@ def run(job: Job, tests: CompiledTests, limits: SampleLimits) -> tuple[str, str,
         if time.monotonic() - start >= limits.wall_s:
             return "timeout", f"wall-clock limit {limits.wall_s:g}s exceeded", None
         return "timeout", f"CPU limit {limits.cpu_s:g}s exceeded", None
-    if code == 0 and not (tests.fail_on_stderr and err.strip()):
+    finished = not nonce or nonce in out or nonce in err
+    if code == 0 and finished and not (tests.fail_on_stderr and err.strip()):
         return "passed", "", None
+    if code == 0 and not finished:
+        return "error", "exited with status 0 before the tests ran to their end", "ended_early"
     status, detail = _runtime_detail(err + "\n" + out, tests.language)
     if code is None and status == "error" and not detail:
         detail = "killed by a signal"

@@ -171,7 +171,9 @@ def job_and_tests(problem: Problem, sample: Sample, reference: dict[str, Any] | 
     if problem.language != "python":
         variant = problem.metadata.get("toolchain", {})
         key = f"compiled:{problem.language}:{sorted(variant.items())}"
-        job = Job(sample.task_id, sample.index, problem.test_program(solution), "compiled", key, problem.benchmark)
+        setup, solution, test = problem.compiled_parts(solution)
+        job = Job(sample.task_id, sample.index, solution, "compiled", key, problem.benchmark, setup=setup,
+                  tests_code=test)
         return job, compiled_tests_for(problem)
     min_cpu = REFERENCE_CPU_FACTOR * reference["cpu_s"] if reference else None
     script = problem.test_program(solution)  # (a problem without executable tests refuses here)

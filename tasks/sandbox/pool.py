@@ -350,7 +350,7 @@ def _verdict(job: Job, outcome: Outcome | None, report: ExitReport, in_process: 
             return make(outcome.status, outcome.detail, outcome.counts, outcome.tests_cpu_s, outcome.flag,
                         outcome.outputs)
         if not report.timed_out and code == 0:
-            return make(outcome.status, outcome.detail, outcome.counts)
+            return make(outcome.status, outcome.detail, outcome.counts, flag=outcome.flag)
         if code == 70:
             return make("crashed", outcome.detail)
     if report.timed_out:

@@ -113,6 +113,11 @@ class Job:
     tests_key: str | None = None
     benchmark: str = ""
     min_cpu_s: float | None = None  # raise the CPU limit for tasks whose reference is slow
+    # ``compiled`` jobs: the test file's header and the tests, with ``program`` the solution
+    # alone, so the sandbox can guard the seams (tasks.sandbox.guards); empty: ``program`` is
+    # the whole program, run as it is
+    setup: str = ""
+    tests_code: str = ""
 
     @property
     def judged_in_process(self) -> bool:

@@ -122,13 +122,14 @@ def _sample_main(job: Job, tests: Tests | None, limits: SampleLimits, ctx: Sandb
             sys.stderr.flush()
         except BaseException:  # noqa: BLE001 - a closed stream must not hide the verdict
             pass
-        _send_verdict(status, detail, outputs if isinstance(tests, AssertTests) else None, calls.CALL_FD)
+        _send_verdict(status, detail, outputs if isinstance(tests, AssertTests) else None, calls.CALL_FD,
+                      outputs if isinstance(outputs, str) else "")
         os._exit(0)
     calls.serve(job.program)
 
 
-def _send_verdict(status: str, detail: str, counts: object, fd: int) -> None:
-    message = {"status": status, "detail": detail, "counts": counts}
+def _send_verdict(status: str, detail: str, counts: object, fd: int, flag: str = "") -> None:
+    message = {"status": status, "detail": detail, "counts": counts, "flag": flag}
     calls.send_frame(fd, calls.VERDICT, json.dumps(message).encode())
 
 

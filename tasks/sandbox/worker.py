@@ -74,7 +74,7 @@ def main() -> None:
     os.dup2(devnull, 1)
 
     # Everything a sample process runs of ours, imported before the checkout is hidden.
-    from tasks.sandbox import calls, compiled, isolation, judge, plain, runner, selftests  # noqa: F401
+    from tasks.sandbox import calls, compiled, guards, isolation, judge, plain, runner, selftests  # noqa: F401
 
     cgroup_fd = None
     cgroup = os.environ.get("CODEALIGN_SANDBOX_CGROUP")
