@@ -57,6 +57,9 @@ def _before_last_brace(code: str, statement: str) -> str:
     return code[:at] + "\n" + statement + "\n" + code[at:]
 
 
+# C++'s alternative operator spellings are not identifiers: never macros, and #undef refuses them
+_CPP_OPERATOR_NAMES = frozenset({"and", "and_eq", "bitand", "bitor", "compl", "not", "not_eq", "or", "or_eq", "xor",
+                                 "xor_eq"})
 _ASSERT_INCLUDE = re.compile(r"^[ \t]*#[ \t]*include[ \t]*<(?:assert\.h|cassert)>[ \t]*$", re.MULTILINE)
 
 
@@ -71,7 +74,7 @@ def _cpp(setup: str, solution: str, test: str, nonce: str) -> str:
                f"static void {done}() {{ ::write(1, \"{nonce}\\n\", {len(nonce) + 1}); }}\n"
                f"static void {fail}(const char* e) {{ ::write(2, \"Assertion failed: \", 18);"
                f" ::write(2, e, __builtin_strlen(e)); ::write(2, \"\\n\", 1); __builtin_trap(); }}\n")
-    names = sorted(set(_IDENTIFIER.findall(test)) | {"main", "assert", "NDEBUG"})
+    names = sorted((set(_IDENTIFIER.findall(test)) | {"main", "assert", "NDEBUG"}) - _CPP_OPERATOR_NAMES)
     undefs = "".join(f"#undef {n}\n" for n in names)
     asserting = f"#define assert(e) ((e) ? (void)0 : {fail}(#e))\n"
     body = _before_last_brace(_ASSERT_INCLUDE.sub("", test), f"{done}();")
