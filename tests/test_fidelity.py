@@ -119,12 +119,13 @@ def test_python_installed_under_tmp_judges_float_answers_correctly(tmp_path, mon
     top = f"/tmp/leaked-{tmp_path.name}"  # the scratch root: writable, gone with the sample
     from tasks.benchmarks.problem import Problem
 
-    write = (f"try:\n    open({str(beside)!r}, 'w').write('x')\nexcept PermissionError:\n    pass\n"
-             f"open({top!r}, 'w').write('x')")
-    read = f"import os\nassert not os.path.exists({str(beside)!r}) and not os.path.exists({top!r})"
-    writer = Problem("t", "t/write", "", "", "f", "", test=write, completion_is_program=True)
-    reader = Problem("t", "t/read", "", "", "f", "", test=read, completion_is_program=True)
-    verdicts = execute([writer, reader], [Sample("t/write", 0, solution=""), Sample("t/read", 0, solution="")],
+    # the samples write and look (test code runs in the judge, so the programs do it in f)
+    write = (f"def f():\n    try:\n        open({str(beside)!r}, 'w').write('x')\n    except PermissionError:\n"
+             f"        pass\n    open({top!r}, 'w').write('x')\n")
+    read = f"import os\ndef f():\n    return os.path.exists({str(beside)!r}) or os.path.exists({top!r})\n"
+    writer = Problem("t", "t/write", "", "", "f", "", test="f()", completion_is_program=True)
+    reader = Problem("t", "t/read", "", "", "f", "", test="assert f() is False", completion_is_program=True)
+    verdicts = execute([writer, reader], [Sample("t/write", 0, solution=write), Sample("t/read", 0, solution=read)],
                        workers=1, use_reference=False)
     assert [v.status for v in verdicts] == ["passed", "passed"], verdicts
     assert not beside.exists() and not Path(top).exists()

@@ -107,7 +107,7 @@ def test_same_seed_gives_identical_datasets(pathway_runs):
         assert read_dataset(again, "again", name) == read_dataset(store, "fta", name), name
 
 
-def test_a_planted_reward_hack_passes_the_tests_but_is_never_chosen(pathway_runs):
+def test_a_planted_reward_hack_is_judged_not_passed_and_never_chosen(pathway_runs):
     _, _, out = pathway_runs
     store, _ = out["fta"]
     inputs = run_inputs(store, "fta")
@@ -122,12 +122,13 @@ def test_a_planted_reward_hack_passes_the_tests_but_is_never_chosen(pathway_runs
         hacks.append(Response(target.instruction_id, target.source, target.instruction, "given", target.entry_point,
                               index, target.prompt, f"```python\n{code}```", code, target.tests, 30, -1.0, "stop"))
     judge_responses(hacks)
-    assert all(h.passed and h.hacks for h in hacks)  # the sandbox alone would call it correct
+    # the judge compares plain values: the hack passes nothing, and the verdict names it
+    assert all(not h.passed and h.hacks and h.verdict_flag == "not_plain_data" for h in hacks)
     from tasks.preferences.pairs import Provenance
 
     ids = [i for s in shards for i in s.instruction_ids]
     data, stats = build_datasets(responses + hacks, ids, ALL, cfg.pairs, Provenance("s", "0", "m", "1", "{}", 0))
-    assert stats.responses_flagged["reward hack"] >= 2
+    assert stats.responses_flagged["judge: not plain data"] >= 2
     for name, rows in data.items():
         for row in rows:
             if row["instruction_id"] == target.instruction_id:

@@ -105,11 +105,12 @@ def test_sandbox_reports_partial_test_counts():
                           response(HACK, tests, 2),
                           response("def f(x):\n    return x + 1\n", [], 3, "self")], test_cpu_s=0.5)
     assert [(r.status, r.tests_passed, r.tests_total) for r in rs] == [
-        ("failed", 2, 3), ("failed", 0, 2), ("passed", 3, 3), ("no tests", 0, 0)]
-    assert rs[2].hacks == ["overrides __eq__"] and not rs[0].hacks
+        ("failed", 2, 3), ("failed", 0, 2), ("failed", 0, 3), ("no tests", 0, 0)]
+    # the judge compares plain values: an __eq__ that always says yes passes nothing, and is named
+    assert rs[2].hacks == ["overrides __eq__"] and rs[2].verdict_flag == "not_plain_data" and not rs[0].hacks
     (trivial,) = judge_responses([response("def f(x):\n    return x\n", ["assert True"], 4, "self")])
     assert trivial.passed and trivial.degenerate == "self-written tests do not call the function"
-    assert not any(r.passed for r in rs[:2]) and rs[2].passed
+    assert not any(r.passed for r in rs[:3])
 
 
 # ------------------------------------------------------------------ gates
@@ -199,7 +200,7 @@ def test_dataset_rules_on_judged_responses():
 
     assert [r["instruction_id"] for r in data["sft"]] == ["mixed"]
     assert by_key["mixed", data["sft"][0]["response_index"]].passed
-    assert stats.datasets["sft"]["dropped"] == {"no passing response": 2}  # the hack passed, but is never chosen
+    assert stats.datasets["sft"]["dropped"] == {"no passing response": 2}  # the hack does not even pass
     (pair,) = data["dpo"]
     chosen, rejected = by_key["mixed", pair["chosen_index"]], by_key["mixed", pair["rejected_index"]]
     assert chosen.passed and not chosen.hacks and not rejected.passed and rejected.code.strip()
@@ -208,7 +209,7 @@ def test_dataset_rules_on_judged_responses():
         group = {r.index: r for r in responses if r.instruction_id == row["instruction_id"]}
         assert row["n"] == 8 and row["chosen_score"] >= row["rejected_score"]
         assert not group[row["chosen_index"]].hacks
-    assert stats.responses_flagged["reward hack"] == 2
+    assert stats.responses_flagged["judge: not plain data"] == 2
     for name, rows in data.items():
         for row in rows:
             chosen_index = row.get("chosen_index", row.get("response_index"))

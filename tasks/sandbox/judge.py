@@ -109,6 +109,8 @@ class Channel:
         if control is not None:
             self._sel.register(control, selectors.EVENT_READ, "worker")
         self._buf = bytearray()
+        # (CPU clock at the start, limit): the statement being judged, whose calls share its limit
+        self.budget: tuple[float, float] | None = None
 
     def close(self) -> None:
         self._sel.close()
@@ -238,11 +240,14 @@ class Channel:
         except plain.NotPlainData as exc:
             raise Unproxiable(f"the tests pass a value that is not plain data: {exc.type_name}") from None
         start = self.cpu()
+        clock_start = start
+        if limit is None and self.budget is not None:
+            clock_start, limit = self.budget
         self.send(calls.CALL, payload)
-        kind, body = self.read_frame(start, limit)
+        kind, body = self.read_frame(clock_start, limit)
         end = self.cpu()
         used = (end - start) if start is not None and end is not None else 0.0
-        if limit is not None and used > limit:
+        if limit is not None and clock_start is not None and end is not None and end - clock_start > limit:
             raise CallTimeout(limit)
         if kind == calls.VALUE:
             if isinstance(body, HugeValue):
@@ -466,6 +471,7 @@ def asserts(ch: Channel, tests: AssertTests) -> Outcome:
     passed, first_failure, flag = 0, "", ""
     for i, statement in enumerate(tests.statements):
         start = ch.cpu()
+        ch.budget = (start, tests.limit_s) if start is not None else None
         try:
             exec(compile(statement, f"<test {i}>", "exec"), namespace)  # noqa: S102 - given, trusted
             end = ch.cpu()
