@@ -170,3 +170,43 @@ def test_demo_lists_each_language_and_the_canonicals_that_cannot_pass(tmp_path, 
     assert "JavaScript/112 cannot pass: the canonical solution returns `(z, false)`" in result.output
     canonical = json.loads((tmp_path / "canonical.json").read_text())["humaneval-x-js"]
     assert canonical["failures"] == [] and set(canonical["cannot_pass"]) == {"JavaScript/112", "JavaScript/155"}
+
+
+@pytest.mark.slow
+def test_caches_under_tmp_judge_every_language(tmp_path, monkeypatch):
+    """With HOME under /tmp (as in many containers) and no cache variables, the workers are sent
+    the toolchain paths: every language's canonical passes (JavaScript/162 needs js-md5 from the
+    prepared node_modules), the built toolchains are reused (copied, never rebuilt), and a
+    Python sample sees the toolchains but not the reference cache beside them."""
+    import shutil
+
+    for language in HUMANEVAL_X_LANGUAGES:
+        toolchains.prepare(language)  # built once per machine, in the usual cache
+    home = tmp_path / "home"
+    cache = home / ".cache" / "codealign"
+    shutil.copytree(toolchains.toolchain_root(), cache / "toolchains", symlinks=True)
+    (cache / "reference").mkdir()
+    (cache / "reference" / "answers.pkl").write_bytes(b"expected outputs")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.delenv("CODEALIGN_CACHE_DIR", raising=False)
+    assert toolchains.toolchain_root() == cache / "toolchains"
+
+    for language in HUMANEVAL_X_LANGUAGES:
+        problems = load_benchmark(f"humaneval-x-{language}")
+        picked = [problems[0]] + ([problems[162]] if language == "js" else [])
+        wrong = {"cpp": "    return false;\n}\n", "go": "    return false\n}\n", "java": "        return false;\n    }\n}",
+                 "js": "  return false;\n}\n", "rust": "    return false;\n}\n"}[language]
+        samples = [Sample(p.task_id, 0, p.canonical_completion) for p in picked] + [Sample(picked[0].task_id, 1, wrong)]
+        verdicts = execute(picked, samples, workers=1)
+        expected = ["passed"] * len(picked) + ["failed"]
+        assert [v.status for v in verdicts] == expected, (language, [v.detail for v in verdicts])
+
+    python = load_benchmark("humaneval")[0]
+    sees = (f"    import os\n"
+            f"    if os.path.isdir({str(cache / 'toolchains')!r}) and not os.path.exists({str(cache / 'reference')!r}):\n"
+            f"        return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])\n"
+            f"    return None\n")
+    verdicts = execute([python], [Sample(python.task_id, 0, python.canonical_completion),
+                                  Sample(python.task_id, 1, sees)], workers=1)
+    assert [v.status for v in verdicts] == ["passed", "passed"], [v.detail for v in verdicts]
