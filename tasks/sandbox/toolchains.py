@@ -239,26 +239,25 @@ def prepare(language: str) -> tuple[Path | None, str | None]:
     """Build (once per machine, cached) what ``language``'s samples link against; returns the
     directory and, when it could not be built, the reason.  Languages without such a need
     return ``(None, None)``."""
+    builds = {"rust": (_rust_deps_dir, "deps", _build_rust_deps), "go": (_go_cache_dir, "cache", _build_go_cache),
+              "js": (_js_modules_dir, "node_modules", _build_js_modules)}
+    if language not in builds or missing(language) is not None:
+        return (None, None)  # not remembered: the tool may be installed (or a test's stand-in removed) later
     key = (language, toolchain_root())
     if key in _PREPARED:
         return _PREPARED[key]
-    result: tuple[Path | None, str | None] = (None, None)
-    builds = {"rust": (_rust_deps_dir, "deps", _build_rust_deps), "go": (_go_cache_dir, "cache", _build_go_cache),
-              "js": (_js_modules_dir, "node_modules", _build_js_modules)}
-    if missing(language) is None and language in builds:
-        where, ready_name, build = builds[language]
-        target = where()
-        ready = target / ready_name
-        if ready.is_dir():
-            result = (target, None)
-        else:
-            import fcntl
+    where, ready_name, build = builds[language]
+    target = where()
+    ready = target / ready_name
+    result: tuple[Path | None, str | None] = (target, None)
+    if not ready.is_dir():
+        import fcntl
 
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with open(target.parent / f"{target.name}.lock", "w") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)  # one builder per machine; the others wait and reuse
-                reason = None if ready.is_dir() else build(target)
-            result = (None, reason) if reason else (target, None)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target.parent / f"{target.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one builder per machine; the others wait and reuse
+            reason = None if ready.is_dir() else build(target)
+        result = (None, reason) if reason else (target, None)
     _PREPARED[key] = result
     return result
 
