@@ -195,6 +195,31 @@ def test_equalities_python_accepts_survive_the_encoding(value, expected):
     assert decoded == expected and matches("humaneval", "f", (), decoded, expected, 0.0)[0]
 
 
+@pytest.mark.parametrize("value", [
+    list(range(-5, 5)), (0.5, float("inf"), -0.0, 1e300), {3, 1, 2, 4}, frozenset("abcd"),
+    ["ab", "", "\u00fc\ud800", "z" * 5], [1, 2, 3, True], [1, 2, 3, 2 ** 64], [1.0, 2, 3, 4], [[1, 2, 3, 4]] * 3,
+    (1, 2.0, -3, float("nan")), [1, 2.0, 3, 2 ** 63],
+], ids=["ints", "floats", "set", "frozenset", "strings", "bool-among-ints", "big-int", "int-among-floats", "nested",
+        "ints-and-floats", "big-int-among-floats"])
+def test_containers_keep_every_item_type_through_the_packed_forms(value):
+    decoded = plain.decode(plain.encode(value))
+    assert type(decoded) is type(value) and repr(decoded) == repr(value)  # repr: nan equals itself here
+    if not isinstance(value, (set, frozenset)):
+        assert [type(x) for x in decoded] == [type(x) for x in value]  # True stays a bool, 2 an int
+
+
+@pytest.mark.parametrize("data", [
+    b"Al" + b"q" + (9).to_bytes(4, "little") + bytes(16),  # claims 9 ints, holds 2
+    b"Al" + b"x" + (1).to_bytes(4, "little") + bytes(8),  # no such item type
+    b"A?" + b"q" + (1).to_bytes(4, "little") + bytes(8),  # no such container
+    b"Wl" + (2).to_bytes(4, "little") + (1).to_bytes(4, "little") + (5).to_bytes(4, "little")
+    + (2).to_bytes(4, "little") + b"ab",  # lengths add up to 6, text holds 2
+])
+def test_malformed_packed_data_is_refused(data):
+    with pytest.raises(plain.MalformedData):
+        plain.decode(data)
+
+
 def test_evalplus_rules_for_floats_and_nan():
     assert matches("humaneval", "f", (), 0.1 + 0.2, 0.3, 0.0)[0]  # within evalplus' 1e-6 tolerance
     assert not matches("humaneval", "f", (), 0.31, 0.3, 0.0)[0]

@@ -26,6 +26,7 @@ import math
 import selectors
 import socket
 import struct
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -231,12 +232,13 @@ class Channel:
         raise ProtocolError(f"unexpected frame {kind!r} while loading")
 
     def call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None,
-             limit: float | None = None, return_args: bool = False) -> tuple[Any, Any, float]:
+             limit: float | None = None, return_args: bool = False,
+             encoded: bytes | None = None) -> tuple[Any, Any, float]:
         """``name(*args, **kwargs)`` in the sample: (value, the arguments as the call left them
         or None, CPU seconds).  Raises what the sample's function raised (builtin exceptions as
         themselves), :class:`NotPlainResult`, :class:`CallTimeout` or :class:`SampleGone`."""
         try:
-            payload = plain.encode((name, tuple(args), dict(kwargs or {}), return_args))
+            payload = encoded or plain.encode((name, tuple(args), dict(kwargs or {}), return_args))
         except plain.NotPlainData as exc:
             raise Unproxiable(f"the tests pass a value that is not plain data: {exc.type_name}") from None
         start = self.cpu()
@@ -333,10 +335,11 @@ def differential(ch: Channel, tests: DifferentialJob) -> Outcome:
     for group, inputs, expected, limits in groups:
         assert expected is not None and len(expected) == len(inputs), "expected outputs missing"
         atol = tests.atol  # evalplus restarts its tolerance state for each group
+        payloads = _call_payloads(tests, group)
         for i, (inp, exp) in enumerate(zip(inputs, expected)):
             limit = limits[i] if limits else None
             try:
-                out, _, used = ch.call(tests.entry_point, tuple(inp), limit=limit)
+                out, _, used = ch.call(tests.entry_point, (), limit=limit, encoded=payloads[i])
             except Unproxiable:
                 raise
             except CallTimeout:
@@ -351,6 +354,29 @@ def differential(ch: Channel, tests: DifferentialJob) -> Outcome:
             if not ok:
                 return Outcome("failed", f"{group} input #{i}: wrong output")
     return Outcome("passed", tests_cpu_s=spent)
+
+
+_PAYLOADS: dict[tuple[int, str], tuple[Any, list[bytes]]] = {}
+_PAYLOADS_LOCK = threading.Lock()
+
+
+def _call_payloads(tests: DifferentialJob, group: str) -> list[bytes]:
+    """Each input's CALL payload, encoded once per task's input list and shared by every sample
+    judged against it (a sweep judges tens of samples per task).  The last few lists only."""
+    inputs = tests.base_inputs if group == "base" else tests.plus_inputs
+    with _PAYLOADS_LOCK:
+        hit = _PAYLOADS.get((id(inputs), tests.entry_point))
+        if hit is not None and hit[0] is inputs:
+            return hit[1]
+    try:
+        payloads = [plain.encode((tests.entry_point, tuple(inp), {}, False)) for inp in inputs]
+    except plain.NotPlainData as exc:
+        raise Unproxiable(f"the tests pass a value that is not plain data: {exc.type_name}") from None
+    with _PAYLOADS_LOCK:
+        while len(_PAYLOADS) >= 16:
+            _PAYLOADS.pop(next(iter(_PAYLOADS)))
+        _PAYLOADS[(id(inputs), tests.entry_point)] = (inputs, payloads)
+    return payloads
 
 
 def record(ch: Channel, tests: DifferentialJob) -> Outcome:

@@ -23,7 +23,9 @@ replaces ``sys.modules`` entries later cannot swap them.
 from __future__ import annotations
 
 import decimal
+import itertools
 import re
+from array import array
 import struct
 import sys
 from dataclasses import dataclass
@@ -37,6 +39,12 @@ _S_DD = struct.Struct("<dd")
 _S_I = struct.Struct("<I")
 _INT64 = 1 << 63
 MAX_DEPTH = 100  # deeper nesting (or a cycle) is not plain data
+# Containers of one scalar type travel packed (HumanEval+ results are mostly long lists of ints,
+# floats or strings): one C-level copy each way instead of a tag and a call per item.
+_PACKED_MIN = 4
+_TYPECODES = {int: "q", float: "d"}
+_ITEMSIZE = {"q": 8, "d": 8, "m": 17}  # m: a kind byte, an int and a float per item
+_INT_AND_FLOAT = {int, float}
 
 
 class NotPlainData(TypeError):
@@ -112,6 +120,8 @@ def _encode(x: Any, out: bytearray, depth: int) -> None:
         if depth >= MAX_DEPTH:
             raise NotPlainData(t.__name__, f"nested deeper than {MAX_DEPTH}")
         items = list(x) if t is set or t is frozenset else x
+        if len(items) >= _PACKED_MIN and _encode_packed(items, _CONTAINER_TAG[t], out):
+            return
         out += _CONTAINER_TAG[t]
         out += _S_I.pack(len(items))
         for item in items:
@@ -149,6 +159,50 @@ def _encode(x: Any, out: bytearray, depth: int) -> None:
 
 
 _CONTAINER_TAG = {list: b"l", tuple: b"t", set: b"S", frozenset: b"Z"}
+
+
+def _encode_packed(items: list[Any] | tuple[Any, ...], container: bytes, out: bytearray) -> bool:
+    """Items all of exact type int (within 64 bits), float or str, packed; False otherwise."""
+    kinds = set(map(type, items))
+    if kinds == _INT_AND_FLOAT:  # HumanEval/130's sequences mix them, ten million items in all
+        try:
+            ints = array("q", [v if type(v) is int else 0 for v in items])
+        except OverflowError:
+            return False
+        floats = array("d", [v if type(v) is float else 0.0 for v in items])
+        out += b"A"
+        out += container
+        out += b"m"
+        out += _S_I.pack(len(items))
+        out += bytes([0x66 if type(v) is float else 0x69 for v in items])
+        out += ints.tobytes()
+        out += floats.tobytes()
+        return True
+    if len(kinds) != 1:
+        return False
+    kind = kinds.pop()
+    if kind is str:
+        blob = "".join(items).encode("utf-8", "surrogatepass")
+        out += b"W"
+        out += container
+        out += _S_I.pack(len(items))
+        out += array("I", map(len, items)).tobytes()
+        out += _S_I.pack(len(blob))
+        out += blob
+        return True
+    code = _TYPECODES.get(kind)
+    if code is None:
+        return False
+    try:
+        packed = array(code, items)
+    except OverflowError:  # an int past 64 bits
+        return False
+    out += b"A"
+    out += container
+    out += code.encode()
+    out += _S_I.pack(len(items))
+    out += packed.tobytes()
+    return True
 
 
 def _reduce(x: Any, t: type, depth: int) -> Any:
@@ -217,9 +271,7 @@ def _decode(buf: memoryview, pos: int) -> tuple[Any, int]:
         for _ in range(n):
             item, pos = _decode(buf, pos)
             items.append(item)
-        if tag == 0x6C:
-            return items, pos
-        return (tuple if tag == 0x74 else set if tag == 0x53 else frozenset)(items), pos
+        return _container(tag, items), pos
     if tag == 0x64:  # d
         n = _S_I.unpack_from(buf, pos)[0]
         pos += 4
@@ -229,6 +281,42 @@ def _decode(buf: memoryview, pos: int) -> tuple[Any, int]:
             v, pos = _decode(buf, pos)
             result[k] = v
         return result, pos
+    if tag == 0x41:  # A: packed ints or floats
+        container, code = buf[pos], chr(buf[pos + 1])
+        n = _S_I.unpack_from(buf, pos + 2)[0]
+        pos += 6
+        end = pos + n * _ITEMSIZE[code]
+        if end > len(buf):
+            raise ValueError("truncated")
+        if code == "m":
+            kinds = bytes(buf[pos:pos + n])
+            ints, floats = array("q"), array("d")
+            ints.frombytes(buf[pos + n:pos + 9 * n])
+            floats.frombytes(buf[pos + 9 * n:end])
+            items = [f if k == 0x66 else i for k, i, f in zip(kinds, ints.tolist(), floats.tolist())]
+            return _container(container, items), end
+        packed = array(code)
+        packed.frombytes(buf[pos:end])
+        return _container(container, packed.tolist()), end
+    if tag == 0x57:  # W: packed strings
+        container = buf[pos]
+        n = _S_I.unpack_from(buf, pos + 1)[0]
+        pos += 5
+        lengths = array("I")
+        lengths.frombytes(buf[pos:pos + 4 * n])
+        if len(lengths) != n:
+            raise ValueError("truncated")
+        pos += 4 * n
+        size = _S_I.unpack_from(buf, pos)[0]
+        pos += 4
+        if pos + size > len(buf):
+            raise ValueError("truncated")
+        text = str(buf[pos:pos + size], "utf-8", "surrogatepass")
+        ends = list(itertools.accumulate(lengths))
+        if (ends[-1] if ends else 0) != len(text):
+            raise ValueError("string lengths do not add up")
+        items = [text[a:b] for a, b in zip([0, *ends], ends)]
+        return _container(container, items), pos + size
     if tag == 0x54:
         return True, pos
     if tag == 0x46:
@@ -257,3 +345,15 @@ def _decode(buf: memoryview, pos: int) -> tuple[Any, int]:
         text, span, groups = parts
         return MatchValue(text, tuple(span), tuple(groups)), pos
     raise ValueError(f"unknown tag {tag:#x}")
+
+
+def _container(tag: int, items: list[Any]) -> Any:
+    if tag == 0x6C:  # l
+        return items
+    if tag == 0x74:  # t
+        return tuple(items)
+    if tag == 0x53:  # S
+        return set(items)
+    if tag == 0x5A:  # Z
+        return frozenset(items)
+    raise ValueError(f"unknown container tag {tag:#x}")
