@@ -9,7 +9,7 @@ VENV ?= $(HOME)/.cache/codealign/venv-$(DEPS_HASH)
 export CODEALIGN_DATA_DIR ?= $(abspath ../shared/datasets)
 PY := $(VENV)/bin/python
 
-.PHONY: venv toolchains sweep demo test bench clean-venv
+.PHONY: venv toolchains browser sweep demo test bench clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	@mkdir -p $(dir $(VENV))
@@ -43,17 +43,26 @@ toolchains:
 		done; \
 	fi
 
+# The UI test drives a real browser: Debian's chromium through Playwright (which cannot
+# download its own browsers offline).  Installed when missing (needs root and the Debian registry).
+browser:
+	@command -v chromium >/dev/null || for attempt in 1 2 3; do \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null && break; \
+		sleep 10; \
+	done
+
 sweep: venv
 	$(VENV)/bin/codealign sweep --preset toy $(SWEEP_ARGS)
 
 demo: venv toolchains
 	$(VENV)/bin/codealign demo
 
-test: venv toolchains
+test: venv toolchains browser
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: venv
 	$(PY) benchmarks/sandbox_throughput.py
+	$(PY) benchmarks/judge_cost.py
 
 clean-venv:
 	rm -rf $(VENV)

