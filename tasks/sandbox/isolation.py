@@ -204,7 +204,8 @@ def answer_keys(paths: list[str]) -> list[str]:
     same files are mounted (a bind mount of the data folder elsewhere shows the same answers):
     benchmark data, reference caches, stores, user files, the project's checkout."""
     found = {os.path.realpath(p) for p in paths if p and os.path.exists(p)}
-    found |= {a for p in found for a in _mount_aliases(p)}
+    mounts = _mounts()  # read once: one answer-key path after another
+    found |= {a for p in found for a in _mount_aliases(p, mounts)}
     return sorted(p for p in found if p != "/" and os.path.exists(p))
 
 
@@ -234,9 +235,8 @@ def _mounts() -> list[tuple[str, str, str]]:
     return out
 
 
-def _mount_aliases(path: str) -> list[str]:
+def _mount_aliases(path: str, mounts: list[tuple[str, str, str]]) -> list[str]:
     """Other paths that show the same files as ``path`` (same device, same place within it)."""
-    mounts = _mounts()
     holder = max((m for m in mounts if _under(path, m[2])), key=lambda m: len(m[2]), default=None)
     if holder is None:
         return []
