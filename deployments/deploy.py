@@ -30,13 +30,14 @@ from prefect.schedules import Cron
 from flows.deployable import evaluate_entry, resume_entry, sweep_entry
 from tasks.artifacts import layout
 from tasks.artifacts.store import to_uri
+from tasks.errors import CodealignError
 from tasks.sweeps.config import read_preset
 
 POOL = "codealign"
 NIGHTLY_CRON = "0 2 * * *"
 
 
-class DeployError(RuntimeError):
+class DeployError(CodealignError, RuntimeError):
     """The server refused a deployment; Prefect printed which and why."""
 
 

@@ -13,29 +13,55 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from flows.options import with_config_options
 from tasks.artifacts import layout
-from tasks.benchmarks.registry import BENCHMARKS, DataFileError, load_benchmark
+from tasks.benchmarks.registry import BENCHMARKS, load_benchmark
+from tasks.errors import CodealignError
 from tasks.evaluation.settings import EvalSettings, EvaluateConfig
 from tasks.evaluation.units import CheckpointEvalConfig
-from tasks.files import InputError, read_jsonl, write_json_atomic, write_jsonl_atomic
+from tasks.files import read_jsonl, write_json_atomic, write_jsonl_atomic
 from tasks.generation.samples import Sample, read_samples
 from tasks.preferences.generate import GenerateConfig
 from tasks.sandbox.limits import Limits
 from tasks.training.config import StageConfig
 
-app = typer.Typer(add_completion=False, no_args_is_help=True)
 console = Console(stderr=True, soft_wrap=True)  # never wrap a FILE:LINE message
 # Tables fit a terminal; piped into a file or another program they are never folded.
 out = Console(width=None if sys.stdout.isatty() else 200)
 
 
 VERBOSE = {"on": False}  # set by the global --verbose option
+
+
+class _Commands(TyperGroup):
+    """Where every command starts: codealign's error root is caught here, once.  Bad input (a
+    :class:`CodealignError`) is one line and its exit code; anything else is a bug, one line and
+    exit 1, with the traceback only under ``--verbose``."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except CodealignError as exc:
+            console.print(f"[bold red]codealign: error:[/] {escape(str(exc))}", highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+        except Exception as exc:
+            if VERBOSE["on"]:
+                raise
+            console.print(f"[bold red]codealign: internal error:[/] {escape(f'{type(exc).__name__}: {exc}')} "
+                          "(run with --verbose for the traceback)", highlight=False)
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True)
 
 
 @app.callback()
@@ -66,14 +92,13 @@ def exec_command(
 ) -> None:
     """Run samples against a benchmark's tests in the sandbox and write one verdict per sample."""
     from tasks.sandbox.execute import execute
-    from tasks.sandbox.pool import IsolationUnavailable
 
     try:
         problems = load_benchmark(benchmark)
         parsed = read_samples(samples, [p.task_id for p in problems])
         verdicts = execute(problems, parsed, Limits(cpu_s=timeout_s, memory_mb=memory_mb), workers,
                            strict_isolation, progress=sys.stderr.isatty())
-    except (InputError, DataFileError, ValueError, IsolationUnavailable) as exc:
+    except ValueError as exc:  # bad values outside codealign's errors (which the CLI root catches)
         fail(str(exc))
     write_jsonl_atomic(out_path, (v.to_json() for v in verdicts))
     passed = sum(v.passed for v in verdicts)
@@ -168,10 +193,7 @@ def score_command(
             raise ValueError
     except ValueError:
         fail(f"--k must be comma-separated integers >= 1, got {k!r}")
-    try:
-        records = [r for _, r in read_jsonl(verdicts, "verdicts file", required=("task_id", "passed"))]
-    except InputError as exc:
-        fail(str(exc))
+    records = [r for _, r in read_jsonl(verdicts, "verdicts file", required=("task_id", "passed"))]
     scores = score(records, ks)
     target = out_path or verdicts.with_suffix(".scores.json")
     write_json_atomic(target, scores)
@@ -189,32 +211,29 @@ def demo_command(
     from tasks.benchmarks.multilang import KNOWN_CANONICAL_FAILURES
     from tasks.evaluation.pipeline import execute_samples, score_verdicts
 
-    try:
-        counts = {}
-        for name in BENCHMARKS:
-            settings = EvalSettings(benchmarks=[name], workers=workers)
-            problems = settings.select_problems()
-            canon = {name: [Sample(p.task_id, 0, p.canonical_completion) for p in problems[name]]}
-            verdicts = execute_samples(problems, canon, settings, progress=sys.stderr.isatty())
-            known = {v.task_id: KNOWN_CANONICAL_FAILURES[v.task_id] for v in verdicts
-                     if not v.passed and v.task_id in KNOWN_CANONICAL_FAILURES}
-            counts[name] = {"passed": sum(v.passed for v in verdicts), "total": len(verdicts),
-                            "failures": [v.to_json() for v in verdicts if not v.passed and v.task_id not in known],
-                            "cannot_pass": known}
-            out.print(f"{name} {counts[name]['passed']}/{counts[name]['total']}")
-            for v in verdicts:
-                if not v.passed:
-                    why = known.get(v.task_id) or f"{v.status}: {v.detail}"
-                    out.print(f"  {v.task_id} {'cannot pass' if v.task_id in known else 'FAILED'}: {why}",
-                              soft_wrap=True, markup=False)
-        write_json_atomic(out_dir / "canonical.json", counts)
-        demo_file = Path(__file__).resolve().parent.parent / "tasks" / "data" / "humaneval_demo_samples.jsonl"
-        settings = EvalSettings(benchmarks=["humaneval"], ks=[1, 5], workers=workers)
+    counts = {}
+    for name in BENCHMARKS:
+        settings = EvalSettings(benchmarks=[name], workers=workers)
         problems = settings.select_problems()
-        samples = {"humaneval": read_samples(demo_file, [p.task_id for p in problems["humaneval"]])}
-        verdicts = execute_samples(problems, samples, settings)
-    except (InputError, DataFileError) as exc:
-        fail(str(exc))
+        canon = {name: [Sample(p.task_id, 0, p.canonical_completion) for p in problems[name]]}
+        verdicts = execute_samples(problems, canon, settings, progress=sys.stderr.isatty())
+        known = {v.task_id: KNOWN_CANONICAL_FAILURES[v.task_id] for v in verdicts
+                 if not v.passed and v.task_id in KNOWN_CANONICAL_FAILURES}
+        counts[name] = {"passed": sum(v.passed for v in verdicts), "total": len(verdicts),
+                        "failures": [v.to_json() for v in verdicts if not v.passed and v.task_id not in known],
+                        "cannot_pass": known}
+        out.print(f"{name} {counts[name]['passed']}/{counts[name]['total']}")
+        for v in verdicts:
+            if not v.passed:
+                why = known.get(v.task_id) or f"{v.status}: {v.detail}"
+                out.print(f"  {v.task_id} {'cannot pass' if v.task_id in known else 'FAILED'}: {why}",
+                          soft_wrap=True, markup=False)
+    write_json_atomic(out_dir / "canonical.json", counts)
+    demo_file = Path(__file__).resolve().parent.parent / "tasks" / "data" / "humaneval_demo_samples.jsonl"
+    settings = EvalSettings(benchmarks=["humaneval"], ks=[1, 5], workers=workers)
+    problems = settings.select_problems()
+    samples = {"humaneval": read_samples(demo_file, [p.task_id for p in problems["humaneval"]])}
+    verdicts = execute_samples(problems, samples, settings)
     write_jsonl_atomic(out_dir / "demo_verdicts.jsonl", (v.to_json() for v in verdicts))
     scores = score_verdicts(verdicts, settings)
     write_json_atomic(out_dir / "demo_scores.json", scores)
@@ -245,11 +264,9 @@ def evaluate_command(
     out_dir: Annotated[Path, typer.Option("--out", help="run directory")] = Path(layout.DEFAULT_OUT) / "evaluate",
 ) -> None:
     """Sample a model with vLLM on benchmarks, execute, and score pass@k."""
-    from tasks.evaluation.pipeline import evaluate_model
-    from tasks.generation.models import ModelNotFound, resolve_model
-    from tasks.generation.prompts import NoFimTokens
-
     from flows.progress import quiet_output
+    from tasks.evaluation.pipeline import evaluate_model
+    from tasks.generation.models import resolve_model
     from tasks.generation.sampling import release_engines
 
     try:
@@ -259,7 +276,7 @@ def evaluate_command(
                 scores = evaluate_model(config, out_dir, progress=VERBOSE["on"] and sys.stderr.isatty())
             finally:
                 release_engines()  # the engine core stops now, not in a race with interpreter exit
-    except (InputError, DataFileError, NoFimTokens, ModelNotFound, ValueError) as exc:
+    except ValueError as exc:  # bad values outside codealign's errors (which the CLI root catches)
         fail(str(exc))
     print_scores(scores, config.ks)
     console.print(f"samples, verdicts and scores in {out_dir}")
@@ -292,8 +309,6 @@ def _run_flow(call: Any, store_root: str, run_id: str) -> None:
     quietly unless --verbose (flows/progress.py)."""
     from flows.progress import quiet_run
     from flows.runtime import RunFailed
-    from tasks.artifacts.checkpoints import CheckpointError
-    from tasks.artifacts.store import IntegrityError, MissingArtifact
 
     try:
         with quiet_run(store_root, run_id, VERBOSE["on"]):
@@ -302,7 +317,7 @@ def _run_flow(call: Any, store_root: str, run_id: str) -> None:
         console.print(f"[bold red]codealign:[/] {escape(str(exc))}", highlight=False)
         console.print(f"fix the cause, then: codealign resume {exc.run_id} --store {store_root}", highlight=False)
         raise typer.Exit(1) from None
-    except (CheckpointError, MissingArtifact, IntegrityError, DataFileError, ValueError) as exc:
+    except ValueError as exc:  # bad values outside codealign's errors (which the CLI root catches)
         fail(str(exc))
     from tasks.artifacts.runs import read_manifest
     from tasks.artifacts.store import ArtifactStore
@@ -346,13 +361,10 @@ def evaluate_checkpoints_command(
     run_id: RunIdOpt = None,
 ) -> None:
     """Evaluate every checkpoint x benchmark x mode (Prefect flow on Ray); resumable."""
-    from tasks.artifacts.checkpoints import CheckpointError, discover
+    from tasks.artifacts.checkpoints import discover
 
     check_run_id_option(run_id)
-    try:
-        discover(config.checkpoints)  # bad paths fail here, before any server or cluster starts
-    except CheckpointError as exc:
-        fail(str(exc))
+    discover(config.checkpoints)  # bad paths fail here, before any server or cluster starts
     from flows.evaluate_checkpoints import run_evaluate_checkpoints
 
     run_id = run_id or new_run_id()
@@ -367,17 +379,14 @@ def generate_command(
 ) -> None:
     """Sample n responses per instruction, execute them, and build SFT / DPO / BoNBoN /
     non-functional datasets with quality gates (Prefect flow `generate-preferences` on Ray)."""
-    from tasks.generation.models import ModelNotFound, resolve_model
+    from tasks.generation.models import resolve_model
     from tasks.preferences.generate import load_checked_source
 
     check_run_id_option(run_id)
-    try:
-        load_checked_source(config)  # bad input fails here, before any server or cluster starts
-        resolve_model(config.model)
-        if config.judge_model:
-            resolve_model(config.judge_model)
-    except (InputError, DataFileError, ModelNotFound) as exc:
-        fail(str(exc))
+    load_checked_source(config)  # bad input fails here, before any server or cluster starts
+    resolve_model(config.model)
+    if config.judge_model:
+        resolve_model(config.judge_model)
     from flows.generate_preferences import run_generate_preferences
 
     run_id = run_id or new_run_id()
@@ -389,16 +398,14 @@ def generate_command(
 def train_command(config: StageConfig, run_id: RunIdOpt = None) -> None:
     """Train one stage (SFT, DPO or BoNBoN; LoRA or full) on Ray Train workers (Prefect flow
     `train`); checkpoints go to the store, merged, with lineage.  Resumable after a kill."""
-    from tasks.artifacts.checkpoints import CheckpointError, validate
-    from tasks.generation.models import ModelNotFound, resolve_model
-    from tasks.training.data import DatasetError, check_dataset
+    from tasks.artifacts.checkpoints import validate
+    from tasks.generation.models import resolve_model
+    from tasks.training.data import check_dataset
 
     check_run_id_option(run_id)
-    try:  # bad input fails here, before any server, cluster or worker starts
-        check_dataset(config.dataset, config.stage)
-        validate(resolve_model(config.model))
-    except (DatasetError, ModelNotFound, CheckpointError) as exc:
-        fail(str(exc))
+    # bad input fails here, before any server, cluster or worker starts
+    check_dataset(config.dataset, config.stage)
+    validate(resolve_model(config.model))
     from flows.train import run_train
 
     run_id = run_id or new_run_id()
@@ -417,16 +424,11 @@ def sweep_command(
 ) -> None:
     """Run an alignment sweep (Prefect flow `alignment-sweep`): generate preference data, train
     SFT / DPO / BoNBoN along both pathways, evaluate every checkpoint, write the report."""
-    from flows.options import ConfigError
-    from tasks.generation.models import ModelNotFound, resolve_model
-    from tasks.sweeps.config import SweepError
+    from tasks.generation.models import resolve_model
     from tasks.sweeps.plan import expand
 
     check_run_id_option(run_id)
-    try:
-        config = load_sweep_config(preset, config_file, store, ray_address)
-    except (SweepError, ConfigError) as exc:
-        fail(str(exc))
+    config = load_sweep_config(preset, config_file, store, ray_address)
     plan = expand(config)
     out.print(f"sweep {config.preset}: {len(config.models)} model pair(s) x {len(config.pathways)} pathway(s); "
               f"{len(plan.data_jobs)} data job(s), {len(plan.stages)} stage(s) "
@@ -437,12 +439,10 @@ def sweep_command(
             out.print(f"  {stage.label}: {stage.technique} on {stage.dataset}"
                       + (f", from {stage.after}" if stage.after else ", from the starting model"), highlight=False)
         return
-    try:  # bad input fails here, before any server or cluster starts
-        for pair in config.models:
-            for pathway in config.pathways:
-                resolve_model(pair.start(pathway))
-    except ModelNotFound as exc:
-        fail(str(exc))
+    # bad input fails here, before any server or cluster starts
+    for pair in config.models:
+        for pathway in config.pathways:
+            resolve_model(pair.start(pathway))
     from flows.alignment_sweep import run_alignment_sweep
 
     run_id = run_id or new_run_id()

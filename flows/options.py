@@ -21,11 +21,13 @@ from typing import Annotated, Any, Optional, Union
 import typer
 from pydantic import BaseModel, ValidationError
 
+from tasks.errors import CodealignError
+
 # Flags that read better than their field names (pass@k's k values are --k 1,10).
 FLAG_NAMES = {"ks": "k"}
 
 
-class ConfigError(ValueError):
+class ConfigError(CodealignError, ValueError):
     """A configuration value that does not validate; the message names the flag or file."""
 
 

@@ -24,6 +24,7 @@ from tasks.artifacts import layout, runs
 from tasks.artifacts.checkpoints import Checkpoint, fingerprint
 from tasks.artifacts.lineage import InputRef, prefect_producer
 from tasks.artifacts.store import ArtifactStore, local_path, storage_options
+from tasks.errors import CodealignError
 
 # Environment the Ray workers need from the caller: data and cache locations, where the store
 # and the Prefect API are, model hub settings.  Passed per task (runtime_env), so it reaches
@@ -39,8 +40,10 @@ _SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|SESS
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
-class RunFailed(RuntimeError):
+class RunFailed(CodealignError, RuntimeError):
     """Some items of a run failed; the run is marked failed and `codealign resume` retries them."""
+
+    exit_code = 1  # the input was fine; the run was not
 
     def __init__(self, run_id: str, failures: list[str]):
         super().__init__(run_id, failures)  # args stay picklable (Prefect persists flow results)

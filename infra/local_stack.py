@@ -25,6 +25,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tasks.errors import CodealignError
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
@@ -34,7 +36,7 @@ RAY_HOST = "127.0.0.2"
 POOL = "codealign"
 
 
-class StackError(RuntimeError):
+class StackError(CodealignError, RuntimeError):
     """A service that did not come up; the message names it and its log file."""
 
 

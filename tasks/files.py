@@ -18,8 +18,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from tasks.errors import CodealignError
 
-class InputError(ValueError):
+
+class InputError(CodealignError, ValueError):
     """Bad user input; the message names the file and line (``FILE:LINE: what is wrong``)."""
 
 

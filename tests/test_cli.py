@@ -83,3 +83,46 @@ def test_score_rejects_bad_verdicts(tmp_path):
     r = codealign("score", "--verdicts", str(bad))
     assert r.returncode == 2 and "v.jsonl:2: missing field 'passed'" in r.stderr.replace("\n", "")
     assert not (tmp_path / "v.scores.json").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["exec", "--benchmark", "nope", "--samples", "/dev/null", "--out", "{tmp}/o.jsonl"], "unknown benchmark 'nope'"),
+    (["score", "--verdicts", "{tmp}/missing.jsonl"], "missing.jsonl: cannot read verdicts file"),
+    (["evaluate", "--model", "{tmp}/no-model", "--benchmarks", "humaneval"], "no such local model directory"),
+    (["evaluate-checkpoints", "--checkpoints", "{tmp}/no-ckpt", "--store", "{tmp}/s"], "no such checkpoint"),
+    (["generate", "--model", "{tmp}/no-model", "--store", "{tmp}/s"], "no such local model directory"),
+    (["train", "--stage", "sft", "--pathway", "fta", "--model", "{tmp}/no-model", "--dataset",
+      "{tmp}/missing.jsonl", "--store", "{tmp}/s"], "missing.jsonl"),
+    (["sweep", "--preset", "nope", "--store", "{tmp}/s"], "no preset 'nope'"),
+    (["report", "nope", "--store", "{tmp}/s"], "no run 'nope'"),
+    (["resume", "nope", "--store", "{tmp}/s"], "no run 'nope'"),
+    (["lineage", "nope://x", "--store", "{tmp}/s"], "is not in the store"),
+], ids=lambda v: v[0] if isinstance(v, list) else "")
+def test_every_command_says_bad_input_in_one_line_and_exits_2(tmp_path, args, message):
+    """codealign's error root is caught once, where the CLI starts: one line, exit 2, no trace."""
+    from typer.testing import CliRunner
+
+    from flows import cli
+
+    result = CliRunner().invoke(cli.app, [a.format(tmp=tmp_path) for a in args])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2, result.output
+    assert len(lines) == 1 and lines[0].startswith("codealign: error:") and message in lines[0], result.output
+
+
+def test_a_bug_is_one_line_and_exit_1_and_its_traceback_needs_verbose(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from flows import cli
+    from tasks.evaluation import scoring
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(scoring, "score", broken)
+    verdicts = _write_lines(tmp_path / "v.jsonl", [json.dumps({"task_id": "HumanEval/0", "passed": True})])
+    quiet = CliRunner().invoke(cli.app, ["score", "--verdicts", str(verdicts)])
+    assert quiet.exit_code == 1 and quiet.output.strip().splitlines() == [
+        "codealign: internal error: KeyError: 'a bug' (run with --verbose for the traceback)"]
+    loud = CliRunner().invoke(cli.app, ["--verbose", "score", "--verdicts", str(verdicts)])
+    assert isinstance(loud.exception, KeyError)  # the traceback is the user's to see

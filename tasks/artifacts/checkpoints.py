@@ -21,11 +21,12 @@ import fsspec
 
 from tasks.artifacts.hash_memo import HashMemo, version_of
 from tasks.artifacts.store import storage_options, to_uri
+from tasks.errors import CodealignError
 
 _STEP = re.compile(r"^checkpoint-(\d+)$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(CodealignError, ValueError):
     """A checkpoint that cannot be evaluated (missing, unreadable or corrupt); names the file."""
 
 

@@ -22,16 +22,17 @@ from typing import Any
 import fsspec
 
 from tasks.artifacts.lineage import ArtifactMeta
+from tasks.errors import CodealignError
 from tasks.files import atomic_directory, jsonl_text, keep_from_samples, write_bytes_atomic
 
 META_SUFFIX = ".meta.json"
 
 
-class IntegrityError(RuntimeError):
+class IntegrityError(CodealignError, RuntimeError):
     """A stored artifact does not match the sha256 recorded when it was written."""
 
 
-class MissingArtifact(FileNotFoundError):
+class MissingArtifact(CodealignError, FileNotFoundError):
     """No complete artifact at this URI."""
 
 

@@ -98,6 +98,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.benchmarks.problem import DifferentialTests, Problem
+from tasks.errors import CodealignError
 
 KINDS = ("evoeval", "evalperf", "codal", "multipl-e")
 EVOEVAL_VARIANTS = ("difficult", "creative", "subtle", "combine", "tool_use", "verbose", "concise")
@@ -110,7 +111,7 @@ EVOEVAL_SPECIAL_ORACLES = {
 CODAL_PREFERENCES = ("instruction-following", "readability", "complexity", "style", "explanation")
 
 
-class JudgedBenchmarkError(ValueError):
+class JudgedBenchmarkError(CodealignError, ValueError):
     """A benchmark scored by an LLM judge was sent to be executed."""
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.benchmarks.problem import DifferentialTests, Problem
+from tasks.errors import CodealignError
 from tasks.files import parse_jsonl
 
 __all__ = [
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 
-class DataFileError(RuntimeError):
+class DataFileError(CodealignError, RuntimeError):
     """A benchmark data file is missing, corrupt or malformed (the message says which and why)."""
 
 

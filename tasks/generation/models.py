@@ -17,12 +17,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tasks.errors import CodealignError
+
 TOY_MODELS = ("toy-base", "toy-instruct")
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 HUB_TIMEOUT_S = 5
 
 
-class ModelNotFound(ValueError):
+class ModelNotFound(CodealignError, ValueError):
     """A model reference that cannot be used; the message says why and what to do."""
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from tasks.benchmarks.problem import Problem
+from tasks.errors import CodealignError
 from tasks.files import read_jsonl
 
 Mode = Literal["command", "flow"]
@@ -60,7 +61,7 @@ def fim_format(family: str) -> FimFormat:
     return next(f for f in FIM_FORMATS if f.family == family)
 
 
-class NoFimTokens(ValueError):
+class NoFimTokens(CodealignError, ValueError):
     """The model has no fill-in-the-middle sentinels, so Flow-mode infilling is impossible."""
 
 

@@ -28,12 +28,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tasks.errors import CodealignError
 from tasks.files import cache_dir, kept_from_samples
 from tasks.sandbox import calls, judge
 from tasks.sandbox.judge import Channel, Outcome
 from tasks.sandbox.limits import Limits
-from tasks.sandbox.records import (AssertTests, CompiledTests, DifferentialJob, Job, ProxiedTests, SampleLimits,
-                                   Tests, Verdict)
+from tasks.sandbox.records import (
+    AssertTests,
+    CompiledTests,
+    DifferentialJob,
+    Job,
+    ProxiedTests,
+    SampleLimits,
+    Tests,
+    Verdict,
+)
 from tasks.sandbox.runner import ExitReport
 from tasks.sandbox.worker import CONTROL_FD_ENV, HIDE_ENV, VISIBLE_ENV, receive, send
 
@@ -68,7 +77,7 @@ def answer_key_paths() -> list[str]:
     return [p for p in paths if p]
 
 
-class IsolationUnavailable(RuntimeError):
+class IsolationUnavailable(CodealignError, RuntimeError):
     """Raised with ``strict_isolation`` when the OS refuses the namespaces we need."""
 
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from tasks.artifacts import layout
 from tasks.artifacts.store import to_uri
+from tasks.errors import CodealignError
 from tasks.evaluation.settings import SHOT_COUNTS, EvalSettings
 from tasks.generation.prompts import Mode
 from tasks.generation.sampling import EngineSettings, SamplingSettings
@@ -31,7 +32,7 @@ Objective = Literal["functional", "instruction_following", "readability", "compl
 OBJECTIVES: tuple[str, ...] = ("functional", *DIMENSIONS)
 
 
-class SweepError(ValueError):
+class SweepError(CodealignError, ValueError):
     """A sweep config or preset that cannot run; the message names the preset/file and field."""
 
 

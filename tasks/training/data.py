@@ -16,13 +16,14 @@ from typing import Any
 import fsspec
 
 from tasks.artifacts.store import storage_options, to_uri
+from tasks.errors import CodealignError
 
 COLUMNS = {"sft": ("prompt", "completion"), "dpo": ("prompt", "chosen", "rejected"),
            "bonbon": ("prompt", "chosen", "rejected", "n")}
 ID_COLUMN = "instruction_id"
 
 
-class DatasetError(ValueError):
+class DatasetError(CodealignError, ValueError):
     """A dataset that cannot be trained on; the message names the file and what is wrong."""
 
 
