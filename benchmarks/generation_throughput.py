@@ -41,7 +41,12 @@ async def judge_task_seconds(flow_run_ids: list[str]) -> float:
     """Wall time during which judge-shard tasks ran: the union of their [start, end]
     intervals (tasks of different shards overlap; summing them would count cores, not time)."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterName
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        TaskRunFilter,
+        TaskRunFilterName,
+    )
 
     async with get_client() as client:
         task_runs = await client.read_task_runs(
@@ -63,14 +68,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=None, help="sandbox workers (default: cores)")
     args = parser.parse_args(argv)
 
-    from prefect.testing.utilities import prefect_test_harness  # after flows/: its Prefect settings apply
+    from prefect.testing.utilities import (
+        prefect_test_harness,  # after flows/: its Prefect settings apply
+    )
 
     from flows.generate_preferences import resume, run_generate_preferences
     from tasks.artifacts import runs
     from tasks.artifacts.store import ArtifactStore
     from tasks.preferences.generate import GenerateConfig, run_inputs
     from tasks.preferences.responses import Response, judge_responses, tested_program
-    from tasks.sandbox.execute import execute_tested
+    from tasks.sandbox.tested import execute_tested
 
     work = Path(tempfile.mkdtemp(prefix="codealign-genbench-"))
     config = GenerateConfig(model="toy-instruct", source="toy-train", limit=args.limit, shard_size=args.shard_size,

@@ -8,7 +8,7 @@ more messages than running the whole check inside the sample; this says how much
 not) a sweep's evaluation becomes.  The target is after / before >= 0.85 (throughput).
 
 Both checkouts judge the same samples (every task's canonical completion plus one wrong one,
-``tests/wrong_samples.py``), each in its own subprocess with its own cache directory (their
+``tasks/benchmarks/mutants.py``), each in its own subprocess with its own cache directory (their
 reference caches have different formats), alternating before/after ``--rounds`` times; the
 best time of each is kept.  Reference outputs are computed before the timing.
 
@@ -34,7 +34,10 @@ _CHILD = r"""
 import json, sys, time
 from tasks.benchmarks.registry import load_benchmark
 from tasks.generation.samples import Sample
-from tasks.sandbox.execute import execute
+try:
+    from tasks.evaluation.execute import execute
+except ImportError:  # a checkout from before the import-graph change
+    from tasks.sandbox.execute import execute
 spec = json.load(open(sys.argv[1]))
 problems = load_benchmark(spec["benchmark"])
 wanted = {s[0] for s in spec["samples"]}
@@ -48,9 +51,8 @@ print(json.dumps({"seconds": time.perf_counter() - start, "passed": [v.passed fo
 
 
 def build_samples(benchmark: str, limit: int | None) -> list[tuple[str, int, str]]:
-    sys.path[:0] = [str(_ROOT), str(_ROOT / "tests")]
-    from wrong_samples import wrong_solution
-
+    sys.path[:0] = [str(_ROOT)]
+    from tasks.benchmarks.mutants import wrong_solution
     from tasks.benchmarks.registry import load_benchmark
 
     samples = []

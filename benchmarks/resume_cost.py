@@ -102,7 +102,9 @@ def start_head() -> tuple[subprocess.Popen, str]:
 
 def measure(args: argparse.Namespace, ray_address: str | None) -> None:
 
-    from prefect.testing.utilities import prefect_test_harness  # after flows/: its Prefect settings apply
+    from prefect.testing.utilities import (
+        prefect_test_harness,  # after flows/: its Prefect settings apply
+    )
 
     from flows.evaluate_checkpoints import resume, run_evaluate_checkpoints
     from flows.runtime import RunFailed

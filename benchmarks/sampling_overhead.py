@@ -33,7 +33,12 @@ def main() -> None:
     from tasks.evaluation.pipeline import load_tokenizer
     from tasks.generation.models import resolve_model
     from tasks.generation.prompts import PromptSpec, build_prompt
-    from tasks.generation.sampling import EngineSettings, SamplingSettings, generate, get_engine
+    from tasks.generation.sampling import (
+        EngineSettings,
+        SamplingSettings,
+        generate,
+        get_engine,
+    )
 
     model = resolve_model(args.model)
     tokenizer = load_tokenizer(model)

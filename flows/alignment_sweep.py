@@ -45,7 +45,14 @@ from tasks.generation.models import resolve_model
 from tasks.sweeps import plan as sweep_plan
 from tasks.sweeps import report
 from tasks.sweeps.config import SweepConfig
-from tasks.sweeps.results import SWEEP_RECORD, Skipped, StartModel, SweepRecord, TrainedStage, result_rows
+from tasks.sweeps.results import (
+    SWEEP_RECORD,
+    Skipped,
+    StartModel,
+    SweepRecord,
+    TrainedStage,
+    result_rows,
+)
 from tasks.training import stages as training_stages
 
 FLOW_NAME = "alignment-sweep"

@@ -91,7 +91,7 @@ def exec_command(
     strict_isolation: Annotated[bool, typer.Option(help="refuse to run without namespaces")] = False,
 ) -> None:
     """Run samples against a benchmark's tests in the sandbox and write one verdict per sample."""
-    from tasks.sandbox.execute import execute
+    from tasks.evaluation.execute import execute
 
     try:
         problems = load_benchmark(benchmark)

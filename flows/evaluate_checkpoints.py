@@ -36,7 +36,9 @@ from tasks.artifacts import runs
 from tasks.artifacts.checkpoints import discover
 from tasks.artifacts.store import ArtifactRef, ArtifactStore
 from tasks.evaluation import units as ev
-from tasks.evaluation.units import FLOW_NAME, CheckpointEvalConfig, Unit
+from tasks.evaluation.units import CheckpointEvalConfig, Unit
+
+FLOW_NAME = "evaluate-checkpoints"
 
 
 @ray_task("sample-unit")
@@ -110,7 +112,7 @@ def run_evaluate_checkpoints(config: CheckpointEvalConfig, run_id: str | None = 
 
 def resume(store_root: str, run_id: str, ray_address: str | None = None) -> dict[str, Any]:
     """Run ``run_id`` again: checkpoints are rediscovered (new ones join), complete units are kept."""
-    config = ev.run_config(ArtifactStore(store_root), run_id)
+    config = ev.run_config(ArtifactStore(store_root), run_id, FLOW_NAME)
     update = {"store": store_root, **({"ray_address": ray_address} if ray_address else {})}
     config = CheckpointEvalConfig.model_validate({**config.model_dump(), **update})  # validators run again
     return run_flow(evaluate_checkpoints, config, run_id)

@@ -39,7 +39,9 @@ from tasks.artifacts.lineage import InputRef
 from tasks.artifacts.store import ArtifactRef, ArtifactStore
 from tasks.generation.models import resolve_model
 from tasks.preferences import generate as gp
-from tasks.preferences.generate import FLOW_NAME, GenerateConfig, RunInputs, Shard
+from tasks.preferences.generate import GenerateConfig, RunInputs, Shard
+
+FLOW_NAME = "generate-preferences"
 
 
 @ray_task("sample-shard")
@@ -110,7 +112,7 @@ def run_generate_preferences(config: GenerateConfig, run_id: str | None = None) 
 
 def resume(store_root: str, run_id: str, ray_address: str | None = None) -> dict[str, Any]:
     """Run ``run_id`` again: complete shards are kept, the datasets rebuilt."""
-    config = gp.run_inputs(ArtifactStore(store_root), run_id).config
+    config = gp.run_inputs(ArtifactStore(store_root), run_id, FLOW_NAME).config
     update = {"store": store_root, **({"ray_address": ray_address} if ray_address else {})}
     config = GenerateConfig.model_validate({**config.model_dump(), **update})
     return run_flow(generate_preferences, config, run_id)

@@ -17,12 +17,12 @@ import ray
 from prefect import Flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.filesystems import LocalFileSystem, RemoteFileSystem
-from prefect.runtime import flow_run
+from prefect.runtime import flow_run, task_run
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from tasks.artifacts import layout, runs
 from tasks.artifacts.checkpoints import Checkpoint, fingerprint
-from tasks.artifacts.lineage import InputRef, prefect_producer
+from tasks.artifacts.lineage import InputRef
 from tasks.artifacts.store import ArtifactStore, local_path, storage_options
 from tasks.errors import CodealignError
 
@@ -108,7 +108,8 @@ def prefect_api_for_run() -> Iterator[None]:
 
 def producer(flow: str, task: str) -> dict[str, Any]:
     """Lineage producer of an artifact made here: flow, task, Prefect run ids, Ray node."""
-    made_by = prefect_producer(flow, task)
+    made_by: dict[str, Any] = {"flow": flow, "task": task, "flow_run_id": flow_run.get_id(),
+                               "task_run_id": task_run.get_id()}  # None outside a run
     if ray.is_initialized():
         made_by["ray_node_id"] = ray.get_runtime_context().get_node_id()
     return made_by

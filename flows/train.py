@@ -47,19 +47,25 @@ from tasks.artifacts.lineage import InputRef
 from tasks.artifacts.runs import Manifest
 from tasks.artifacts.store import ArtifactStore, local_path
 from tasks.evaluation.units import CheckpointEvalConfig
-from tasks.generation.models import TOY_MODELS, resolve_model
+from tasks.generation.models import resolve_model
+from tasks.plugins import plugin_names
 from tasks.training import stages
 from tasks.training.config import StageConfig
 from tasks.training.data import check_dataset
-from tasks.training.stages import FLOW_NAME, StageRecord, StageSpec
+from tasks.training.stages import StageRecord, StageSpec
 from tasks.training.trainer import SEEN_FILE, build_trainer, train
+
+FLOW_NAME = "train"
 
 
 def train_worker(args: dict[str, Any]) -> None:
     """One Ray Train worker: build the stage's TRL trainer, report its checkpoints to Ray Train,
     resume from Ray Train's latest checkpoint if there is one."""
     import ray.train
-    from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
+    from ray.train.huggingface.transformers import (
+        RayTrainReportCallback,
+        prepare_trainer,
+    )
 
     spec: StageSpec = args["spec"]
     rank = ray.train.get_context().get_world_rank()
@@ -153,7 +159,7 @@ def train_task(spec: StageSpec) -> dict[str, Any]:
 def degradation_benchmarks(config: StageConfig) -> list[str]:
     if config.degradation_benchmarks:
         return config.degradation_benchmarks
-    return ["toy"] if config.model in TOY_MODELS or "toy-" in config.model else ["humaneval"]
+    return ["toy"] if config.model in plugin_names("models") or "toy-" in config.model else ["humaneval"]
 
 
 def check_degradation(spec: StageSpec, final: dict[str, Any], run_id: str) -> stages.Degradation:

@@ -35,6 +35,14 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "codealign"
 
 
+def data_dir() -> Path:
+    """Where benchmark data files live: ``$CODEALIGN_DATA_DIR``, else ``../shared/datasets``."""
+    env = os.environ.get("CODEALIGN_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
 @contextmanager
 def atomic_open(path: str | Path, binary: bool = False) -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path`` for writing; on success it is flushed to disk and

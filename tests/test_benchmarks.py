@@ -89,7 +89,7 @@ def test_corrupt_file_is_rejected_by_sha256(tmp_path, monkeypatch):
 
 def test_reference_cache_keeps_other_benchmarks(tmp_path, monkeypatch):
     """Caching one benchmark's canonical runs must not evict another whose name it prefixes."""
-    from tasks.sandbox.execute import reference_runs
+    from tasks.evaluation.execute import reference_runs
     from tasks.sandbox.pool import SandboxPool
 
     monkeypatch.setenv("CODEALIGN_CACHE_DIR", str(tmp_path))

@@ -27,8 +27,8 @@ SQUARES = Problem("toy-plus", "sq/0", PROMPT, "", "squares", CANONICAL,
 
 
 def test_real_sandbox_slow_solution_scores_below_canonical(tmp_path, monkeypatch):
+    from tasks.evaluation.execute import execute
     from tasks.generation.samples import Sample
-    from tasks.sandbox.execute import execute
 
     monkeypatch.setenv("CODEALIGN_CACHE_DIR", str(tmp_path))
     completions = [CANONICAL, SLOW, "    return 0\n"]

@@ -14,8 +14,13 @@ from pathlib import Path
 import pytest
 
 from tasks.benchmarks.registry import load_benchmark
+from tasks.evaluation.execute import (
+    MIN_INPUT_CPU_S,
+    TASK_CPU_CAP_S,
+    execute,
+    input_limits,
+)
 from tasks.generation.samples import Sample
-from tasks.sandbox.execute import MIN_INPUT_CPU_S, TASK_CPU_CAP_S, execute, input_limits
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent

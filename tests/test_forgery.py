@@ -13,11 +13,12 @@ from collections import Counter, OrderedDict, namedtuple
 import pytest
 
 from tasks.benchmarks.registry import load_benchmark
+from tasks.evaluation.execute import execute
 from tasks.generation.samples import Sample
 from tasks.sandbox import plain
-from tasks.sandbox.execute import TestedProgram, execute, execute_tested
 from tasks.sandbox.judge import matches
 from tasks.sandbox.limits import Limits
+from tasks.sandbox.tested import TestedProgram, execute_tested
 
 HACKS = {
     "eq_always_true": ("class _Liar:\n    def __eq__(self, other):\n        return True\n"

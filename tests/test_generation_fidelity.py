@@ -12,8 +12,15 @@ from pathlib import Path
 import pytest
 
 from tasks.benchmarks.problem import Problem
-from tasks.evaluation.generation_fidelity import (SampleFidelity, edit_similarity, label_fidelity, levenshtein,
-                                                  measure, normalise, stop_adherent)
+from tasks.evaluation.generation_fidelity import (
+    SampleFidelity,
+    edit_similarity,
+    label_fidelity,
+    levenshtein,
+    measure,
+    normalise,
+    stop_adherent,
+)
 from tasks.evaluation.scoring import score
 
 REPO = Path(__file__).resolve().parent.parent

@@ -152,7 +152,7 @@ def test_codal_jsonl_and_parquet(tmp_path):
 
 
 def test_codal_is_judged_not_executed():
-    from tasks.sandbox.execute import job_and_tests
+    from tasks.evaluation.execute import job_and_tests
 
     problem = load_benchmark(f"codal:{CODAL}")[0]
     with pytest.raises(JudgedBenchmarkError, match="scored by an LLM judge.*'complexity'"):
@@ -252,7 +252,7 @@ def test_missing_or_empty_file_is_named(tmp_path, monkeypatch):
 
 
 def test_evoeval_canonical_solutions_pass_and_wrong_ones_fail(tmp_path, monkeypatch):
-    from tasks.sandbox.execute import execute
+    from tasks.evaluation.execute import execute
 
     monkeypatch.setenv("CODEALIGN_CACHE_DIR", str(tmp_path / "cache"))
     problems = load_benchmark(f"evoeval:{EVOEVAL}")

@@ -11,11 +11,11 @@ import pytest
 from tasks.benchmarks.multilang import HUMANEVAL_X_LANGUAGES, load_multipl_e
 from tasks.benchmarks.problem import go_with_imports
 from tasks.benchmarks.registry import DataFileError, load_benchmark
+from tasks.evaluation.execute import execute
 from tasks.evaluation.taxonomy import classify
 from tasks.generation.postprocess import command_solution, flow_completion
 from tasks.generation.samples import Sample
 from tasks.sandbox import toolchains
-from tasks.sandbox.execute import execute
 from tasks.sandbox.limits import Limits
 
 FIXTURES = Path(__file__).parent / "fixtures" / "multipl_e"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tasks.evaluation.execute import execute
 from tasks.generation.samples import Sample
-from tasks.sandbox.execute import execute
 from tasks.sandbox.limits import Limits
 
 LIMITS = Limits(cpu_s=3, wall_s=12)

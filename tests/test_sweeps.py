@@ -105,7 +105,13 @@ def _sweep_in_store(tmp_path):
     from tasks.artifacts import layout, runs
     from tasks.artifacts.lineage import ArtifactMeta
     from tasks.artifacts.store import ArtifactStore
-    from tasks.sweeps.results import Skipped, StartModel, SweepRecord, TrainedStage, result_rows
+    from tasks.sweeps.results import (
+        Skipped,
+        StartModel,
+        SweepRecord,
+        TrainedStage,
+        result_rows,
+    )
 
     store = ArtifactStore(str(tmp_path / "store"))
     meta = ArtifactMeta("test", {"flow": "test"})

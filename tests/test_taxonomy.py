@@ -69,8 +69,7 @@ def test_infilling_that_runs_into_its_suffix_is_over_generation():
 
 
 def test_real_sandbox_verdicts_are_classified_and_counted():
-    from tasks.sandbox.execute import execute
-
+    from tasks.evaluation.execute import execute
     from tasks.generation.samples import Sample
 
     completions = ["    return a + b\n", "    return a - b\n", "    return a + str(b)\n", "    return a +\n",

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from tasks.benchmarks.registry import load_benchmark
+from tasks.evaluation.execute import execute
 from tasks.generation.samples import Sample
-from tasks.sandbox.execute import execute
 from tasks.toy.families import FAMILIES, generate, toy_tasks
 
 

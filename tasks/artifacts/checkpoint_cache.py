@@ -34,7 +34,12 @@ from pathlib import Path
 
 import fsspec
 
-from tasks.artifacts.checkpoints import Checkpoint, CheckpointError, combined_digest, file_digests
+from tasks.artifacts.checkpoints import (
+    Checkpoint,
+    CheckpointError,
+    combined_digest,
+    file_digests,
+)
 from tasks.artifacts.hash_memo import HashMemo, version_of
 from tasks.artifacts.store import local_path, storage_options, to_uri
 from tasks.files import atomic_directory, cache_dir

@@ -87,19 +87,6 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def prefect_producer(flow: str, task: str) -> dict[str, Any]:
-    """Producer fields, with the current Prefect flow-run/task-run ids when inside Prefect."""
-    producer: dict[str, Any] = {"flow": flow, "task": task, "flow_run_id": None, "task_run_id": None}
-    try:
-        from prefect.runtime import flow_run, task_run
-
-        producer["flow_run_id"] = flow_run.get_id()
-        producer["task_run_id"] = task_run.get_id()
-    except Exception:  # noqa: BLE001 - not under Prefect, or Prefect not installed
-        pass
-    return producer
-
-
 @dataclass
 class LineageNode:
     uri: str

@@ -23,7 +23,12 @@ import fsspec
 
 from tasks.artifacts.lineage import ArtifactMeta
 from tasks.errors import CodealignError
-from tasks.files import atomic_directory, jsonl_text, keep_from_samples, write_bytes_atomic
+from tasks.files import (
+    atomic_directory,
+    jsonl_text,
+    keep_from_samples,
+    write_bytes_atomic,
+)
 
 META_SUFFIX = ".meta.json"
 

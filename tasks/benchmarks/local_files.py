@@ -87,17 +87,18 @@ instruction.
 from __future__ import annotations
 
 import ast
-import gzip
 import hashlib
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tasks.benchmarks.problem import DifferentialTests, Problem
+from tasks.benchmarks.datafiles import DataFileError, read_user_file
+from tasks.benchmarks.mbpp_inputs import deserialize_mbpp_plus_inputs
+from tasks.benchmarks.problem import DifferentialTests, Problem, instruction_from_prompt
 from tasks.errors import CodealignError
 
 KINDS = ("evoeval", "evalperf", "codal", "multipl-e")
@@ -144,14 +145,6 @@ def is_local_benchmark(name: str) -> bool:
     return parse_name(name) is not None
 
 
-def load_local_benchmark(name: str) -> list[Problem]:
-    parsed = parse_name(name)
-    if parsed is None:
-        raise ValueError(f"not a local benchmark name: {name!r} (use evoeval:PATH, evalperf:PATH, codal:PATH or multipl-e:PATH)")
-    kind, path = parsed
-    return _LOADERS[kind](path, name)
-
-
 def local_benchmark_digest(name: str) -> str | None:
     """The sha256 of the file a ``kind:PATH`` benchmark is read from (None for shipped
     benchmarks, whose data files are verified against fixed digests): results computed from
@@ -159,64 +152,23 @@ def local_benchmark_digest(name: str) -> str | None:
     parsed = parse_name(name)
     if parsed is None:
         return None
-    return hashlib.sha256(_read_bytes(parsed[1], parsed[0])).hexdigest()
-
-
-class BenchmarkTable(dict):  # type: ignore[type-arg]
-    """The registry's name -> loader table, also answering ``evoeval:PATH`` style names (which
-    are not listed: iterating it gives the shipped benchmarks only)."""
-
-    def __contains__(self, name: object) -> bool:
-        return super().__contains__(name) or (isinstance(name, str) and is_local_benchmark(name))
-
-    def __missing__(self, name: str) -> Any:
-        if isinstance(name, str) and is_local_benchmark(name):
-            return lambda: load_local_benchmark(name)
-        raise KeyError(name)
-
-
-def with_local_benchmarks(table: dict[str, Any]) -> BenchmarkTable:
-    return BenchmarkTable(table)
+    return hashlib.sha256(read_user_file(parsed[1], parsed[0])).hexdigest()
 
 
 # ---------------------------------------------------------------------------- reading records
 
 
-def _error(message: str) -> Exception:
-    from tasks.benchmarks.registry import DataFileError
-
-    return DataFileError(message)
-
-
-def _read_bytes(path: str, kind: str) -> bytes:
-    p = Path(path).expanduser()
-    if not p.is_file():
-        where = "" if p.is_absolute() else f" (relative to {Path.cwd()})"
-        raise _error(f"{path}: {kind} benchmark file not found{where}; name an existing file, "
-                     f"e.g. {kind}:/abs/path/to/file")
-    try:
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise _error(f"{path}: cannot read {kind} benchmark file ({exc.strerror or exc})") from exc
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise _error(f"{path}: not a valid gzip file ({exc})") from exc
-    return raw
-
-
 def _records(path: str, kind: str) -> Iterator[tuple[str, Any]]:
     """``(where, record)`` for each record of a JSONL, JSON (array, or object keyed by task id)
     or Parquet file; ``where`` is ``FILE:LINE`` (``FILE: row N`` for Parquet)."""
-    raw = _read_bytes(path, kind)
+    raw = read_user_file(path, kind)
     if raw[:4] == b"PAR1":
         yield from _parquet_records(path, raw)
         return
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise _error(f"{path}: not UTF-8 text, gzip or Parquet ({exc})") from None
+        raise DataFileError(f"{path}: not UTF-8 text, gzip or Parquet ({exc})") from None
     name = Path(path).name.lower().removesuffix(".gz")
     if name.endswith(".json") or (not name.endswith(".jsonl") and text.lstrip()[:1] == "["):
         yield from _json_records(path, text)
@@ -227,7 +179,7 @@ def _records(path: str, kind: str) -> Iterator[tuple[str, Any]]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise _error(f"{path}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+            raise DataFileError(f"{path}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
         yield f"{path}:{lineno}", record
 
 
@@ -237,9 +189,9 @@ def _json_records(path: str, text: str) -> Iterator[tuple[str, Any]]:
     try:
         whole = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise _error(f"{path}:{exc.lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+        raise DataFileError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(whole, (list, dict)):
-        raise _error(f"{path}:1: expected a JSON array of records or an object keyed by task id, "
+        raise DataFileError(f"{path}:1: expected a JSON array of records or an object keyed by task id, "
                      f"got {type(whole).__name__}")
     decoder = json.JSONDecoder()
     i = _skip_ws(text, 0) + 1
@@ -258,7 +210,7 @@ def _json_records(path: str, text: str) -> Iterator[tuple[str, Any]]:
             if "task_id" not in value:
                 value = {"task_id": key, **value}
             elif value["task_id"] != key:
-                raise _error(f"{where}: field 'task_id' is {value['task_id']!r} but the record is keyed {key!r}")
+                raise DataFileError(f"{where}: field 'task_id' is {value['task_id']!r} but the record is keyed {key!r}")
         yield where, value
 
 
@@ -276,22 +228,22 @@ def _parquet_records(path: str, raw: bytes) -> Iterator[tuple[str, Any]]:
     try:
         table = pq.read_table(io.BytesIO(raw))
     except Exception as exc:
-        raise _error(f"{path}: not a readable Parquet file ({exc})") from exc
+        raise DataFileError(f"{path}: not a readable Parquet file ({exc})") from exc
     for row, record in enumerate(table.to_pylist()):
         yield f"{path}: row {row}", record
 
 
 def _require(record: Any, where: str, name: str, types: type | tuple[type, ...], what: str) -> Any:
     if not isinstance(record, dict):
-        raise _error(f"{where}: expected a JSON object (one task), got {type(record).__name__}")
+        raise DataFileError(f"{where}: expected a JSON object (one task), got {type(record).__name__}")
     if name not in record or record[name] is None:
-        raise _error(f"{where}: missing field {name!r} ({what})")
+        raise DataFileError(f"{where}: missing field {name!r} ({what})")
     return _typed(record[name], where, name, types, what)
 
 
 def _typed(value: Any, where: str, name: str, types: type | tuple[type, ...], what: str) -> Any:
     if not isinstance(value, types) or (isinstance(value, bool) and bool not in _as_tuple(types)):
-        raise _error(f"{where}: field {name!r} must be {what}, got {type(value).__name__}")
+        raise DataFileError(f"{where}: field {name!r} must be {what}, got {type(value).__name__}")
     return value
 
 
@@ -308,13 +260,13 @@ def _string_list(record: dict[str, Any], where: str, name: str, what: str) -> li
 
 def _check_unique(seen: set[str], task_id: str, where: str) -> None:
     if task_id in seen:
-        raise _error(f"{where}: duplicate task_id {task_id!r}")
+        raise DataFileError(f"{where}: duplicate task_id {task_id!r}")
     seen.add(task_id)
 
 
 def _nonempty(problems: list[Problem], path: str, kind: str) -> list[Problem]:
     if not problems:
-        raise _error(f"{path}: no tasks in this {kind} file")
+        raise DataFileError(f"{path}: no tasks in this {kind} file")
     return problems
 
 
@@ -328,8 +280,6 @@ def evoeval_variant(path: str) -> str | None:
 
 
 def load_evoeval(path: str, name: str | None = None) -> list[Problem]:
-    from tasks.benchmarks.registry import _instruction_from_prompt
-
     name = name or f"evoeval:{path}"
     variant = evoeval_variant(path)
     special = EVOEVAL_SPECIAL_ORACLES.get(variant or "", set())
@@ -341,7 +291,7 @@ def load_evoeval(path: str, name: str | None = None) -> list[Problem]:
         prompt = _require(rec, where, "prompt", str, "the signature + docstring")
         entry_point = _require(rec, where, "entry_point", str, "the function's name")
         if not entry_point.isidentifier():
-            raise _error(f"{where}: field 'entry_point' must be a Python name, got {entry_point!r}")
+            raise DataFileError(f"{where}: field 'entry_point' must be a Python name, got {entry_point!r}")
         canonical = _require(rec, where, "canonical_solution", str, "the ground-truth code")
         if rec.get("inputs") is not None:
             sources = _string_list(rec, where, "inputs", "a list of argument-list strings")
@@ -351,13 +301,13 @@ def load_evoeval(path: str, name: str | None = None) -> list[Problem]:
             base = _argument_lists(rec, where, "base_input")
             plus = _argument_lists(rec, where, "plus_input") if rec.get("plus_input") is not None else []
         else:
-            raise _error(f"{where}: missing field 'inputs' (a list of argument-list strings; "
+            raise DataFileError(f"{where}: missing field 'inputs' (a list of argument-list strings; "
                          f"verbose/concise files carry 'base_input' instead)")
         if not base and not plus:
-            raise _error(f"{where}: field 'inputs' is empty; a task needs at least one test input")
+            raise DataFileError(f"{where}: field 'inputs' is empty; a task needs at least one test input")
         atol = float(_typed(rec.get("atol", 0), where, "atol", (int, float), "a number"))
         if atol < 0 or math.isnan(atol):
-            raise _error(f"{where}: field 'atol' must be >= 0, got {atol}")
+            raise DataFileError(f"{where}: field 'atol' must be >= 0, got {atol}")
         if entry_point == "find_zero" and atol == 0:
             atol = 1e-6  # EvoEval's oracle for HumanEval/32: |poly(xs, root)| <= 1e-6
         problems.append(
@@ -365,7 +315,7 @@ def load_evoeval(path: str, name: str | None = None) -> list[Problem]:
                 benchmark=name,
                 task_id=task_id,
                 prompt=prompt,
-                instruction=_instruction_from_prompt(prompt, entry_point),
+                instruction=instruction_from_prompt(prompt, entry_point),
                 entry_point=entry_point,
                 canonical_completion="\n" + canonical,
                 differential=DifferentialTests(flavor="humaneval", base_inputs=base, plus_inputs=plus, atol=atol),
@@ -400,9 +350,9 @@ def parse_arguments(source: str, where: str, field: str) -> list[Any]:
     try:
         value = _SafeEval().visit(ast.parse(text, mode="eval").body)
     except SyntaxError as exc:
-        raise _error(f"{where}: field {field!r} is not Python argument syntax ({exc.msg}): {source[:80]!r}") from None
+        raise DataFileError(f"{where}: field {field!r} is not Python argument syntax ({exc.msg}): {source[:80]!r}") from None
     except (ValueError, TypeError, ArithmeticError, RecursionError) as exc:
-        raise _error(f"{where}: field {field!r} cannot be read as literal arguments ({exc}): {source[:80]!r}") from None
+        raise DataFileError(f"{where}: field {field!r} cannot be read as literal arguments ({exc}): {source[:80]!r}") from None
     return value
 
 
@@ -476,58 +426,57 @@ class _SafeEval(ast.NodeVisitor):
 # ---------------------------------------------------------------------------- EvalPerf
 
 
-def load_evalperf(path: str, name: str | None = None) -> list[Problem]:
-    from tasks.benchmarks.mbpp_inputs import deserialize_mbpp_plus_inputs
-    from tasks.benchmarks.registry import load_benchmark
-
+def load_evalperf(path: str, name: str | None, shipped: Callable[[str], list[Problem]]) -> list[Problem]:
+    """An EvalPerf file: its tasks are HumanEval+ / MBPP+ tasks (``shipped`` loads those, by
+    benchmark name) with performance-exercising inputs and reference solutions."""
     name = name or f"evalperf:{path}"
     rows = []
     seen: set[str] = set()
     for where, rec in _records(path, "evalperf"):
         task_id = _require(rec, where, "task_id", str, "a HumanEval+ or MBPP+ task id")
         if not re.fullmatch(r"(HumanEval|Mbpp)/\d+", task_id):
-            raise _error(f"{where}: field 'task_id' must be a HumanEval+ or MBPP+ id such as 'HumanEval/10' "
+            raise DataFileError(f"{where}: field 'task_id' must be a HumanEval+ or MBPP+ id such as 'HumanEval/10' "
                          f"or 'Mbpp/3', got {task_id!r}")
         _check_unique(seen, task_id, where)
         reference = _string_list(rec, where, "reference", "a list of reference solutions (slow to fast)")
         if not reference:
-            raise _error(f"{where}: field 'reference' is empty")
+            raise DataFileError(f"{where}: field 'reference' is empty")
         scores = _require(rec, where, "scores", list, "a list of numbers, one per reference")
         for i, s in enumerate(scores):
             _typed(s, where, f"scores[{i}]", (int, float), "a number")
         if len(scores) != len(reference):
-            raise _error(f"{where}: field 'scores' has {len(scores)} numbers for {len(reference)} references")
+            raise DataFileError(f"{where}: field 'scores' has {len(scores)} numbers for {len(reference)} references")
         pe_raw = _require(rec, where, "pe_input", (str, list), "the performance-exercising inputs (JSON text or list)")
         try:
             pe = json.loads(pe_raw) if isinstance(pe_raw, str) else pe_raw
         except json.JSONDecodeError as exc:
-            raise _error(f"{where}: field 'pe_input' is not valid JSON ({exc.msg} at column {exc.colno})") from None
+            raise DataFileError(f"{where}: field 'pe_input' is not valid JSON ({exc.msg} at column {exc.colno})") from None
         if not isinstance(pe, list) or not pe or not all(isinstance(a, list) for a in pe):
-            raise _error(f"{where}: field 'pe_input' must be a non-empty list of argument lists")
+            raise DataFileError(f"{where}: field 'pe_input' must be a non-empty list of argument lists")
         if task_id.startswith("Mbpp/"):
             try:
                 deserialize_mbpp_plus_inputs(int(task_id.split("/")[1]), pe)
             except Exception as exc:  # noqa: BLE001 - any failure to restore types is bad data
-                raise _error(f"{where}: field 'pe_input' does not fit {task_id}'s argument types ({exc})") from None
+                raise DataFileError(f"{where}: field 'pe_input' does not fit {task_id}'s argument types ({exc})") from None
         entry_point = rec.get("entry_point")
         if entry_point is not None:
             _typed(entry_point, where, "entry_point", str, "a string")
         pe_text = pe_raw if isinstance(pe_raw, str) else json.dumps(pe_raw)
         rows.append((where, task_id, reference, [float(s) for s in scores], pe_text, entry_point))
     if not rows:
-        raise _error(f"{path}: no tasks in this EvalPerf file")
+        raise DataFileError(f"{path}: no tasks in this EvalPerf file")
     plus: dict[str, Problem] = {}
     for bench, prefix in (("humaneval+", "HumanEval/"), ("mbpp+", "Mbpp/")):
         if any(r[1].startswith(prefix) for r in rows):
-            plus.update({p.task_id: p for p in load_benchmark(bench)})
+            plus.update({p.task_id: p for p in shipped(bench)})
     problems = []
     for where, task_id, reference, scores, pe_text, entry_point in rows:
         base = plus.get(task_id)
         if base is None:
-            raise _error(f"{where}: task {task_id!r} is not in HumanEval+ v0.1.10 / MBPP+ v0.2.0, whose tests "
+            raise DataFileError(f"{where}: task {task_id!r} is not in HumanEval+ v0.1.10 / MBPP+ v0.2.0, whose tests "
                          f"judge EvalPerf's correctness")
         if entry_point is not None and entry_point != base.entry_point:
-            raise _error(f"{where}: field 'entry_point' is {entry_point!r} but {task_id} defines {base.entry_point!r}")
+            raise DataFileError(f"{where}: field 'entry_point' is {entry_point!r} but {task_id} defines {base.entry_point!r}")
         problems.append(replace(base, benchmark=name, metadata={
             **base.metadata, "source": "evalperf", "where": where, "correctness_from": base.benchmark,
             "reference": reference, "scores": scores, "pe_input": pe_text,
@@ -538,8 +487,6 @@ def load_evalperf(path: str, name: str | None = None) -> list[Problem]:
 def evalperf_pe_inputs(problem: Problem) -> list[list[Any]]:
     """An EvalPerf problem's performance-exercising inputs as argument lists (MBPP types
     restored); EvalPerf profiles the first."""
-    from tasks.benchmarks.mbpp_inputs import deserialize_mbpp_plus_inputs
-
     inputs = json.loads(problem.metadata["pe_input"])
     if problem.task_id.startswith("Mbpp/"):
         return list(deserialize_mbpp_plus_inputs(int(problem.task_id.split("/")[1]), inputs))
@@ -556,10 +503,10 @@ def load_codal(path: str, name: str | None = None) -> list[Problem]:
     for row, (where, rec) in enumerate(_records(path, "codal")):
         instruction = _require(rec, where, "instruction", str, "the coding instruction")
         if not instruction.strip():
-            raise _error(f"{where}: field 'instruction' is empty")
+            raise DataFileError(f"{where}: field 'instruction' is empty")
         preference = _require(rec, where, "preference", str, f"one of {', '.join(CODAL_PREFERENCES)}")
         if preference not in CODAL_PREFERENCES:
-            raise _error(f"{where}: field 'preference' must be one of {', '.join(CODAL_PREFERENCES)}, "
+            raise DataFileError(f"{where}: field 'preference' must be one of {', '.join(CODAL_PREFERENCES)}, "
                          f"got {preference!r}")
         references = {}
         for key, value in rec.items():
@@ -588,13 +535,3 @@ def load_codal(path: str, name: str | None = None) -> list[Problem]:
             )
         )
     return _nonempty(problems, path, "CODAL-Bench")
-
-
-def load_multipl_e(path: str, name: str) -> list[Problem]:
-    """MultiPL-E prompt files (another language; see tasks/benchmarks/multilang.py)."""
-    from tasks.benchmarks.multilang import load_multipl_e as load
-
-    return load(path, name)
-
-
-_LOADERS = {"evoeval": load_evoeval, "evalperf": load_evalperf, "codal": load_codal, "multipl-e": load_multipl_e}

@@ -20,8 +20,13 @@ import json
 import re
 from typing import Any
 
+from tasks.benchmarks.datafiles import DataFileError, read_user_file
 from tasks.benchmarks.problem import Problem
-from tasks.sandbox.toolchains import GO_HELPER_PACKAGES, LANGUAGE_NAMES, canonical_language
+from tasks.sandbox.toolchains import (
+    GO_HELPER_PACKAGES,
+    LANGUAGE_NAMES,
+    canonical_language,
+)
 
 HUMANEVAL_X_LANGUAGES = ("cpp", "go", "java", "js", "rust")
 HUMANEVAL_X_FILES = {lang: f"humaneval_{lang}.jsonl.gz" for lang in HUMANEVAL_X_LANGUAGES}
@@ -107,23 +112,15 @@ def humaneval_x_problem(language: str, rec: dict[str, Any]) -> Problem:
 MULTIPL_E_FIELDS = {"name": str, "language": str, "prompt": str, "tests": str, "stop_tokens": list}
 
 
-def _error(message: str) -> Exception:
-    from tasks.benchmarks.registry import DataFileError
-
-    return DataFileError(message)
-
-
 def load_multipl_e(path: str, name: str | None = None) -> list[Problem]:
     """A MultiPL-E prompt file (``humaneval-<lang>-reworded.jsonl``, optionally gzipped) as
     problems of benchmark ``name`` (``multipl-e:PATH``); every record is checked, and a bad one
     is a ``DataFileError`` naming the file, line and field."""
-    from tasks.benchmarks.local_files import _read_bytes
-
-    raw = _read_bytes(path, "multipl-e")
+    raw = read_user_file(path, "multipl-e")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise _error(f"{path}: not UTF-8 text ({exc})") from exc
+        raise DataFileError(f"{path}: not UTF-8 text ({exc})") from exc
     problems: list[Problem] = []
     language = None
     for lineno, line in enumerate(text.splitlines(), 1):
@@ -132,23 +129,23 @@ def load_multipl_e(path: str, name: str | None = None) -> list[Problem]:
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise _error(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+            raise DataFileError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
         if not isinstance(rec, dict):
-            raise _error(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+            raise DataFileError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
         for field, kind in MULTIPL_E_FIELDS.items():
             if field not in rec:
-                raise _error(f"{path}:{lineno}: field {field!r} missing")
+                raise DataFileError(f"{path}:{lineno}: field {field!r} missing")
             if not isinstance(rec[field], kind):
-                raise _error(f"{path}:{lineno}: field {field!r} should be {kind.__name__}, "
+                raise DataFileError(f"{path}:{lineno}: field {field!r} should be {kind.__name__}, "
                                       f"got {type(rec[field]).__name__}")
         if not all(isinstance(t, str) for t in rec["stop_tokens"]):
-            raise _error(f"{path}:{lineno}: field 'stop_tokens' should be a list of strings")
+            raise DataFileError(f"{path}:{lineno}: field 'stop_tokens' should be a list of strings")
         try:
             lang = canonical_language(rec["language"])
         except ValueError as exc:
-            raise _error(f"{path}:{lineno}: field 'language': {exc}") from None
+            raise DataFileError(f"{path}:{lineno}: field 'language': {exc}") from None
         if language is not None and lang != language:
-            raise _error(f"{path}:{lineno}: field 'language' is {rec['language']!r}, but earlier "
+            raise DataFileError(f"{path}:{lineno}: field 'language' is {rec['language']!r}, but earlier "
                                   f"records are {language!r} (one language per file)")
         language = lang
         entry = entry_point_of(lang, rec["prompt"])
@@ -169,5 +166,5 @@ def load_multipl_e(path: str, name: str | None = None) -> list[Problem]:
                       "has_canonical": False},
         ))
     if not problems:
-        raise _error(f"{path}: no records")
+        raise DataFileError(f"{path}: no records")
     return problems

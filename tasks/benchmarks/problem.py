@@ -103,3 +103,11 @@ def go_with_imports(solution: str, test_setup: str, packages: list[str]) -> str:
     if not used:
         return code
     return "import (\n" + "".join(f'    "{pkg}"\n' for pkg in used) + ")\n" + code
+
+
+def instruction_from_prompt(prompt: str, entry_point: str) -> str:
+    """A Command-mode instruction for a signature+docstring task (the docstring, as a request)."""
+    return (
+        f"Write a Python function `{entry_point}` that satisfies this specification:\n\n"
+        f"```python\n{prompt.strip()}\n```"
+    )

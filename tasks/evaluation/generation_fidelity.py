@@ -35,7 +35,12 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from tasks.benchmarks.problem import Problem
-from tasks.evaluation.taxonomy import format_problem, matched, reemits_function, repeats_suffix
+from tasks.evaluation.taxonomy import (
+    format_problem,
+    matched,
+    reemits_function,
+    repeats_suffix,
+)
 from tasks.generation.postprocess import end_of_function_body
 
 

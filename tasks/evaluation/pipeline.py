@@ -69,7 +69,7 @@ def by_benchmark(records: Sequence[SampleRecord]) -> dict[str, list[Sample]]:
 def execute_samples(problems: dict[str, list[Problem]], samples: dict[str, list[Sample]], settings: EvalSettings,
                     progress: bool = False) -> list[Verdict]:
     """Stage 2: every benchmark's samples in the sandbox against its tests."""
-    from tasks.sandbox.execute import execute
+    from tasks.evaluation.execute import execute
 
     verdicts: list[Verdict] = []
     for name, batch in samples.items():

@@ -40,8 +40,6 @@ from tasks.evaluation.taxonomy import label_failures
 from tasks.generation.prompts import Mode
 from tasks.generation.samples import Sample
 
-FLOW_NAME = "evaluate-checkpoints"
-
 
 class CheckpointEvalConfig(EvalSettings):
     """What `codealign evaluate-checkpoints` runs (also the Prefect UI form of the flow)."""
@@ -106,7 +104,7 @@ def make_units(config: CheckpointEvalConfig, checkpoints: list[Checkpoint]) -> l
 def write_manifest(store: ArtifactStore, run_id: str, config: CheckpointEvalConfig, units: list[Unit],
                    producer: dict[str, Any]) -> ArtifactRef:
     """The run's manifest; its lineage inputs are the checkpoints (URI + content hash)."""
-    manifest = Manifest(run_id, FLOW_NAME, config.model_dump(mode="json"), [u.as_item() for u in units])
+    manifest = Manifest(run_id, producer["flow"], config.model_dump(mode="json"), [u.as_item() for u in units])
     checkpoints = tuple(dict.fromkeys(InputRef(u.checkpoint.uri, u.checkpoint.sha256) for u in units))
     return runs.write_manifest(store, manifest, checkpoints, producer)
 
@@ -120,11 +118,12 @@ def recorded_units(store: ArtifactStore, run_id: str) -> list[Unit]:
     return [Unit.from_item(item) for item in manifest.items]
 
 
-def run_config(store: ArtifactStore, run_id: str) -> CheckpointEvalConfig:
-    """The configuration run ``run_id`` was started with (validated again)."""
+def run_config(store: ArtifactStore, run_id: str, flow: str | None = None) -> CheckpointEvalConfig:
+    """The configuration run ``run_id`` was started with (validated again); with ``flow``, the
+    run must have been made by that flow."""
     manifest = runs.read_manifest(store, run_id)
-    if manifest.flow != FLOW_NAME:
-        raise ValueError(f"run {run_id} is a {manifest.flow} run, not {FLOW_NAME}")
+    if flow is not None and manifest.flow != flow:
+        raise ValueError(f"run {run_id} is a {manifest.flow} run, not {flow}")
     return CheckpointEvalConfig.model_validate(manifest.config)
 
 

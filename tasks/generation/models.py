@@ -18,8 +18,8 @@ import urllib.request
 from pathlib import Path
 
 from tasks.errors import CodealignError
+from tasks.plugins import load_plugin, plugin_names
 
-TOY_MODELS = ("toy-base", "toy-instruct")
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 HUB_TIMEOUT_S = 5
 
@@ -37,10 +37,8 @@ def _looks_like_path(ref: str) -> bool:
 def resolve_model(ref: str) -> str:
     """A local directory vLLM and transformers can load for ``ref`` (or a hub id that the hub
     answered for, to be downloaded by them)."""
-    if ref in TOY_MODELS:
-        from tasks.toy.models import build_toy_models
-
-        return str(build_toy_models()[ref])
+    if ref in plugin_names("models"):  # the toy world's models (built on first use), and plugins'
+        return str(load_plugin("models", ref)(ref))
     if ref.startswith("file://"):
         ref = ref[len("file://"):]
     elif "://" in ref:
@@ -53,7 +51,7 @@ def resolve_model(ref: str) -> str:
             raise ModelNotFound(f"{ref}: not a model directory (no config.json)")
         return str(path.resolve())
     if not _HUB_ID.fullmatch(ref):
-        raise ModelNotFound(f"{ref!r}: neither a local model directory, a toy model ({', '.join(TOY_MODELS)}) "
+        raise ModelNotFound(f"{ref!r}: neither a local model directory, a registered model ({', '.join(plugin_names('models'))}) "
                             "nor a Hugging Face id (owner/name)")
     return _resolve_hub_id(ref)
 

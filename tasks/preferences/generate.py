@@ -34,11 +34,22 @@ from tasks.artifacts.store import ArtifactRef, ArtifactStore, to_uri
 from tasks.files import InputError, file_sha256
 from tasks.generation.prompts import Mode, load_shots
 from tasks.generation.sampling import EngineSettings, SamplingSettings
-from tasks.preferences.pairs import KINDS, Kind, PairSettings, Provenance, build_datasets, dataset_names
-from tasks.preferences.sources import BUILTIN_SOURCES, Instruction, Source, check_mode, load_source
+from tasks.preferences.pairs import (
+    KINDS,
+    Kind,
+    PairSettings,
+    Provenance,
+    build_datasets,
+    dataset_names,
+)
+from tasks.preferences.sources import (
+    Instruction,
+    Source,
+    check_mode,
+    load_source,
+    source_names,
+)
 from tasks.sandbox.limits import Limits
-
-FLOW_NAME = "generate-preferences"
 
 
 def _selfcodealign_sampling() -> SamplingSettings:
@@ -51,7 +62,7 @@ class GenerateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(description="model: local directory, toy-base / toy-instruct, or a Hugging Face id")
-    source: str = Field("toy-train", description=f"instructions: {', '.join(BUILTIN_SOURCES)} or a JSONL file")
+    source: str = Field("toy-train", description="instructions: a named source (toy-train, toy-seeds, mbpp-train, code-alpaca, new-codealpaca) or a JSONL file")
     kinds: list[Kind] = Field(default_factory=lambda: list(KINDS), description="datasets to build")
     mode: Mode = Field("command", description="command: instruction → code (chat or plain template); flow: a base "
                        "model completes each instruction's code prompt (signature + docstring)")
@@ -81,7 +92,7 @@ class GenerateConfig(BaseModel):
     @classmethod
     def _absolute_files(cls, value: str | None) -> str | None:
         """Files are read by Ray workers in other directories: make them absolute."""
-        if value is None or value in BUILTIN_SOURCES or "://" in value:
+        if value is None or value in source_names() or "://" in value:
             return value
         return str(Path(value).expanduser().resolve())
 
@@ -165,18 +176,19 @@ class RunInputs:
 def write_manifest(store: ArtifactStore, run_id: str, inputs: RunInputs, producer: dict[str, Any]) -> ArtifactRef:
     data = {**inputs.config.model_dump(mode="json"), "_model": asdict(inputs.model), "_source": asdict(inputs.source),
             "_judge": asdict(inputs.judge) if inputs.judge else None}
-    manifest = Manifest(run_id, FLOW_NAME, data, [s.as_item() for s in inputs.shards])
+    manifest = Manifest(run_id, producer["flow"], data, [s.as_item() for s in inputs.shards])
     refs = [InputRef(inputs.model.uri, inputs.model.sha256), InputRef(inputs.source.uri, inputs.source.sha256)]
     if inputs.judge:
         refs.append(InputRef(inputs.judge.uri, inputs.judge.sha256))
     return runs.write_manifest(store, manifest, tuple(refs), producer)
 
 
-def run_inputs(store: ArtifactStore, run_id: str) -> RunInputs:
-    """What run ``run_id`` was started with (its config validated again)."""
+def run_inputs(store: ArtifactStore, run_id: str, flow: str | None = None) -> RunInputs:
+    """What run ``run_id`` was started with (its config validated again); with ``flow``, the run
+    must have been made by that flow."""
     manifest = runs.read_manifest(store, run_id)
-    if manifest.flow != FLOW_NAME:
-        raise ValueError(f"run {run_id} is a {manifest.flow} run, not {FLOW_NAME}")
+    if flow is not None and manifest.flow != flow:
+        raise ValueError(f"run {run_id} is a {manifest.flow} run, not {flow}")
     data = dict(manifest.config)
     model, source, judge = data.pop("_model"), data.pop("_source"), data.pop("_judge", None)
     return RunInputs(GenerateConfig.model_validate(data), Checkpoint(**model), SourceRef(**source),

@@ -13,8 +13,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from tasks.generation.postprocess import end_of_function_body, extract_code_block, truncate
-from tasks.generation.prompts import COMPLETION_STOPS, Mode, Shot, dialogue_prompt, dialogue_stops, fenced
+from tasks.generation.postprocess import (
+    end_of_function_body,
+    extract_code_block,
+    truncate,
+)
+from tasks.generation.prompts import (
+    COMPLETION_STOPS,
+    Mode,
+    Shot,
+    dialogue_prompt,
+    dialogue_stops,
+    fenced,
+)
 from tasks.generation.sampling import SamplingSettings, generate
 from tasks.preferences import nonfunctional, quality
 from tasks.preferences.selfalign import (
@@ -26,8 +37,8 @@ from tasks.preferences.selfalign import (
     stage_prompt,
 )
 from tasks.preferences.sources import Instruction
-from tasks.sandbox.execute import TestedProgram, execute_tested
 from tasks.sandbox.limits import Limits
+from tasks.sandbox.tested import TestedProgram, execute_tested
 
 
 @dataclass

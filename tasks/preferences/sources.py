@@ -24,11 +24,15 @@ from typing import Any, Literal
 
 from tasks.artifacts.store import to_uri
 from tasks.files import InputError, parse_jsonl
+from tasks.plugins import load_plugin, plugin_names
 
 TestsOrigin = Literal["given", "self"]
-BUILTIN_SOURCES = ("toy-train", "toy-seeds", "mbpp-train", "code-alpaca", "new-codealpaca")
-# Toy sources: tasks per family (the toy models were trained on the first 300 of each family)
-TOY_SOURCE_PER_FAMILY = 20
+BUILTIN_SOURCES = ("mbpp-train", "code-alpaca", "new-codealpaca")
+
+
+def source_names() -> tuple[str, ...]:
+    """Every named source: the toy world's and plugins' (entry points), then the built-in ones."""
+    return (*plugin_names("sources"), *BUILTIN_SOURCES)
 
 
 @dataclass(frozen=True)
@@ -63,8 +67,8 @@ class Source:
 
 def load_source(ref: str, limit: int | None = None) -> Source:
     """A built-in source by name, or a JSONL file; ``limit`` keeps the first instructions."""
-    if ref in ("toy-train", "toy-seeds"):
-        source = _toy(ref)
+    if ref in plugin_names("sources"):  # the toy world's sources, and plugins'
+        source = load_plugin("sources", ref)(ref)
     elif ref == "mbpp-train":
         source = _mbpp_train()
     elif ref in ("code-alpaca", "new-codealpaca"):
@@ -72,7 +76,7 @@ def load_source(ref: str, limit: int | None = None) -> Source:
     elif ref.endswith((".jsonl", ".jsonl.gz")) or Path(ref).exists():
         source = _jsonl_file(ref)
     else:
-        raise InputError(f"{ref}: unknown source; use one of {', '.join(BUILTIN_SOURCES)} or a JSONL file")
+        raise InputError(f"{ref}: unknown source; use one of {', '.join(source_names())} or a JSONL file")
     if not source.instructions:
         raise InputError(f"{source.uri}: no instructions")
     if limit is not None:
@@ -100,20 +104,6 @@ def split_tests(code: str, where: str) -> tuple[str, ...]:
     except SyntaxError as exc:
         raise InputError(f"{where}: tests do not parse ({exc.msg}, line {exc.lineno})") from None
     return tuple(ast.get_source_segment(code, node) or ast.unparse(node) for node in tree.body)
-
-
-def _toy(name: str) -> Source:
-    from tasks.toy import families
-    from tasks.toy.families import toy_tasks
-
-    tasks = toy_tasks("train", TOY_SOURCE_PER_FAMILY)
-    digest = hashlib.sha256(Path(families.__file__).read_bytes() + f"{name}:{TOY_SOURCE_PER_FAMILY}".encode())
-    if name == "toy-train":
-        items = [Instruction(f"toy/{t.family}/{t.name}", name, t.instruction, tuple(t.asserts()), "given", t.name,
-                             prompt=t.prompt) for t in tasks]
-    else:
-        items = [Instruction(f"toy-seed/{t.family}/{t.name}", name, "", (), "self", seed=t.source) for t in tasks]
-    return Source(name, f"toy://{name}", digest.hexdigest(), items)
 
 
 def _mbpp_train() -> Source:

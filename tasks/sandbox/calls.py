@@ -14,7 +14,7 @@ from __future__ import annotations
 import builtins
 import os
 import struct
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from tasks.sandbox import plain
 

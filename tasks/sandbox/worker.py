@@ -74,7 +74,16 @@ def main() -> None:
     os.dup2(devnull, 1)
 
     # Everything a sample process runs of ours, imported before the checkout is hidden.
-    from tasks.sandbox import calls, compiled, guards, isolation, judge, plain, runner, selftests  # noqa: F401
+    from tasks.sandbox import (  # noqa: F401
+        calls,
+        compiled,
+        guards,
+        isolation,
+        judge,
+        plain,
+        runner,
+        selftests,
+    )
 
     cgroup_fd = None
     cgroup = os.environ.get("CODEALIGN_SANDBOX_CGROUP")

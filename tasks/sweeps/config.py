@@ -15,7 +15,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from tasks.artifacts import layout
 from tasks.artifacts.store import to_uri
@@ -25,7 +33,13 @@ from tasks.generation.prompts import Mode
 from tasks.generation.sampling import EngineSettings, SamplingSettings
 from tasks.preferences.nonfunctional import DIMENSIONS
 from tasks.preferences.pairs import PairSettings
-from tasks.training.config import LORA_PRESETS, Pathway, Stage, StageConfig, TrainSettings
+from tasks.training.config import (
+    LORA_PRESETS,
+    Pathway,
+    Stage,
+    StageConfig,
+    TrainSettings,
+)
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 Objective = Literal["functional", "instruction_following", "readability", "complexity", "style", "explanation"]

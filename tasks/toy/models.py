@@ -220,6 +220,11 @@ def _sft(model, tokenizer, dataset, config: ToyModelConfig, epochs: float, out: 
     shutil.rmtree(out / "_trainer", ignore_errors=True)
 
 
+def toy_model(name: str) -> str:
+    """The directory of toy model ``name`` (built on first use; a ``codealign.models`` entry point)."""
+    return str(build_toy_models()[name])
+
+
 def build_toy_models(root: Path | None = None, config: ToyModelConfig | None = None,
                      force: bool = False) -> dict[str, Path]:
     """Build (or reuse) toy-base and toy-instruct; returns their directories."""

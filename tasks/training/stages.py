@@ -26,7 +26,6 @@ from tasks.artifacts.store import ArtifactRef, ArtifactStore
 from tasks.training.config import StageConfig
 from tasks.training.data import TrainingData
 
-FLOW_NAME = "train"
 CHECKPOINTS, TRAIN_STATE, RECORD = "checkpoints", "train-state", "stage.json"
 
 

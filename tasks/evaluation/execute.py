@@ -1,5 +1,7 @@
-"""``execute(problems, samples, limits) -> verdicts``: the sandboxed execution entry point.
+"""``execute(problems, samples, limits) -> verdicts``: benchmarks judged in the sandbox.
 
+Why here and not in the sandbox: this is where benchmark problems and model samples become the
+sandbox's test plans (:mod:`tasks.sandbox.records`); the sandbox runs plans and knows neither.
 It turns (problem, sample) pairs into jobs, makes sure the expected outputs of differential
 ("+") benchmarks exist (computed once from the canonical solutions, in the sandbox, and cached
 on disk), runs everything in a :class:`~tasks.sandbox.pool.SandboxPool` and returns verdicts in
@@ -19,17 +21,24 @@ import hashlib
 import pickle
 import re
 import sys
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 from tasks.benchmarks.problem import Problem
 from tasks.files import atomic_open, cache_dir
 from tasks.generation.samples import Sample
+from tasks.sandbox.judge import trusted_helpers
 from tasks.sandbox.limits import Limits
 from tasks.sandbox.pool import SandboxPool
-from tasks.sandbox.judge import trusted_helpers
-from tasks.sandbox.records import AssertTests, CompiledTests, DifferentialJob, Job, ProxiedTests, Tests, Verdict
+from tasks.sandbox.records import (
+    CompiledTests,
+    DifferentialJob,
+    Job,
+    ProxiedTests,
+    Tests,
+    Verdict,
+)
+from tasks.sandbox.tested import with_progress
 from tasks.sandbox.toolchains import compiled_tests
 
 # Generous limits for computing expected outputs from trusted canonical code.
@@ -221,7 +230,7 @@ def execute(
         # All given problems, not only those sampled: the cache is per benchmark version.
         references = reference_runs(problems, pool) if use_reference else {}
         jobs = [job_and_tests(by_id[s.task_id], s, references.get(s.task_id)) for s in samples]
-        verdicts = list(_with_progress(pool.run(jobs, limits), len(jobs), progress))
+        verdicts = list(with_progress(pool.run(jobs, limits), len(jobs), progress))
         # Tests that turned out to pass something that cannot cross to the sample: in process.
         again = [i for i, v in enumerate(verdicts) if v.status == "unproxiable"]
         if again:
@@ -233,72 +242,3 @@ def execute(
     order = {(s.task_id, s.index): i for i, s in enumerate(samples)}
     verdicts.sort(key=lambda v: order[(v.task_id, v.sample_index)])
     return verdicts
-
-
-@dataclass(frozen=True)
-class TestedProgram:
-    """A program judged by its own assert statements, counted one by one (preference data:
-    responses to instructions with given or self-written tests)."""
-
-    task_id: str
-    index: int
-    program: str
-    tests: tuple[str, ...]
-    tests_key: str  # programs judged by the same tests share a key
-    setup: str = ""  # run before the tests (imports, fixtures)
-    tests_trusted: bool = True  # False: a model wrote them (never run in the judge)
-
-
-def execute_tested(programs: Sequence[TestedProgram], limits: Limits | None = None, workers: int | None = None,
-                   test_cpu_s: float = 1.0) -> list[Verdict]:
-    """Run each program, then each of its tests under its own CPU limit (``test_cpu_s``);
-    verdicts in input order, with ``tests_passed`` / ``tests_total``.  The whole program may
-    take ``limits.cpu_s`` plus the tests' limits."""
-    limits = limits or Limits()
-
-    def job(p: TestedProgram, in_process: bool) -> tuple[Job, AssertTests]:
-        """Given tests run in the judge, model-written ones in a tests process of their own;
-        given tests the judge cannot proxy run in the sample's process (``script``)."""
-        cpu = limits.cpu_s + test_cpu_s * len(p.tests)
-        if in_process:
-            program = f"{p.program}\n{p.setup}\n" if p.setup else p.program
-            return Job(p.task_id, p.index, program, "script", p.tests_key, "", cpu), AssertTests(list(p.tests), test_cpu_s)
-        return (Job(p.task_id, p.index, p.program, "asserts", p.tests_key, "", cpu),
-                AssertTests(list(p.tests), test_cpu_s, p.setup, untrusted=not p.tests_trusted))
-
-    with SandboxPool(workers, limits) as pool:
-        verdicts = list(pool.run([job(p, False) for p in programs], limits))
-        again = {(v.task_id, v.sample_index) for v in verdicts if v.status == "unproxiable"}
-        if again:
-            redone = {(v.task_id, v.sample_index): v
-                      for v in pool.run([job(p, True) for p in programs if (p.task_id, p.index) in again], limits)}
-            verdicts = [redone.get((v.task_id, v.sample_index), v) for v in verdicts]
-    order = {(p.task_id, p.index): i for i, p in enumerate(programs)}
-    verdicts.sort(key=lambda v: order[(v.task_id, v.sample_index)])
-    for verdict, program in zip(verdicts, programs):
-        if verdict.tests_total is None:  # never reached its tests (syntax error, crash, time out)
-            verdict.tests_passed, verdict.tests_total = 0, len(program.tests)
-    return verdicts
-
-
-def _with_progress(it: Iterator[Verdict], total: int, enabled: bool) -> Iterator[Verdict]:
-    if not enabled:
-        yield from it
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (TextColumn("executing"), BarColumn(), MofNCompleteColumn(), TextColumn("passed {task.fields[ok]}"),
-               TimeRemainingColumn())
-    with Progress(*columns, transient=False) as bar:
-        task = bar.add_task("exec", total=total, ok=0)
-        ok = 0
-        for verdict in it:
-            ok += verdict.passed
-            bar.update(task, advance=1, ok=ok)
-            yield verdict

@@ -1,5 +1,5 @@
 """Deterministic *wrong-ish* programs made from canonical solutions, for harness-agreement
-tests and the sandbox throughput benchmark.
+tests and the sandbox throughput benchmarks (``benchmarks/``).
 
 Why: comparing our sandbox with a reference harness only on canonical solutions checks the
 "passed" path alone.  Small, realistic bugs (a flipped comparison, ``+`` turned into ``-``,

@@ -1,0 +1,25 @@
+"""The toy world's preference-data sources (registered as ``codealign.sources`` entry points)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from tasks.preferences.sources import Instruction, Source
+from tasks.toy import families
+from tasks.toy.families import toy_tasks
+
+# Toy sources: tasks per family (the toy models were trained on the first 300 of each family)
+TOY_SOURCE_PER_FAMILY = 20
+
+
+def toy_source(name: str) -> Source:
+    """``toy-train`` (instructions with given tests) or ``toy-seeds`` (SelfCodeAlign seeds)."""
+    tasks = toy_tasks("train", TOY_SOURCE_PER_FAMILY)
+    digest = hashlib.sha256(Path(families.__file__).read_bytes() + f"{name}:{TOY_SOURCE_PER_FAMILY}".encode())
+    if name == "toy-train":
+        items = [Instruction(f"toy/{t.family}/{t.name}", name, t.instruction, tuple(t.asserts()), "given", t.name,
+                             prompt=t.prompt) for t in tasks]
+    else:
+        items = [Instruction(f"toy-seed/{t.family}/{t.name}", name, "", (), "self", seed=t.source) for t in tasks]
+    return Source(name, f"toy://{name}", digest.hexdigest(), items)
