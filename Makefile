@@ -1,10 +1,12 @@
 # Two entry points (README Quick start): `make sweep` runs the main job (the toy alignment sweep),
 # `make test` the tests.  `make demo` re-checks every benchmark's canonical solutions.
 # Both create/refresh the virtual environment first; it lives outside the checkout, keyed by
-# the hash of the dependency files, so a fresh clone reuses it and a dependency change rebuilds it.
+# the hash of the declared dependencies (pyproject.toml's dependencies and extras, not the rest of
+# the file), so a fresh clone reuses it and only a dependency change rebuilds it.
 SHELL := /bin/bash
 PYTHON ?= python3
-DEPS_HASH := $(shell cat pyproject.toml | sha256sum | cut -c1-16)
+DEPS_HASH := $(shell $(PYTHON) -c 'import hashlib, json, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+	print(hashlib.sha256(json.dumps([p["dependencies"], p["optional-dependencies"]], sort_keys=True).encode()).hexdigest()[:16])')
 VENV ?= $(HOME)/.cache/codealign/venv-$(DEPS_HASH)
 export CODEALIGN_DATA_DIR ?= $(abspath ../shared/datasets)
 PY := $(VENV)/bin/python
@@ -23,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 # Editable install points at this checkout; re-point it when the checkout moved (fresh clone).
 # -I: look the package up as the sandbox workers do (not from the current directory).
 venv: $(VENV)/.installed
-	@$(PY) -I -c "import tasks, pathlib, sys; sys.exit(pathlib.Path(tasks.__file__).resolve().parent.parent != pathlib.Path('.').resolve())" \
+	@$(PY) -I -c "import codealign, pathlib, sys; sys.exit(pathlib.Path(codealign.__file__).resolve().parent.parent != pathlib.Path('.').resolve())" \
 		|| $(PY) -m pip install --quiet --no-deps -e .
 
 # Compilers and runtimes for HumanEval-X / MultiPL-E (tasks/sandbox/toolchains.py), from Debian:

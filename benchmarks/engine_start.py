@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 def _start(model: str, eager: bool) -> None:
     """Child: start one engine, print its start time."""
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # as in the sampler actors
-    from tasks.generation.sampling import EngineSettings, get_engine
+    from codealign.tasks.generation.sampling import EngineSettings, get_engine
 
     start = time.perf_counter()
     get_engine(model, EngineSettings(max_model_len=512, enforce_eager=eager or None))
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         _start(args.child, args.eager)
 
-    from tasks.toy.models import build_toy_models
+    from codealign.tasks.toy.models import build_toy_models
 
     base = str(build_toy_models()["toy-base"])
     work = Path(tempfile.mkdtemp(prefix="codealign-engine-"))

@@ -72,12 +72,12 @@ def main(argv: list[str] | None = None) -> None:
         prefect_test_harness,  # after flows/: its Prefect settings apply
     )
 
-    from flows.generate_preferences import resume, run_generate_preferences
-    from tasks.artifacts import runs
-    from tasks.artifacts.store import ArtifactStore
-    from tasks.preferences.generate import GenerateConfig, run_inputs
-    from tasks.preferences.responses import Response, judge_responses, tested_program
-    from tasks.sandbox.tested import execute_tested
+    from codealign.flows.generate_preferences import resume, run_generate_preferences
+    from codealign.tasks.artifacts import runs
+    from codealign.tasks.artifacts.store import ArtifactStore
+    from codealign.tasks.preferences.generate import GenerateConfig, run_inputs
+    from codealign.tasks.preferences.responses import Response, judge_responses, tested_program
+    from codealign.tasks.sandbox.tested import execute_tested
 
     work = Path(tempfile.mkdtemp(prefix="codealign-genbench-"))
     config = GenerateConfig(model="toy-instruct", source="toy-train", limit=args.limit, shard_size=args.shard_size,

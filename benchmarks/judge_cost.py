@@ -32,12 +32,12 @@ BENCHMARKS = ("humaneval", "humaneval+")
 # Run inside each checkout: judge the samples in the given file, print seconds and verdicts.
 _CHILD = r"""
 import json, sys, time
-from tasks.benchmarks.registry import load_benchmark
-from tasks.generation.samples import Sample
+from codealign.tasks.benchmarks.registry import load_benchmark
+from codealign.tasks.generation.samples import Sample
 try:
-    from tasks.evaluation.execute import execute
+    from codealign.tasks.evaluation.execute import execute
 except ImportError:  # a checkout from before the import-graph change
-    from tasks.sandbox.execute import execute
+    from codealign.tasks.sandbox.execute import execute
 spec = json.load(open(sys.argv[1]))
 problems = load_benchmark(spec["benchmark"])
 wanted = {s[0] for s in spec["samples"]}
@@ -52,8 +52,8 @@ print(json.dumps({"seconds": time.perf_counter() - start, "passed": [v.passed fo
 
 def build_samples(benchmark: str, limit: int | None) -> list[tuple[str, int, str]]:
     sys.path[:0] = [str(_ROOT)]
-    from tasks.benchmarks.mutants import wrong_solution
-    from tasks.benchmarks.registry import load_benchmark
+    from codealign.tasks.benchmarks.mutants import wrong_solution
+    from codealign.tasks.benchmarks.registry import load_benchmark
 
     samples = []
     for p in load_benchmark(benchmark)[:limit]:

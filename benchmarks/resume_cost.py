@@ -47,7 +47,7 @@ def make_checkpoints(root: Path, base: Path, count: int) -> list[Path]:
 
 def units_run(store_root: str, since: float) -> int:
     """Units whose samples were written after ``since`` (i.e. by the run being measured)."""
-    from tasks.artifacts.store import ArtifactStore
+    from codealign.tasks.artifacts.store import ArtifactStore
 
     store = ArtifactStore(store_root)
     return sum(1 for key in store.list("units") if key.endswith("scores.json")
@@ -106,12 +106,12 @@ def measure(args: argparse.Namespace, ray_address: str | None) -> None:
         prefect_test_harness,  # after flows/: its Prefect settings apply
     )
 
-    from flows.evaluate_checkpoints import resume, run_evaluate_checkpoints
-    from flows.runtime import RunFailed
-    from tasks.artifacts.checkpoints import fingerprint
-    from tasks.evaluation import units as ce
-    from tasks.generation.sampling import release_engines
-    from tasks.toy.models import build_toy_models
+    from codealign.flows.evaluate_checkpoints import resume, run_evaluate_checkpoints
+    from codealign.flows.runtime import RunFailed
+    from codealign.tasks.artifacts.checkpoints import fingerprint
+    from codealign.tasks.evaluation import units as ce
+    from codealign.tasks.generation.sampling import release_engines
+    from codealign.tasks.toy.models import build_toy_models
 
     base = build_toy_models()["toy-base"]
     work = Path(tempfile.mkdtemp(prefix="codealign-resume-"))

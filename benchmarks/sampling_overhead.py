@@ -29,11 +29,11 @@ def main() -> None:
 
     from vllm import SamplingParams
 
-    from tasks.benchmarks.registry import load_benchmark
-    from tasks.evaluation.pipeline import load_tokenizer
-    from tasks.generation.models import resolve_model
-    from tasks.generation.prompts import PromptSpec, build_prompt
-    from tasks.generation.sampling import (
+    from codealign.tasks.benchmarks.registry import load_benchmark
+    from codealign.tasks.evaluation.pipeline import load_tokenizer
+    from codealign.tasks.generation.models import resolve_model
+    from codealign.tasks.generation.prompts import PromptSpec, build_prompt
+    from codealign.tasks.generation.sampling import (
         EngineSettings,
         SamplingSettings,
         generate,

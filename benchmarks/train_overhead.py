@@ -40,13 +40,13 @@ def make_spec(root: Path, pairs: int, batch_size: int, workers: int, cpus_per_wo
     from datasets import Dataset
     from transformers import AutoTokenizer
 
-    from tasks.artifacts.checkpoints import fingerprint
-    from tasks.generation.models import resolve_model
-    from tasks.generation.prompts import chat_instruction_prompt, fenced
-    from tasks.toy.families import toy_tasks
-    from tasks.training.config import StageConfig
-    from tasks.training.data import check_dataset
-    from tasks.training.stages import make_stage
+    from codealign.tasks.artifacts.checkpoints import fingerprint
+    from codealign.tasks.generation.models import resolve_model
+    from codealign.tasks.generation.prompts import chat_instruction_prompt, fenced
+    from codealign.tasks.toy.families import toy_tasks
+    from codealign.tasks.training.config import StageConfig
+    from codealign.tasks.training.data import check_dataset
+    from codealign.tasks.training.stages import make_stage
 
     model = resolve_model("toy-instruct")
     data = root / "pairs.parquet"
@@ -69,8 +69,8 @@ def plain(root: Path, pairs: int, batch_size: int) -> None:
     started = time.monotonic()
     spec = make_spec(root, pairs, batch_size, workers=1, cpus_per_worker=os.cpu_count() or 1)
     torch.set_num_threads(os.cpu_count() or 1)
-    from tasks.artifacts.store import ArtifactStore
-    from tasks.training.trainer import build_trainer, train
+    from codealign.tasks.artifacts.store import ArtifactStore
+    from codealign.tasks.training.trainer import build_trainer, train
 
     lines: list[str] = []
     trainer = build_trainer(spec, spec.model.uri.removeprefix("file://"), str(root / "plain-out"),
@@ -80,7 +80,7 @@ def plain(root: Path, pairs: int, batch_size: int) -> None:
 
 
 def ray_path(root: Path, pairs: int, batch_size: int, workers: int, cpus_per_worker: int) -> dict:
-    from flows.train import fit_stage
+    from codealign.flows.train import fit_stage
 
     started = time.monotonic()
     spec = make_spec(root, pairs, batch_size, workers, cpus_per_worker)

@@ -1,7 +1,7 @@
 """When and where codealign's flows run: the deployments, on a process work pool.
 
-    python -m deployments.deploy [--pool codealign] [--store URI] [--ray-address ADDR]
-                                 [--cron "0 2 * * *"] [--timezone Europe/Berlin] [--preset toy]
+    codealign deploy [--pool codealign] [--store URI] [--ray-address ADDR]
+                     [--cron "0 2 * * *"] [--timezone Europe/Berlin] [--preset toy]
 
 creates (or updates) four deployments on the Prefect server ``PREFECT_API_URL`` names:
 
@@ -12,26 +12,24 @@ creates (or updates) four deployments on the Prefect server ``PREFECT_API_URL`` 
 
 Their entry flows (flows/deployable.py) connect to the Ray address and keep results in the
 store of the config, exactly as the CLI does.  The worker imports them by module path from the
-environment codealign is installed in (``pip install -e .``): no image, no code upload; on a
-cluster, the workers' image or virtualenv has codealign installed.  Store credentials are never
+environment codealign is installed in (``pip install codealign`` or ``pip install -e .``): no
+image, no code upload; on a cluster, the workers' image or virtualenv has codealign installed.
+Deployments registered before the package took its one import name (``codealign.*``) point at
+``flows.deployable``: running ``codealign deploy`` again re-registers them under the new name.  Store credentials are never
 deployment parameters: the worker's environment (or an instance/IRSA role) provides them.
 """
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
-from prefect import deploy
-from prefect.deployments.runner import EntrypointType
-from prefect.schedules import Cron
+import typer
 
-from flows.deployable import evaluate_entry, resume_entry, sweep_entry
-from tasks.artifacts import layout
-from tasks.artifacts.store import to_uri
-from tasks.errors import CodealignError
-from tasks.sweeps.config import read_preset
+from codealign.tasks.artifacts import layout
+from codealign.tasks.artifacts.store import to_uri
+from codealign.tasks.errors import CodealignError
+from codealign.tasks.sweeps.config import read_preset
 
 POOL = "codealign"
 NIGHTLY_CRON = "0 2 * * *"
@@ -39,6 +37,8 @@ NIGHTLY_CRON = "0 2 * * *"
 
 class DeployError(CodealignError, RuntimeError):
     """The server refused a deployment; Prefect printed which and why."""
+
+    exit_code = 1
 
 
 def sweep_parameters(preset: str, store: str, ray_address: str | None) -> dict[str, Any]:
@@ -48,7 +48,14 @@ def sweep_parameters(preset: str, store: str, ray_address: str | None) -> dict[s
 
 def deploy_all(pool: str = POOL, store: str = layout.DEFAULT_STORE, ray_address: str | None = None,
                cron: str = NIGHTLY_CRON, timezone: str = "UTC", preset: str = "toy") -> list[UUID]:
-    """Create or update every deployment on ``pool``; returns their ids."""
+    """Create or update every deployment on ``pool``; returns their ids.  (Prefect and the flows
+    are imported here, not with the module: every ``codealign`` command loads this one.)"""
+    from prefect import deploy
+    from prefect.deployments.runner import EntrypointType
+    from prefect.schedules import Cron
+
+    from codealign.flows.deployable import evaluate_entry, resume_entry, sweep_entry
+
     store = to_uri(store)
     common: dict[str, Any] = {"entrypoint_type": EntrypointType.MODULE_PATH, "tags": ["codealign"]}
     deployments = [
@@ -75,21 +82,16 @@ def deploy_all(pool: str = POOL, store: str = layout.DEFAULT_STORE, ray_address:
     return ids
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pool", default=POOL, help="process work pool (created by infra/local_stack.py up)")
-    parser.add_argument("--store", default=layout.DEFAULT_STORE, help="artifact store root of the runs")
-    parser.add_argument("--ray-address", default=None, help="Ray cluster the runs use (default: a local Ray per run)")
-    parser.add_argument("--cron", default=NIGHTLY_CRON, help="nightly sweep schedule")
-    parser.add_argument("--timezone", default="UTC", help="time zone of the schedule (IANA name)")
-    parser.add_argument("--preset", default="toy", help="sweep preset of the nightly and on-demand sweeps")
-    args = parser.parse_args()
-    try:
-        ids = deploy_all(args.pool, args.store, args.ray_address, args.cron, args.timezone, args.preset)
-    except DeployError as exc:
-        raise SystemExit(f"deploy: error: {exc}") from None
-    print(f"{len(ids)} deployments on work pool {args.pool}")
-
-
-if __name__ == "__main__":
-    main()
+def deploy_command(
+    pool: Annotated[str, typer.Option(help="process work pool (`codealign stack up` creates one)")] = POOL,
+    store: Annotated[str, typer.Option(help="artifact store root of the runs")] = layout.DEFAULT_STORE,
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster the runs use (default: a local Ray per run)")]
+    = None,
+    cron: Annotated[str, typer.Option(help="nightly sweep schedule")] = NIGHTLY_CRON,
+    timezone: Annotated[str, typer.Option(help="time zone of the schedule (IANA name)")] = "UTC",
+    preset: Annotated[str, typer.Option(help="sweep preset of the nightly and on-demand sweeps")] = "toy",
+) -> None:
+    """Create or update the deployments (nightly and on-demand sweeps, evaluation, resume-by-id) on
+    the Prefect server PREFECT_API_URL names."""
+    ids = deploy_all(pool, store, ray_address, cron, timezone, preset)
+    print(f"{len(ids)} deployments on work pool {pool}")

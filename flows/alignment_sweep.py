@@ -23,9 +23,9 @@ from prefect import flow, get_run_logger
 from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
-from flows.evaluate_checkpoints import evaluate_checkpoints
-from flows.generate_preferences import generate_preferences
-from flows.runtime import (
+from codealign.flows.evaluate_checkpoints import evaluate_checkpoints
+from codealign.flows.generate_preferences import generate_preferences
+from codealign.flows.runtime import (
     begin_run,
     check_run_id,
     default_run_id,
@@ -35,17 +35,17 @@ from flows.runtime import (
     producer,
     run_flow,
 )
-from flows.train import train_flow
-from tasks.artifacts import layout, runs
-from tasks.artifacts.lineage import ArtifactMeta, InputRef
-from tasks.artifacts.runs import Manifest, RunItem
-from tasks.artifacts.store import ArtifactStore
-from tasks.evaluation.units import CheckpointEvalConfig
-from tasks.generation.models import resolve_model
-from tasks.sweeps import plan as sweep_plan
-from tasks.sweeps import report
-from tasks.sweeps.config import SweepConfig
-from tasks.sweeps.results import (
+from codealign.flows.train import train_flow
+from codealign.tasks.artifacts import layout, runs
+from codealign.tasks.artifacts.lineage import ArtifactMeta, InputRef
+from codealign.tasks.artifacts.runs import Manifest, RunItem
+from codealign.tasks.artifacts.store import ArtifactStore
+from codealign.tasks.evaluation.units import CheckpointEvalConfig
+from codealign.tasks.generation.models import resolve_model
+from codealign.tasks.sweeps import plan as sweep_plan
+from codealign.tasks.sweeps import report
+from codealign.tasks.sweeps.config import SweepConfig
+from codealign.tasks.sweeps.results import (
     SWEEP_RECORD,
     Skipped,
     StartModel,
@@ -53,7 +53,7 @@ from tasks.sweeps.results import (
     TrainedStage,
     result_rows,
 )
-from tasks.training import stages as training_stages
+from codealign.tasks.training import stages as training_stages
 
 FLOW_NAME = "alignment-sweep"
 EVAL_ITEM = "evaluation"

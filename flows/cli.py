@@ -20,17 +20,17 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from flows.options import with_config_options
-from tasks.artifacts import layout
-from tasks.benchmarks.registry import BENCHMARKS, load_benchmark
-from tasks.errors import CodealignError
-from tasks.evaluation.settings import EvalSettings, EvaluateConfig
-from tasks.evaluation.units import CheckpointEvalConfig
-from tasks.files import read_jsonl, write_json_atomic, write_jsonl_atomic
-from tasks.generation.samples import Sample, read_samples
-from tasks.preferences.generate import GenerateConfig
-from tasks.sandbox.limits import Limits
-from tasks.training.config import StageConfig
+from codealign.flows.options import with_config_options
+from codealign.tasks.artifacts import layout
+from codealign.tasks.benchmarks.registry import BENCHMARKS, load_benchmark
+from codealign.tasks.errors import CodealignError
+from codealign.tasks.evaluation.settings import EvalSettings, EvaluateConfig
+from codealign.tasks.evaluation.units import CheckpointEvalConfig
+from codealign.tasks.files import read_jsonl, write_json_atomic, write_jsonl_atomic
+from codealign.tasks.generation.samples import Sample, read_samples
+from codealign.tasks.preferences.generate import GenerateConfig
+from codealign.tasks.sandbox.limits import Limits
+from codealign.tasks.training.config import StageConfig
 
 console = Console(stderr=True, soft_wrap=True)  # never wrap a FILE:LINE message
 # Tables fit a terminal; piped into a file or another program they are never folded.
@@ -91,7 +91,7 @@ def exec_command(
     strict_isolation: Annotated[bool, typer.Option(help="refuse to run without namespaces")] = False,
 ) -> None:
     """Run samples against a benchmark's tests in the sandbox and write one verdict per sample."""
-    from tasks.evaluation.execute import execute
+    from codealign.tasks.evaluation.execute import execute
 
     try:
         problems = load_benchmark(benchmark)
@@ -154,7 +154,7 @@ def print_fidelity(scores: dict[str, Any]) -> None:
     """Generation fidelity (tasks/evaluation/generation_fidelity.py, docs/metrics.md): each
     metric's mean over the n samples it applies to, one column per benchmark (and overall when
     there are several); shares as percentages."""
-    from tasks.evaluation.generation_fidelity import METRICS, RATES
+    from codealign.tasks.evaluation.generation_fidelity import METRICS, RATES
 
     columns = {name: row["fidelity"] for name, row in scores["benchmarks"].items() if row.get("fidelity")}
     if not columns:
@@ -185,7 +185,7 @@ def score_command(
     out_path: Annotated[Optional[Path], typer.Option("--out", help="JSON to write (default: VERDICTS.scores.json)")] = None,
 ) -> None:
     """Compute pass@k per benchmark and overall; print a table and write JSON."""
-    from tasks.evaluation.scoring import score
+    from codealign.tasks.evaluation.scoring import score
 
     try:
         ks = sorted({int(x) for x in k.split(",") if x.strip()})
@@ -208,8 +208,8 @@ def demo_command(
 ) -> None:
     """Verify every benchmark's canonical solutions, then score the shipped sample file (a check
     of the data and the sandbox; the main job is `codealign sweep`)."""
-    from tasks.benchmarks.multilang import KNOWN_CANONICAL_FAILURES
-    from tasks.evaluation.pipeline import execute_samples, score_verdicts
+    from codealign.tasks.benchmarks.multilang import KNOWN_CANONICAL_FAILURES
+    from codealign.tasks.evaluation.pipeline import execute_samples, score_verdicts
 
     counts = {}
     for name in BENCHMARKS:
@@ -251,7 +251,7 @@ app.add_typer(toy_app, name="toy")
 @toy_app.command("build")
 def toy_build(force: Annotated[bool, typer.Option(help="rebuild even if cached")] = False) -> None:
     """Build toy-base and toy-instruct (cached by content hash) and print their paths as JSON."""
-    from tasks.toy.models import build_toy_models
+    from codealign.tasks.toy.models import build_toy_models
 
     paths = build_toy_models(force=force)
     out.print_json(json.dumps({k: str(v) for k, v in paths.items()}))
@@ -264,10 +264,10 @@ def evaluate_command(
     out_dir: Annotated[Path, typer.Option("--out", help="run directory")] = Path(layout.DEFAULT_OUT) / "evaluate",
 ) -> None:
     """Sample a model with vLLM on benchmarks, execute, and score pass@k."""
-    from flows.progress import quiet_output
-    from tasks.evaluation.pipeline import evaluate_model
-    from tasks.generation.models import resolve_model
-    from tasks.generation.sampling import release_engines
+    from codealign.flows.progress import quiet_output
+    from codealign.tasks.evaluation.pipeline import evaluate_model
+    from codealign.tasks.generation.models import resolve_model
+    from codealign.tasks.generation.sampling import release_engines
 
     try:
         config = config.model_copy(update={"model": resolve_model(config.model)})
@@ -283,8 +283,8 @@ def evaluate_command(
 
 
 def print_results(store_root: str, run_id: str) -> None:
-    from tasks.artifacts.runs import read_results
-    from tasks.artifacts.store import ArtifactStore
+    from codealign.tasks.artifacts.runs import read_results
+    from codealign.tasks.artifacts.store import ArtifactStore
 
     rows = read_results(ArtifactStore(store_root), run_id)
     ks = sorted({key for r in rows for key in r if key.startswith("pass@")}, key=lambda x: int(x[5:]))
@@ -307,8 +307,8 @@ def new_run_id() -> str:
 def _run_flow(call: Any, store_root: str, run_id: str) -> None:
     """Run a flow (Prefect and Ray are imported only now: commands that need neither stay fast),
     quietly unless --verbose (flows/progress.py)."""
-    from flows.progress import quiet_run
-    from flows.runtime import RunFailed
+    from codealign.flows.progress import quiet_run
+    from codealign.flows.runtime import RunFailed
 
     try:
         with quiet_run(store_root, run_id, VERBOSE["on"]):
@@ -319,8 +319,8 @@ def _run_flow(call: Any, store_root: str, run_id: str) -> None:
         raise typer.Exit(1) from None
     except ValueError as exc:  # bad values outside codealign's errors (which the CLI root catches)
         fail(str(exc))
-    from tasks.artifacts.runs import read_manifest
-    from tasks.artifacts.store import ArtifactStore
+    from codealign.tasks.artifacts.runs import read_manifest
+    from codealign.tasks.artifacts.store import ArtifactStore
 
     flow = read_manifest(ArtifactStore(store_root), summary["run_id"]).flow
     what = {"generate-preferences": "shards", "train": "stages",
@@ -341,7 +341,7 @@ def _run_flow(call: Any, store_root: str, run_id: str) -> None:
 
 def check_run_id_option(run_id: str | None) -> None:
     """A bad --run-id fails before any server or cluster starts."""
-    from flows.runtime import check_run_id
+    from codealign.flows.runtime import check_run_id
 
     if run_id is not None:
         try:
@@ -361,11 +361,11 @@ def evaluate_checkpoints_command(
     run_id: RunIdOpt = None,
 ) -> None:
     """Evaluate every checkpoint x benchmark x mode (Prefect flow on Ray); resumable."""
-    from tasks.artifacts.checkpoints import discover
+    from codealign.tasks.artifacts.checkpoints import discover
 
     check_run_id_option(run_id)
     discover(config.checkpoints)  # bad paths fail here, before any server or cluster starts
-    from flows.evaluate_checkpoints import run_evaluate_checkpoints
+    from codealign.flows.evaluate_checkpoints import run_evaluate_checkpoints
 
     run_id = run_id or new_run_id()
     _run_flow(lambda: run_evaluate_checkpoints(config, run_id), config.store, run_id)
@@ -379,15 +379,15 @@ def generate_command(
 ) -> None:
     """Sample n responses per instruction, execute them, and build SFT / DPO / BoNBoN /
     non-functional datasets with quality gates (Prefect flow `generate-preferences` on Ray)."""
-    from tasks.generation.models import resolve_model
-    from tasks.preferences.generate import load_checked_source
+    from codealign.tasks.generation.models import resolve_model
+    from codealign.tasks.preferences.generate import load_checked_source
 
     check_run_id_option(run_id)
     load_checked_source(config)  # bad input fails here, before any server or cluster starts
     resolve_model(config.model)
     if config.judge_model:
         resolve_model(config.judge_model)
-    from flows.generate_preferences import run_generate_preferences
+    from codealign.flows.generate_preferences import run_generate_preferences
 
     run_id = run_id or new_run_id()
     _run_flow(lambda: run_generate_preferences(config, run_id), config.store, run_id)
@@ -398,15 +398,15 @@ def generate_command(
 def train_command(config: StageConfig, run_id: RunIdOpt = None) -> None:
     """Train one stage (SFT, DPO or BoNBoN; LoRA or full) on Ray Train workers (Prefect flow
     `train`); checkpoints go to the store, merged, with lineage.  Resumable after a kill."""
-    from tasks.artifacts.checkpoints import validate
-    from tasks.generation.models import resolve_model
-    from tasks.training.data import check_dataset
+    from codealign.tasks.artifacts.checkpoints import validate
+    from codealign.tasks.generation.models import resolve_model
+    from codealign.tasks.training.data import check_dataset
 
     check_run_id_option(run_id)
     # bad input fails here, before any server, cluster or worker starts
     check_dataset(config.dataset, config.stage)
     validate(resolve_model(config.model))
-    from flows.train import run_train
+    from codealign.flows.train import run_train
 
     run_id = run_id or new_run_id()
     _run_flow(lambda: run_train(config, run_id), config.store, run_id)
@@ -424,8 +424,8 @@ def sweep_command(
 ) -> None:
     """Run an alignment sweep (Prefect flow `alignment-sweep`): generate preference data, train
     SFT / DPO / BoNBoN along both pathways, evaluate every checkpoint, write the report."""
-    from tasks.generation.models import resolve_model
-    from tasks.sweeps.plan import expand
+    from codealign.tasks.generation.models import resolve_model
+    from codealign.tasks.sweeps.plan import expand
 
     check_run_id_option(run_id)
     config = load_sweep_config(preset, config_file, store, ray_address)
@@ -443,7 +443,7 @@ def sweep_command(
     for pair in config.models:
         for pathway in config.pathways:
             resolve_model(pair.start(pathway))
-    from flows.alignment_sweep import run_alignment_sweep
+    from codealign.flows.alignment_sweep import run_alignment_sweep
 
     run_id = run_id or new_run_id()
     _run_flow(lambda: run_alignment_sweep(config, run_id), config.store, run_id)
@@ -453,8 +453,8 @@ def load_sweep_config(preset: str, config_file: Path | None, store: str | None, 
     """Preset < YAML file < flags, validated; an error names the preset or file and the field."""
     from pydantic import ValidationError
 
-    from flows.options import merge_settings, read_config_file
-    from tasks.sweeps.config import SweepConfig, SweepError, read_preset
+    from codealign.flows.options import merge_settings, read_config_file
+    from codealign.tasks.sweeps.config import SweepConfig, SweepError, read_preset
 
     settings = merge_settings(read_preset(preset), read_config_file(config_file) if config_file else {})
     settings.update({k: v for k, v in (("store", store), ("ray_address", ray_address)) if v is not None})
@@ -472,10 +472,10 @@ def report_command(
     store: StoreOpt = layout.DEFAULT_STORE,
 ) -> None:
     """Rebuild a sweep's report (Markdown + PNG in the store) and print its tables."""
-    from tasks.artifacts.runs import read_manifest
-    from tasks.artifacts.store import ArtifactStore, MissingArtifact
-    from tasks.sweeps import report
-    from tasks.sweeps.results import SWEEP_RECORD
+    from codealign.tasks.artifacts.runs import read_manifest
+    from codealign.tasks.artifacts.store import ArtifactStore, MissingArtifact
+    from codealign.tasks.sweeps import report
+    from codealign.tasks.sweeps.results import SWEEP_RECORD
 
     st = ArtifactStore(store)
     try:
@@ -491,8 +491,8 @@ def report_command(
 
 
 def print_report(store_root: str, run_id: str) -> None:
-    from tasks.artifacts.store import ArtifactStore
-    from tasks.sweeps import report
+    from codealign.tasks.artifacts.store import ArtifactStore
+    from codealign.tasks.sweeps import report
 
     st = ArtifactStore(store_root)
     built = report.build(st, run_id)
@@ -510,8 +510,8 @@ def print_report(store_root: str, run_id: str) -> None:
 
 
 def print_stage(store_root: str, run_id: str) -> None:
-    from tasks.artifacts.runs import read_results
-    from tasks.artifacts.store import ArtifactStore
+    from codealign.tasks.artifacts.runs import read_results
+    from codealign.tasks.artifacts.store import ArtifactStore
 
     for row in read_results(ArtifactStore(store_root), run_id):
         degraded = "" if row["degraded"] is None else f"; degraded: {row['degraded']}"
@@ -521,8 +521,8 @@ def print_stage(store_root: str, run_id: str) -> None:
 
 
 def print_preference_stats(store_root: str, run_id: str) -> None:
-    from tasks.artifacts.store import ArtifactStore
-    from tasks.preferences.report import table_rows
+    from codealign.tasks.artifacts.store import ArtifactStore
+    from codealign.tasks.preferences.report import table_rows
 
     store = ArtifactStore(store_root)
     stats = store.get_json(layout.run_dataset(run_id, "stats.json"))
@@ -546,14 +546,14 @@ def resume_command(
     ray_address: Annotated[Optional[str], typer.Option(help="none: the run's setting")] = None,
 ) -> None:
     """Run what RUN_ID has not completed (units or shards), whichever flow it belongs to."""
-    from tasks.artifacts.runs import read_manifest
-    from tasks.artifacts.store import ArtifactStore, MissingArtifact
+    from codealign.tasks.artifacts.runs import read_manifest
+    from codealign.tasks.artifacts.store import ArtifactStore, MissingArtifact
 
     try:
         read_manifest(ArtifactStore(store), run_id)
     except MissingArtifact:
         fail(f"no run {run_id!r} in {store}")
-    from flows.deployable import resume_run
+    from codealign.flows.deployable import resume_run
 
     _run_flow(lambda: resume_run(store, run_id, ray_address), store, run_id)
 
@@ -561,8 +561,8 @@ def resume_command(
 @app.command("runs")
 def runs_command(store: StoreOpt = layout.DEFAULT_STORE) -> None:
     """List runs (of every flow) with their state and complete / failed items."""
-    from tasks.artifacts.runs import list_runs
-    from tasks.artifacts.store import ArtifactStore
+    from codealign.tasks.artifacts.runs import list_runs
+    from codealign.tasks.artifacts.store import ArtifactStore
 
     table = Table()
     for col in ("run", "flow", "state", "complete", "failed", "updated"):
@@ -583,8 +583,8 @@ def lineage_command(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable tree")] = False,
 ) -> None:
     """Print what produced a run's results (or any artifact), down to samples and checkpoints."""
-    from tasks.artifacts.lineage import lineage_tree, render_tree
-    from tasks.artifacts.store import ArtifactStore
+    from codealign.tasks.artifacts.lineage import lineage_tree, render_tree
+    from codealign.tasks.artifacts.store import ArtifactStore
 
     st = ArtifactStore(store)
     key = target if "://" in target else layout.run_record(target, layout.RESULTS)
@@ -602,6 +602,3 @@ def lineage_command(
     else:
         out.print(render_tree(tree), highlight=False, markup=False, soft_wrap=True)
 
-
-if __name__ == "__main__":  # `python -m flows.cli`, as the tests run it
-    app()

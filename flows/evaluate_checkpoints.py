@@ -18,7 +18,7 @@ from prefect import flow, get_run_logger
 from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
-from flows.runtime import (
+from codealign.flows.runtime import (
     begin_run,
     check_run_id,
     default_run_id,
@@ -31,12 +31,12 @@ from flows.runtime import (
     run_flow,
     sandbox_cpus,
 )
-from flows.samplers import SamplerQueue, run_on, start_samplers
-from tasks.artifacts import runs
-from tasks.artifacts.checkpoints import discover
-from tasks.artifacts.store import ArtifactRef, ArtifactStore
-from tasks.evaluation import units as ev
-from tasks.evaluation.units import CheckpointEvalConfig, Unit
+from codealign.flows.samplers import SamplerQueue, run_on, start_samplers
+from codealign.tasks.artifacts import runs
+from codealign.tasks.artifacts.checkpoints import discover
+from codealign.tasks.artifacts.store import ArtifactRef, ArtifactStore
+from codealign.tasks.evaluation import units as ev
+from codealign.tasks.evaluation.units import CheckpointEvalConfig, Unit
 
 FLOW_NAME = "evaluate-checkpoints"
 

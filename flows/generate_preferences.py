@@ -20,7 +20,7 @@ from prefect import flow, get_run_logger
 from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
-from flows.runtime import (
+from codealign.flows.runtime import (
     begin_run,
     check_run_id,
     default_run_id,
@@ -33,13 +33,13 @@ from flows.runtime import (
     run_flow,
     sandbox_cpus,
 )
-from flows.samplers import SamplerQueue, run_on, start_samplers
-from tasks.artifacts import runs
-from tasks.artifacts.lineage import InputRef
-from tasks.artifacts.store import ArtifactRef, ArtifactStore
-from tasks.generation.models import resolve_model
-from tasks.preferences import generate as gp
-from tasks.preferences.generate import GenerateConfig, RunInputs, Shard
+from codealign.flows.samplers import SamplerQueue, run_on, start_samplers
+from codealign.tasks.artifacts import runs
+from codealign.tasks.artifacts.lineage import InputRef
+from codealign.tasks.artifacts.store import ArtifactRef, ArtifactStore
+from codealign.tasks.generation.models import resolve_model
+from codealign.tasks.preferences import generate as gp
+from codealign.tasks.preferences.generate import GenerateConfig, RunInputs, Shard
 
 FLOW_NAME = "generate-preferences"
 

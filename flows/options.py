@@ -21,7 +21,7 @@ from typing import Annotated, Any, Optional, Union
 import typer
 from pydantic import BaseModel, ValidationError
 
-from tasks.errors import CodealignError
+from codealign.tasks.errors import CodealignError
 
 # Flags that read better than their field names (pass@k's k values are --k 1,10).
 FLAG_NAMES = {"ks": "k"}

@@ -33,8 +33,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from tasks.artifacts import layout, runs
-from tasks.artifacts.store import ArtifactStore, local_path
+from codealign.tasks.artifacts import layout, runs
+from codealign.tasks.artifacts.store import ArtifactStore, local_path
 
 LOG_NAME = "terminal.log"
 STEP_LINE = re.compile(r"\b(?:sft|dpo|bonbon) step \d+/\d+ loss [\d.]+.*?ETA \d+s")

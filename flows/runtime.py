@@ -20,11 +20,11 @@ from prefect.filesystems import LocalFileSystem, RemoteFileSystem
 from prefect.runtime import flow_run, task_run
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from tasks.artifacts import layout, runs
-from tasks.artifacts.checkpoints import Checkpoint, fingerprint
-from tasks.artifacts.lineage import InputRef
-from tasks.artifacts.store import ArtifactStore, local_path, storage_options
-from tasks.errors import CodealignError
+from codealign.tasks.artifacts import layout, runs
+from codealign.tasks.artifacts.checkpoints import Checkpoint, fingerprint
+from codealign.tasks.artifacts.lineage import InputRef
+from codealign.tasks.artifacts.store import ArtifactStore, local_path, storage_options
+from codealign.tasks.errors import CodealignError
 
 # Environment the Ray workers need from the caller: data and cache locations, where the store
 # and the Prefect API are, model hub settings.  Passed per task (runtime_env), so it reaches

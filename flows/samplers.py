@@ -25,7 +25,7 @@ import ray
 from prefect import allow_failure
 from prefect.futures import PrefectFuture
 
-from flows.runtime import cluster_outlives_run, forwarded_env, unwrap
+from codealign.flows.runtime import cluster_outlives_run, forwarded_env, unwrap
 
 SAMPLER_NAMESPACE = "codealign"
 DEFAULT_IDLE_RELEASE_S = 900.0
@@ -72,7 +72,7 @@ class SamplerActor:
         return result, printed.getvalue()
 
     def _release_when_idle(self, idle_s: float) -> None:
-        from tasks.generation.sampling import engines_loaded, release_engines
+        from codealign.tasks.generation.sampling import engines_loaded, release_engines
 
         while True:
             time.sleep(min(idle_s, 10.0))

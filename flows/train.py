@@ -28,8 +28,8 @@ from prefect import flow, get_run_logger
 from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
-from flows.evaluate_checkpoints import evaluate_checkpoints
-from flows.runtime import (
+from codealign.flows.evaluate_checkpoints import evaluate_checkpoints
+from codealign.flows.runtime import (
     begin_run,
     check_run_id,
     default_run_id,
@@ -40,20 +40,20 @@ from flows.runtime import (
     ray_task,
     run_flow,
 )
-from tasks.artifacts import runs
-from tasks.artifacts.checkpoint_cache import local_copy
-from tasks.artifacts.checkpoints import validate
-from tasks.artifacts.lineage import InputRef
-from tasks.artifacts.runs import Manifest
-from tasks.artifacts.store import ArtifactStore, local_path
-from tasks.evaluation.units import CheckpointEvalConfig
-from tasks.generation.models import resolve_model
-from tasks.plugins import plugin_names
-from tasks.training import stages
-from tasks.training.config import StageConfig
-from tasks.training.data import check_dataset
-from tasks.training.stages import StageRecord, StageSpec
-from tasks.training.trainer import SEEN_FILE, build_trainer, train
+from codealign.tasks.artifacts import runs
+from codealign.tasks.artifacts.checkpoint_cache import local_copy
+from codealign.tasks.artifacts.checkpoints import validate
+from codealign.tasks.artifacts.lineage import InputRef
+from codealign.tasks.artifacts.runs import Manifest
+from codealign.tasks.artifacts.store import ArtifactStore, local_path
+from codealign.tasks.evaluation.units import CheckpointEvalConfig
+from codealign.tasks.generation.models import resolve_model
+from codealign.tasks.plugins import plugin_names
+from codealign.tasks.training import stages
+from codealign.tasks.training.config import StageConfig
+from codealign.tasks.training.data import check_dataset
+from codealign.tasks.training.stages import StageRecord, StageSpec
+from codealign.tasks.training.trainer import SEEN_FILE, build_trainer, train
 
 FLOW_NAME = "train"
 

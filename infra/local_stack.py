@@ -1,10 +1,10 @@
 """The local stack on loopback, with one command: Prefect server (UI + API), a process work
 pool and its worker, a Ray head node — and the deployments on them.
 
-    python infra/local_stack.py up     [--prefect-port 4200] [--ray-port 6380] [--cpus N]
-                                       [--store ./store] [--no-deploy] [--state-dir DIR]
-    python infra/local_stack.py status [--state-dir DIR]
-    python infra/local_stack.py down   [--state-dir DIR]
+    codealign stack up     [--prefect-port 4200] [--ray-port 6380] [--cpus N]
+                           [--store ./store] [--no-deploy] [--state-dir DIR]
+    codealign stack status [--state-dir DIR]
+    codealign stack down   [--state-dir DIR]
 
 ``up`` starts each service, waits until it answers (the Prefect API's health endpoint, the Ray
 head's GCS), retrying a start that dies, and records pids, addresses and log files in the state
@@ -15,7 +15,6 @@ UI is at http://127.0.0.1:4200 and flows run with ``PREFECT_API_URL=http://127.0
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -24,8 +23,11 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Annotated
 
-from tasks.errors import CodealignError
+import typer
+
+from codealign.tasks.errors import CodealignError
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -38,6 +40,8 @@ POOL = "codealign"
 
 class StackError(CodealignError, RuntimeError):
     """A service that did not come up; the message names it and its log file."""
+
+    exit_code = 1
 
 
 def default_state_dir() -> Path:
@@ -146,14 +150,16 @@ def up(state: Path, prefect_port: int, ray_port: int, cpus: int, store: str, dep
                                        "--disable-usage-stats"],
                           lambda: _ray_ready(record["ray_address"], env), state, env)
         record["pids"]["ray-head"] = ray_head.pid
-        subprocess.run([str(BIN / "prefect"), "work-pool", "create", POOL, "--type", "process", "--overwrite"],
-                       env=env, check=True, capture_output=True, timeout=120)
+        created = subprocess.run([str(BIN / "prefect"), "work-pool", "create", POOL, "--type", "process",
+                                  "--overwrite"], env=env, capture_output=True, text=True, timeout=120)
+        if created.returncode != 0:
+            raise StackError(f"work pool {POOL} was not created: {created.stderr.strip() or created.stdout.strip()}")
         worker = _start("prefect-worker", [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--type",
                                            "process"], lambda: _worker_ready(api), state, env)
         record["pids"]["prefect-worker"] = worker.pid
         if deploy:
             with open(state / "deploy.log", "ab") as log:
-                deployed = subprocess.run([sys.executable, "-m", "deployments.deploy", "--pool", POOL, "--store",
+                deployed = subprocess.run([sys.executable, "-m", "codealign", "deploy", "--pool", POOL, "--store",
                                            store, "--ray-address", record["ray_address"]], env=env, cwd=str(REPO),
                                           stdout=log, stderr=subprocess.STDOUT, timeout=300)
             if deployed.returncode != 0:
@@ -188,35 +194,39 @@ def down(state: Path) -> None:
     record_file.unlink()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=("up", "down", "status"))
-    parser.add_argument("--state-dir", type=Path, default=None, help="pids, logs, Prefect database")
-    parser.add_argument("--prefect-port", type=int, default=4200)
-    parser.add_argument("--ray-port", type=int, default=6380)
-    parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="CPUs the Ray head offers")
-    parser.add_argument("--store", default="./store", help="artifact store of the deployed flows")
-    parser.add_argument("--no-deploy", action="store_true", help="start the services only")
-    args = parser.parse_args()
-    state = (args.state_dir or default_state_dir()).resolve()
-    if args.action == "up":
-        try:
-            record = up(state, args.prefect_port, args.ray_port, args.cpus, args.store, not args.no_deploy)
-        except (StackError, subprocess.CalledProcessError) as exc:
-            print(f"local stack: error: {exc}", file=sys.stderr)
-            sys.exit(1)
-        print(json.dumps(record, indent=2))
-        print(f"UI: {record['ui']}   flows: export PREFECT_API_URL={record['api']}", file=sys.stderr)
-    elif args.action == "down":
-        down(state)
-    else:
-        record_file = state / "stack.json"
-        if not record_file.exists():
-            print("local stack: down")
-            sys.exit(3)
-        record = json.loads(record_file.read_text())
-        print(json.dumps({**record, "alive": {n: _alive(p) for n, p in record["pids"].items()}}, indent=2))
+stack_app = typer.Typer(help="The local stack on loopback: Prefect server, work pool and worker, Ray head, "
+                             "and the deployments on them.", no_args_is_help=True)
+StateDir = Annotated[Path | None, typer.Option(help="pids, logs, Prefect database (default: "
+                                                    "$CODEALIGN_STACK_DIR or ~/.cache/codealign/stack)")]
 
 
-if __name__ == "__main__":
-    main()
+@stack_app.command("up")
+def up_command(
+    state_dir: StateDir = None,
+    prefect_port: Annotated[int, typer.Option(help="Prefect server (UI and API) port")] = 4200,
+    ray_port: Annotated[int, typer.Option(help="Ray head's GCS port")] = 6380,
+    cpus: Annotated[int, typer.Option(help="CPUs the Ray head offers")] = os.cpu_count() or 1,
+    store: Annotated[str, typer.Option(help="artifact store of the deployed flows")] = "./store",
+    no_deploy: Annotated[bool, typer.Option("--no-deploy", help="start the services only")] = False,
+) -> None:
+    """Start (or find running) every service, waiting until each answers; print their addresses."""
+    record = up((state_dir or default_state_dir()).resolve(), prefect_port, ray_port, cpus, store, not no_deploy)
+    print(json.dumps(record, indent=2))
+    print(f"UI: {record['ui']}   flows: export PREFECT_API_URL={record['api']}", file=sys.stderr)
+
+
+@stack_app.command("status")
+def status_command(state_dir: StateDir = None) -> None:
+    """The running stack's addresses and which services are alive (exit 3 when it is down)."""
+    record_file = (state_dir or default_state_dir()).resolve() / "stack.json"
+    if not record_file.exists():
+        print("local stack: down")
+        raise typer.Exit(3)
+    record = json.loads(record_file.read_text())
+    print(json.dumps({**record, "alive": {n: _alive(p) for n, p in record["pids"].items()}}, indent=2))
+
+
+@stack_app.command("down")
+def down_command(state_dir: StateDir = None) -> None:
+    """Stop the worker, the server and the Ray node (SIGTERM, then SIGKILL after 30 s)."""
+    down((state_dir or default_state_dir()).resolve())

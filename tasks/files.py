@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from tasks.errors import CodealignError
+from codealign.tasks.errors import CodealignError
 
 
 class InputError(CodealignError, ValueError):

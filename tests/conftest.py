@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import flows  # noqa: E402,F401 - applies codealign's Prefect settings before any test imports Prefect
+import codealign.flows  # noqa: E402,F401 - applies codealign's Prefect settings before any test imports Prefect
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("CODEALIGN_DATA_DIR", str(REPO.parent / "shared" / "datasets"))
@@ -32,7 +32,7 @@ def start_with_retries(what: str, start):
 @pytest.fixture()
 def problem_factory():
     """Build a tiny script-style problem whose test calls ``f()`` and checks it returns 1."""
-    from tasks.benchmarks.problem import Problem
+    from codealign.tasks.benchmarks.problem import Problem
 
     def make(test: str = "assert f() == 1", task_id: str = "t/0") -> Problem:
         return Problem("toy-test", task_id, "", "", "f", "", test=test, completion_is_program=True)
@@ -103,14 +103,14 @@ def s3_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def toy_model_paths():
     """toy-base and toy-instruct, built once (cached by content hash across runs)."""
-    from tasks.toy.models import build_toy_models
+    from codealign.tasks.toy.models import build_toy_models
 
     return build_toy_models()
 
 
 def _engine(path) -> tuple:
-    from tasks.evaluation.pipeline import load_tokenizer
-    from tasks.generation.sampling import EngineSettings, get_engine
+    from codealign.tasks.evaluation.pipeline import load_tokenizer
+    from codealign.tasks.generation.sampling import EngineSettings, get_engine
 
     return get_engine(str(path), EngineSettings(max_model_len=512)), load_tokenizer(str(path)), str(path)
 
@@ -256,8 +256,8 @@ def _release_vllm_engines():
     yield
     import sys
 
-    if "tasks.generation.sampling" in sys.modules:
-        sys.modules["tasks.generation.sampling"].release_engines()
+    if "codealign.tasks.generation.sampling" in sys.modules:
+        sys.modules["codealign.tasks.generation.sampling"].release_engines()
 
 
 @pytest.fixture(scope="session")
@@ -266,7 +266,7 @@ def pathway_runs(tmp_path_factory, toy_model_paths, prefect_api, ray_cluster):
     toy-instruct (FTA: instructions through its chat template) over the planted source."""
     from preference_runs import config, generate, planted_source
 
-    from tasks.artifacts.store import ArtifactStore
+    from codealign.tasks.artifacts.store import ArtifactStore
 
     root = tmp_path_factory.mktemp("preferences")
     source = planted_source(root / "source.jsonl")
@@ -281,7 +281,7 @@ def pathway_runs(tmp_path_factory, toy_model_paths, prefect_api, ray_cluster):
 @pytest.fixture(params=["local", "s3"])
 def store(request, tmp_path):
     """An empty artifact store, once on the local filesystem and once on the test S3 server."""
-    from tasks.artifacts.store import ArtifactStore
+    from codealign.tasks.artifacts.store import ArtifactStore
 
     if request.param == "local":
         return ArtifactStore(str(tmp_path / "store"))

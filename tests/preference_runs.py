@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tasks.preferences.generate import GenerateConfig
-from tasks.preferences.pairs import dataset_names
-from tasks.preferences.sources import load_source
+from codealign.tasks.preferences.generate import GenerateConfig
+from codealign.tasks.preferences.pairs import dataset_names
+from codealign.tasks.preferences.sources import load_source
 
 ALL = ["sft", "dpo", "bon", "nonfunctional"]
 NAMES_DIMENSIONS = ["instruction_following", "readability", "complexity", "style", "explanation"]
@@ -19,7 +19,7 @@ NAMES = dataset_names(ALL, NAMES_DIMENSIONS)
 def planted_source(path: Path) -> Path:
     """20 toy-train instructions, a HumanEval task (contamination) and a near-duplicate of the
     longest instruction (its final "." made "!")."""
-    from tasks.benchmarks.registry import load_benchmark
+    from codealign.tasks.benchmarks.registry import load_benchmark
 
     items = load_source("toy-train").instructions[::6][:20]
     records = [{"id": i.id, "instruction": i.instruction, "tests": list(i.tests), "entry_point": i.entry_point,
@@ -42,6 +42,6 @@ def config(model: str, source: Path | str, store: Path, **overrides) -> Generate
 
 
 def generate(cfg: GenerateConfig, run_id: str) -> dict:
-    from flows.generate_preferences import run_generate_preferences
+    from codealign.flows.generate_preferences import run_generate_preferences
 
     return run_generate_preferences(cfg, run_id)

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks.benchmarks.mutants import wrong_solution  # noqa: E402
-from tasks.benchmarks.problem import Problem  # noqa: E402
-from tasks.benchmarks.registry import data_dir, load_benchmark  # noqa: E402
-from tasks.evaluation.execute import execute  # noqa: E402
-from tasks.generation.samples import Sample  # noqa: E402
+from codealign.tasks.benchmarks.mutants import wrong_solution  # noqa: E402
+from codealign.tasks.benchmarks.problem import Problem  # noqa: E402
+from codealign.tasks.benchmarks.registry import data_dir, load_benchmark  # noqa: E402
+from codealign.tasks.evaluation.execute import execute  # noqa: E402
+from codealign.tasks.generation.samples import Sample  # noqa: E402
 
 # Disagreements with evalplus that are evalplus' fault, not ours: task_id -> why.
 # Each was checked against evalplus/eval/__init__.py (v0.3.1) and tasks/sandbox/harness.py.

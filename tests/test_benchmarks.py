@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.benchmarks import registry as benchmarks
-from tasks.benchmarks.registry import DATA_FILES, DataFileError, load_benchmark
+from codealign.tasks.benchmarks import registry as benchmarks
+from codealign.tasks.benchmarks.registry import DATA_FILES, DataFileError, load_benchmark
 
 EXPECTED_COUNTS = {
     "humaneval": 164,
@@ -89,8 +89,8 @@ def test_corrupt_file_is_rejected_by_sha256(tmp_path, monkeypatch):
 
 def test_reference_cache_keeps_other_benchmarks(tmp_path, monkeypatch):
     """Caching one benchmark's canonical runs must not evict another whose name it prefixes."""
-    from tasks.evaluation.execute import reference_runs
-    from tasks.sandbox.pool import SandboxPool
+    from codealign.tasks.evaluation.execute import reference_runs
+    from codealign.tasks.sandbox.pool import SandboxPool
 
     monkeypatch.setenv("CODEALIGN_CACHE_DIR", str(tmp_path))
     toy, infill = load_benchmark("toy")[:2], load_benchmark("toy-infill")[:2]

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.artifacts.checkpoints import CheckpointError, discover, fingerprint, validate
-from tasks.evaluation.units import (
+from codealign.tasks.artifacts.checkpoints import CheckpointError, discover, fingerprint, validate
+from codealign.tasks.evaluation.units import (
     CheckpointEvalConfig,
     kept_units,
     make_units,
@@ -112,7 +112,7 @@ def test_same_content_under_two_paths_is_one_unit(tmp_path):
 
 def test_resume_keeps_units_of_checkpoints_that_vanished(tmp_path):
     """A trainer's save_total_limit deletes old checkpoint dirs: their results stay in the run."""
-    from tasks.artifacts.store import ArtifactStore
+    from codealign.tasks.artifacts.store import ArtifactStore
 
     ckpts = []
     for step in (1, 2):
@@ -122,7 +122,7 @@ def test_resume_keeps_units_of_checkpoints_that_vanished(tmp_path):
     store = ArtifactStore(str(tmp_path / "store"))
     cfg = CheckpointEvalConfig(checkpoints=[str(tmp_path)], store=store.root, benchmarks=["toy"], modes=["flow"])
     old = make_units(cfg, ckpts)
-    write_manifest(store, "r", cfg, old, {})
+    write_manifest(store, "r", cfg, old, {"flow": "evaluate-checkpoints"})
     assert recorded_units(store, "r") == old and recorded_units(store, "new") == []
     now = make_units(cfg, ckpts[1:])  # checkpoint-1 is gone
     assert kept_units(recorded_units(store, "r"), now) == [old[0]]
@@ -132,7 +132,7 @@ def test_resume_keeps_units_of_checkpoints_that_vanished(tmp_path):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "codealign", *args], capture_output=True, text=True, cwd=REPO,
                           timeout=120)
 
 
@@ -158,10 +158,10 @@ def test_cli_rejects_bad_checkpoint_input_before_starting_anything(tmp_path):
 def test_runs_and_lineage_commands_read_the_store(tmp_path):
     """`codealign runs` and `lineage` on a run recorded in a store (written here through the
     same record functions the flow uses)."""
-    from tasks.artifacts import runs
-    from tasks.artifacts.lineage import ArtifactMeta, InputRef
-    from tasks.artifacts.store import ArtifactStore
-    from tasks.evaluation.units import result_rows, score_unit
+    from codealign.tasks.artifacts import runs
+    from codealign.tasks.artifacts.lineage import ArtifactMeta, InputRef
+    from codealign.tasks.artifacts.store import ArtifactStore
+    from codealign.tasks.evaluation.units import result_rows, score_unit
 
     ckpts = [fingerprint(str(make_checkpoint(tmp_path / "train" / f"checkpoint-{s}"))) for s in (1, 2)]
     (tmp_path / "train" / "checkpoint-2" / "step.txt").write_text("2")
@@ -176,7 +176,7 @@ def test_runs_and_lineage_commands_read_the_store(tmp_path):
                                [{"benchmark": "toy", "task_id": "toy/0", "sample_index": 0, "passed": True}],
                                ArtifactMeta("verdicts", {"task": "execute-unit"}, (InputRef(samples.uri, samples.sha256),)))
     score_unit(good, cfg, verdicts, {"task": "score-unit"})
-    write_manifest(store, "r1", cfg, [good, bad], {})
+    write_manifest(store, "r1", cfg, [good, bad], {"flow": "evaluate-checkpoints"})
     runs.write_status(store, runs.RunStatus("r1", "failed", failed={bad.key: "sample Failed: CheckpointError: boom"}), {})
     runs.write_results(store, "r1", *result_rows(store, [good, bad]), {})
 
@@ -203,7 +203,7 @@ def test_runs_and_lineage_commands_read_the_store(tmp_path):
 def test_connect_ray_retries_only_ray_client_start_failures(monkeypatch, address, calls, raises):
     import ray
 
-    from flows import runtime as flow
+    from codealign.flows import runtime as flow
 
     seen = []
 
@@ -225,7 +225,7 @@ def test_connect_ray_retries_only_ray_client_start_failures(monkeypatch, address
 def test_connect_ray_without_address_starts_a_fresh_local_instance(monkeypatch):
     import ray
 
-    from flows import runtime as flow
+    from codealign.flows import runtime as flow
 
     seen = []
     monkeypatch.setattr(ray, "init", lambda address: seen.append(address))

@@ -1,4 +1,4 @@
-"""Deployments for real: the local stack of infra/local_stack.py (a `prefect server start` on
+"""Deployments for real: the local stack of `codealign stack` (infra/local_stack.py) (a `prefect server start` on
 127.0.0.1, a process work pool with its worker, a Ray head) and the deployments of
 deployments/deploy.py.  Runs are started and retried through the REST API exactly as the
 UI's buttons do (POST /deployments/{id}/create_flow_run; Retry = set_state AwaitingRetry)."""
@@ -16,8 +16,8 @@ import pytest
 from conftest import _free_port
 from test_evaluate_checkpoints import make_checkpoints
 
-from tasks.artifacts import runs
-from tasks.artifacts.store import ArtifactStore
+from codealign.tasks.artifacts import runs
+from codealign.tasks.artifacts.store import ArtifactStore
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -45,8 +45,8 @@ class RetryUnavailable(httpx.HTTPTransport):
 def stack(tmp_path_factory, toy_model_paths):
     root = tmp_path_factory.mktemp("stack")
     state, store = root / "state", root / "store"
-    command = [sys.executable, "infra/local_stack.py", "--state-dir", str(state)]
-    up = subprocess.run([*command[:2], "up", *command[2:], "--prefect-port", str(_free_port()), "--ray-port",
+    command = [sys.executable, "-m", "codealign", "stack"]
+    up = subprocess.run([*command, "up", "--state-dir", str(state), "--prefect-port", str(_free_port()), "--ray-port",
                          str(_free_port()), "--cpus", "2", "--store", str(store)],
                         cwd=REPO, capture_output=True, text=True, timeout=900)
     assert up.returncode == 0, up.stderr[-3000:]
@@ -55,7 +55,7 @@ def stack(tmp_path_factory, toy_model_paths):
         with httpx.Client(base_url=record["api"], timeout=30, transport=RetryUnavailable()) as api:
             yield {**record, "root": root, "store": ArtifactStore(str(store)), "http": api}
     finally:
-        subprocess.run([*command[:2], "down", *command[2:]], cwd=REPO, timeout=300)
+        subprocess.run([*command, "down", "--state-dir", str(state)], cwd=REPO, timeout=300)
         assert not (state / "stack.json").exists()
 
 

@@ -8,15 +8,15 @@ import os
 
 import pytest
 
-from tasks.benchmarks.problem import DifferentialTests, Problem
-from tasks.evaluation.efficiency import (
+from codealign.tasks.benchmarks.problem import DifferentialTests, Problem
+from codealign.tasks.evaluation.efficiency import (
     FLOOR_S,
     efficiency_scores,
     label_efficiency,
     sample_efficiency,
 )
-from tasks.evaluation.scoring import score
-from tasks.sandbox.records import Job, SampleLimits, Verdict
+from codealign.tasks.evaluation.scoring import score
+from codealign.tasks.sandbox.records import Job, SampleLimits, Verdict
 
 PROMPT = 'def squares(n):\n    """Sum of i * i for i below n."""\n'
 CANONICAL = "    return sum(i * i for i in range(n))\n"
@@ -27,8 +27,8 @@ SQUARES = Problem("toy-plus", "sq/0", PROMPT, "", "squares", CANONICAL,
 
 
 def test_real_sandbox_slow_solution_scores_below_canonical(tmp_path, monkeypatch):
-    from tasks.evaluation.execute import execute
-    from tasks.generation.samples import Sample
+    from codealign.tasks.evaluation.execute import execute
+    from codealign.tasks.generation.samples import Sample
 
     monkeypatch.setenv("CODEALIGN_CACHE_DIR", str(tmp_path))
     completions = [CANONICAL, SLOW, "    return 0\n"]
@@ -99,15 +99,15 @@ LIMITS = SampleLimits(cpu_s=3, wall_s=10, memory_mb=512, file_size_mb=8, max_pro
 
 
 def _judge(outcome, in_process: bool = False, cpu: float = 0.5) -> Verdict:
-    from tasks.sandbox.pool import _verdict
-    from tasks.sandbox.runner import ExitReport
+    from codealign.tasks.sandbox.pool import _verdict
+    from codealign.tasks.sandbox.runner import ExitReport
 
     job = Job("sq/0", 0, "", "script" if in_process else "differential", "k", "b")
     return _verdict(job, outcome, ExitReport(0, cpu, 0.6, b"", False, LIMITS), in_process)  # exit code 0
 
 
 def test_tests_cpu_is_the_judges_measurement():
-    from tasks.sandbox.judge import Outcome
+    from codealign.tasks.sandbox.judge import Outcome
 
     good = _judge(Outcome("passed", tests_cpu_s=0.25))
     assert good.passed and good.tests_cpu_s == 0.25 and not good.judged_in_process
@@ -115,14 +115,14 @@ def test_tests_cpu_is_the_judges_measurement():
 
 
 def test_failed_verdict_never_carries_tests_cpu():
-    from tasks.sandbox.judge import Outcome
+    from codealign.tasks.sandbox.judge import Outcome
 
     v = _judge(Outcome("failed", "wrong output", tests_cpu_s=0.1))
     assert not v.passed and v.tests_cpu_s is None
 
 
 def test_a_sample_that_judged_itself_says_so_and_needs_a_clean_exit():
-    from tasks.sandbox.judge import Outcome
+    from codealign.tasks.sandbox.judge import Outcome
 
     v = _judge(Outcome("passed"), in_process=True)
     assert v.passed and v.judged_in_process
@@ -131,7 +131,7 @@ def test_a_sample_that_judged_itself_says_so_and_needs_a_clean_exit():
 
 @pytest.mark.skipif(os.uname().machine not in ("x86_64", "aarch64"), reason="probe needs a known syscall number")
 def test_instructions_note_says_why():
-    from tasks.evaluation.efficiency import instructions_note
+    from codealign.tasks.evaluation.efficiency import instructions_note
 
     note = instructions_note()
     assert note.startswith("instructions: not ")
@@ -146,7 +146,7 @@ def test_score_command_prints_efficiency(tmp_path):
     rows = [{"task_id": "t/0", "sample_index": 0, "passed": True, "benchmark": "b", "efficiency": 0.5},
             {"task_id": "t/1", "sample_index": 0, "passed": True, "benchmark": "b", "efficiency": 1.5}]
     verdicts.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    r = subprocess.run([sys.executable, "-m", "flows.cli", "score", "--verdicts", str(verdicts), "--k", "1"],
+    r = subprocess.run([sys.executable, "-m", "codealign", "score", "--verdicts", str(verdicts), "--k", "1"],
                        check=False, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
     assert r.returncode == 0, r.stderr
     assert "efficiency b: 1.000 (n_tasks=2)" in r.stdout, r.stdout

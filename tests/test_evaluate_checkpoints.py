@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.artifacts import runs
-from tasks.artifacts.store import ArtifactStore, IntegrityError
-from tasks.evaluation.units import CheckpointEvalConfig, is_complete, recorded_units
+from codealign.tasks.artifacts import runs
+from codealign.tasks.artifacts.store import ArtifactStore, IntegrityError
+from codealign.tasks.evaluation.units import CheckpointEvalConfig, is_complete, recorded_units
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -47,7 +47,7 @@ def config(checkpoints, store, **overrides) -> CheckpointEvalConfig:
 
 
 def run_flow(cfg, run_id):
-    from flows.evaluate_checkpoints import run_evaluate_checkpoints
+    from codealign.flows.evaluate_checkpoints import run_evaluate_checkpoints
 
     return run_evaluate_checkpoints(cfg, run_id)
 
@@ -67,7 +67,7 @@ def rows_by_checkpoint(store: ArtifactStore, run_id: str) -> dict[str, dict]:
 
 def test_corrupt_checkpoint_fails_its_units_and_resume_runs_only_those(tmp_path, toy_model_paths, prefect_api,
                                                                       ray_cluster):
-    from flows.runtime import RunFailed
+    from codealign.flows.runtime import RunFailed
 
     train = make_checkpoints(tmp_path / "train", toy_model_paths, [10, 20])
     weights = train / "checkpoint-10" / "model.safetensors"  # the first: the next one must still run
@@ -85,7 +85,7 @@ def test_corrupt_checkpoint_fails_its_units_and_resume_runs_only_those(tmp_path,
     done_before = store.meta(first["checkpoint-20"].artifact("samples.jsonl"))
 
     weights.write_bytes(good)  # fixed: new content, new units
-    from flows.evaluate_checkpoints import resume
+    from codealign.flows.evaluate_checkpoints import resume
 
     resume(store.root, "r1")
     summary = runs.summarize(store, "r1")
@@ -106,7 +106,7 @@ def test_corrupt_checkpoint_fails_its_units_and_resume_runs_only_those(tmp_path,
     assert rows_by_checkpoint(store, "r1") == rows_by_checkpoint(clean, "clean")
 
     # Lineage from the run back to each checkpoint and its content hash
-    from tasks.artifacts.lineage import lineage_tree
+    from codealign.tasks.artifacts.lineage import lineage_tree
 
     tree = lineage_tree(store, store.uri("runs/r1/results.json"))
     leaves = {n.inputs[0].inputs[0].inputs[0].uri for n in tree.inputs}
@@ -114,7 +114,7 @@ def test_corrupt_checkpoint_fails_its_units_and_resume_runs_only_those(tmp_path,
 
 
 def _flow_command(store: Path, train: Path, address: str, run_id: str) -> list[str]:
-    return [sys.executable, "-m", "flows.cli", "evaluate-checkpoints", "--checkpoints", str(train), "--store", str(store),
+    return [sys.executable, "-m", "codealign", "evaluate-checkpoints", "--checkpoints", str(train), "--store", str(store),
             "--benchmarks", "toy,toy-infill", "--modes", "flow", "--n", "2", "--k", "1,2", "--temperature", "0.8",
             "--max-tokens", "48", "--limit", "4", "--max-model-len", "512", "--enforce-eager", "--workers", "1",
             "--ray-address", address, "--run-id", run_id]
@@ -142,7 +142,7 @@ def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path, toy_
     assert before.state == "running" and 1 <= before.complete < before.items == 4, before
     kept = {key: store.meta(key) for key in store.list("units")}
 
-    from flows.evaluate_checkpoints import resume
+    from codealign.flows.evaluate_checkpoints import resume
 
     resume(store.root, "killed", ray_cluster["address"])
     after = runs.summarize(store, "killed")
@@ -181,7 +181,7 @@ def test_flow_against_s3_store_with_s3_checkpoint(tmp_path, toy_model_paths, pre
     fs.pipe_file(store.path(key), b'{"overall": {"pass@1": 1.0}}')
     with pytest.raises(IntegrityError, match=r"units/.*/scores\.json: content sha256"):
         store.get(key)
-    from flows.evaluate_checkpoints import resume
+    from codealign.flows.evaluate_checkpoints import resume
 
     with pytest.raises(IntegrityError, match=r"scores\.json"):
         resume(root, "s3run")  # the run's results are rebuilt from verified unit scores only
@@ -241,7 +241,7 @@ def _sandbox_workers() -> int:
 
     workers = set()
     for proc in psutil.process_iter(["pid", "ppid", "cmdline"]):
-        if "tasks.sandbox.worker" in " ".join(proc.info["cmdline"] or []):
+        if "codealign.tasks.sandbox.worker" in " ".join(proc.info["cmdline"] or []):
             workers.add((proc.info["pid"], proc.info["ppid"]))
     pids = {pid for pid, _ in workers}
     return sum(1 for _, ppid in workers if ppid not in pids)
@@ -253,9 +253,9 @@ def test_execute_units_reserve_the_cores_their_sandbox_pools_use(tmp_path, toy_m
     so they run one after the other instead of starting 2 x 2 sandbox workers."""
     import threading
 
-    from tasks.artifacts.checkpoints import fingerprint
-    from tasks.artifacts.lineage import ArtifactMeta
-    from tasks.evaluation.units import make_units
+    from codealign.tasks.artifacts.checkpoints import fingerprint
+    from codealign.tasks.artifacts.lineage import ArtifactMeta
+    from codealign.tasks.evaluation.units import make_units
 
     train = make_checkpoints(tmp_path / "train", toy_model_paths, [1, 2])
     cfg = config([train], tmp_path / "store", limit=None, workers=None)  # pool size: the node's cores

@@ -12,13 +12,13 @@ from collections import Counter, OrderedDict, namedtuple
 
 import pytest
 
-from tasks.benchmarks.registry import load_benchmark
-from tasks.evaluation.execute import execute
-from tasks.generation.samples import Sample
-from tasks.sandbox import plain
-from tasks.sandbox.judge import matches
-from tasks.sandbox.limits import Limits
-from tasks.sandbox.tested import TestedProgram, execute_tested
+from codealign.tasks.benchmarks.registry import load_benchmark
+from codealign.tasks.evaluation.execute import execute
+from codealign.tasks.generation.samples import Sample
+from codealign.tasks.sandbox import plain
+from codealign.tasks.sandbox.judge import matches
+from codealign.tasks.sandbox.limits import Limits
+from codealign.tasks.sandbox.tested import TestedProgram, execute_tested
 
 HACKS = {
     "eq_always_true": ("class _Liar:\n    def __eq__(self, other):\n        return True\n"
@@ -204,8 +204,11 @@ def test_equalities_python_accepts_survive_the_encoding(value, expected):
         "ints-and-floats", "big-int-among-floats"])
 def test_containers_keep_every_item_type_through_the_packed_forms(value):
     decoded = plain.decode(plain.encode(value))
-    assert type(decoded) is type(value) and repr(decoded) == repr(value)  # repr: nan equals itself here
-    if not isinstance(value, (set, frozenset)):
+    assert type(decoded) is type(value)
+    if isinstance(value, (set, frozenset)):  # string hashing is salted per process: compare members, not order
+        assert decoded == value and sorted(map(repr, decoded)) == sorted(map(repr, value))
+    else:
+        assert repr(decoded) == repr(value)  # repr: nan equals itself here
         assert [type(x) for x in decoded] == [type(x) for x in value]  # True stays a bool, 2 an int
 
 

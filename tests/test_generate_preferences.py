@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from preference_runs import ALL, NAMES, NAMES_DIMENSIONS, config, generate
 
-from tasks.artifacts import runs
-from tasks.artifacts.store import ArtifactStore
-from tasks.preferences.generate import read_dataset, run_inputs
-from tasks.preferences.pairs import build_datasets
-from tasks.preferences.responses import Response, judge_responses
+from codealign.tasks.artifacts import runs
+from codealign.tasks.artifacts.store import ArtifactStore
+from codealign.tasks.preferences.generate import read_dataset, run_inputs
+from codealign.tasks.preferences.pairs import build_datasets
+from codealign.tasks.preferences.responses import Response, judge_responses
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -80,7 +80,7 @@ def test_pathway_run_builds_every_dataset_with_the_invariants(pathway_runs, path
 
 
 def test_lineage_runs_from_a_dataset_to_the_model_and_the_source(pathway_runs):
-    from tasks.artifacts.lineage import lineage_tree
+    from codealign.tasks.artifacts.lineage import lineage_tree
 
     _, source, out = pathway_runs
     store, _ = out["fta"]
@@ -124,7 +124,7 @@ def test_a_planted_reward_hack_is_judged_not_passed_and_never_chosen(pathway_run
     judge_responses(hacks)
     # the judge compares plain values: the hack passes nothing, and the verdict names it
     assert all(not h.passed and h.hacks and h.verdict_flag == "not_plain_data" for h in hacks)
-    from tasks.preferences.pairs import Provenance
+    from codealign.tasks.preferences.pairs import Provenance
 
     ids = [i for s in shards for i in s.instruction_ids]
     data, stats = build_datasets(responses + hacks, ids, ALL, cfg.pairs, Provenance("s", "0", "m", "1", "{}", 0))
@@ -159,7 +159,7 @@ def test_self_test_path_runs_end_to_end_on_the_toy_model(tmp_path, toy_model_pat
 def test_sigkill_mid_run_then_resume_redoes_only_unfinished_shards(tmp_path, toy_model_paths, prefect_api,
                                                                   ray_cluster):
     store_dir = tmp_path / "store"
-    command = [sys.executable, "-m", "flows.cli", "generate", "--model", "toy-instruct", "--source", "toy-train",
+    command = [sys.executable, "-m", "codealign", "generate", "--model", "toy-instruct", "--source", "toy-train",
                "--limit", "24", "--shard-size", "4", "--n", "4", "--max-tokens", "120", "--kinds", "sft,dpo",
                "--max-model-len", "512", "--enforce-eager", "--workers", "1", "--store", str(store_dir),
                "--ray-address", ray_cluster["address"], "--run-id", "killed"]
@@ -180,7 +180,7 @@ def test_sigkill_mid_run_then_resume_redoes_only_unfinished_shards(tmp_path, toy
     assert before.state == "running" and 1 <= before.complete < before.items == 6, before
     kept = {key: store.meta(key) for key in store.list("units")}
 
-    from flows.generate_preferences import resume
+    from codealign.flows.generate_preferences import resume
 
     resume(store.root, "killed", ray_cluster["address"])
     after = runs.summarize(store, "killed")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.benchmarks.problem import Problem
-from tasks.evaluation.generation_fidelity import (
+from codealign.tasks.benchmarks.problem import Problem
+from codealign.tasks.evaluation.generation_fidelity import (
     SampleFidelity,
     edit_similarity,
     label_fidelity,
@@ -21,7 +21,7 @@ from tasks.evaluation.generation_fidelity import (
     normalise,
     stop_adherent,
 )
-from tasks.evaluation.scoring import score
+from codealign.tasks.evaluation.scoring import score
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPT = 'def add(a, b):\n    """Return a plus b."""\n'
@@ -184,7 +184,7 @@ def test_score_command_prints_the_fidelity_table(tmp_path):
     rows = [{**_verdict("t/0", 0, "b"), "failure": "wrong_answer", "fidelity": fidelity},
             {**_verdict("t/0", 1, "b"), "failure": "wrong_answer", "fidelity": {**fidelity, "stop_adherent": False}}]
     verdicts.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    r = subprocess.run([sys.executable, "-m", "flows.cli", "score", "--verdicts", str(verdicts), "--k", "1"],
+    r = subprocess.run([sys.executable, "-m", "codealign", "score", "--verdicts", str(verdicts), "--k", "1"],
                        capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
@@ -196,7 +196,7 @@ def test_score_command_prints_the_fidelity_table(tmp_path):
 
 
 def test_command_mode_format_is_checked_in_the_problem_language():
-    from tasks.benchmarks.registry import load_benchmark
+    from codealign.tasks.benchmarks.registry import load_benchmark
 
     problem = load_benchmark("humaneval-x-go")[0]
     assert measure(problem, "command", raw="```go\nfunc F() {}\n```").follows_format is True

@@ -13,32 +13,36 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TOP = ("tasks", "flows", "deployments", "infra")
+TOP = ("tasks", "flows", "deployments", "infra")  # the folders codealign/ links to
 # Lowest first.  A module may import its own layer's modules (without a cycle) and lower ones.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("tasks.errors", "tasks.plugins"),
-    ("tasks.files",),
-    ("tasks.artifacts",),
-    ("tasks.sandbox",),
-    ("tasks.benchmarks",),
-    ("tasks.generation",),
-    ("tasks.evaluation", "tasks.training"),
-    ("tasks.preferences",),
-    ("tasks.toy",),
-    ("tasks.sweeps",),
-    ("infra",),
-    ("flows",),
-    ("deployments",),
+    ("codealign.tasks.errors", "codealign.tasks.plugins"),
+    ("codealign.tasks.files",),
+    ("codealign.tasks.artifacts",),
+    ("codealign.tasks.sandbox",),
+    ("codealign.tasks.benchmarks",),
+    ("codealign.tasks.generation",),
+    ("codealign.tasks.evaluation", "codealign.tasks.training"),
+    ("codealign.tasks.preferences",),
+    ("codealign.tasks.toy",),
+    ("codealign.tasks.sweeps",),
+    ("codealign.infra",),
+    ("codealign.flows",),
+    ("codealign.deployments",),
+    ("codealign",),  # the package itself (and its command line) may import everything
 )
 # Orchestration libraries stay out of tasks/ (plain Python, callable without them).
 ORCHESTRATION = ("prefect", "prefect_ray", "ray")
 
 
 def _modules() -> dict[str, Path]:
-    mods = {}
+    """Every module of the package, by its one import name (``codealign.tasks.files``)."""
+    mods = {"codealign": ROOT / "codealign" / "__init__.py"}
+    for path in (ROOT / "codealign").glob("*.py"):
+        mods[f"codealign.{path.stem}"] = path
     for top in TOP:
         for path in (ROOT / top).rglob("*.py"):
-            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            parts = ["codealign", *path.relative_to(ROOT).with_suffix("").parts]
             if parts[-1] == "__init__":
                 parts = parts[:-1]
             mods[".".join(parts)] = path
@@ -50,8 +54,6 @@ MODULES = _modules()
 
 def _ours(name: str) -> str | None:
     """The module of ours that ``name`` (an imported dotted name) lives in, if any."""
-    if name.startswith("codealign."):
-        name = name[len("codealign."):]
     while name and name not in MODULES:
         name = name.rpartition(".")[0]
     return name or None
@@ -80,15 +82,23 @@ def _edges() -> dict[str, set[str]]:
 
 
 def _package(module: str) -> str:
-    """``tasks.sandbox.pool`` -> ``tasks.sandbox``; ``flows.cli`` -> ``flows``."""
+    """``codealign.tasks.sandbox.pool`` -> ``codealign.tasks.sandbox`` (a module directly in
+    tasks/ counts as its own package); ``codealign.flows.cli`` -> ``codealign.flows``;
+    ``codealign.cli`` -> ``codealign``."""
     parts = module.split(".")
-    return ".".join(parts[:2]) if parts[0] == "tasks" and len(parts) > 2 else parts[0] if parts[0] != "tasks" else module
+    if parts[1:2] == ["tasks"]:
+        return ".".join(parts[:3])
+    if parts[1:2] and parts[1] in TOP:
+        return ".".join(parts[:2])
+    return "codealign"
 
 
 def _layer(module: str) -> int:
-    for rank, layer in enumerate(LAYERS):
-        if any(module == name or module.startswith(name + ".") for name in layer):
-            return rank
+    """The rank of the longest layer name that ``module`` is, or is inside."""
+    matches = [(len(name), rank) for rank, layer in enumerate(LAYERS) for name in layer
+               if module == name or module.startswith(name + ".")]
+    if matches:
+        return max(matches)[1]
     raise AssertionError(f"{module}: in no layer; add its package to LAYERS in {__file__}")
 
 
@@ -138,9 +148,12 @@ def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 def test_the_checker_finds_cycles_and_layers():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
-    assert _package("tasks.sandbox.pool") == "tasks.sandbox" and _package("flows.cli") == "flows"
-    assert _layer("tasks.sandbox.pool") < _layer("tasks.benchmarks.registry") < _layer("flows.cli")
-    assert _ours("codealign.tasks.sandbox.records.Job") == "tasks.sandbox.records"
+    assert _package("codealign.tasks.sandbox.pool") == "codealign.tasks.sandbox"
+    assert _package("codealign.flows.cli") == "codealign.flows" and _package("codealign.tasks.files") == "codealign.tasks.files"
+    assert _layer("codealign.tasks.sandbox.pool") < _layer("codealign.tasks.benchmarks.registry") < _layer("codealign.flows.cli")
+    assert _layer("codealign.flows.cli") < _layer("codealign.deployments.deploy") < _layer("codealign")
+    assert _ours("codealign.tasks.sandbox.records.Job") == "codealign.tasks.sandbox.records"
+    assert _ours("tasks.sandbox.records") is None  # the bare folder name is not a name of ours
 
 
 def test_no_cycle_between_modules():
@@ -164,6 +177,16 @@ def test_no_import_reaches_a_higher_layer():
 
 def test_tasks_are_plain_python():
     """tasks/ is callable and testable without Prefect or Ray (flows/ composes them)."""
-    used = sorted(f"{module}: {name}" for module, path in MODULES.items() if module.startswith("tasks.")
+    used = sorted(f"{module}: {name}" for module, path in MODULES.items() if module.startswith("codealign.tasks.")
                   for name in _imports(path) if name.split(".")[0] in ORCHESTRATION)
     assert used == []
+
+
+def test_nothing_imports_the_folders_by_their_bare_names():
+    """``tasks.x`` and ``codealign.tasks.x`` would be two modules (two ``Job`` classes, two
+    registries): the package, its tests and the benchmark scripts use ``codealign.`` only."""
+    bare = []
+    for folder in (*TOP, "codealign", "tests", "benchmarks"):
+        for path in (ROOT / folder).rglob("*.py"):
+            bare += [f"{path.relative_to(ROOT)}: {name}" for name in _imports(path) if name.split(".")[0] in TOP]
+    assert bare == []

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from tasks.benchmarks.local_files import (
+from codealign.tasks.benchmarks.local_files import (
     JudgedBenchmarkError,
     JudgedProblem,
     evalperf_pe_inputs,
 )
-from tasks.benchmarks.registry import BENCHMARKS, DataFileError, load_benchmark
-from tasks.generation.samples import Sample
+from codealign.tasks.benchmarks.registry import BENCHMARKS, DataFileError, load_benchmark
+from codealign.tasks.generation.samples import Sample
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "local_benchmarks"
 EVOEVAL = FIXTURES / "EvoEval_difficult.jsonl"
@@ -45,7 +45,7 @@ def test_names_are_accepted_but_not_listed():
 
 
 def test_evaluation_settings_accept_file_benchmarks():
-    from tasks.evaluation.settings import EvalSettings
+    from codealign.tasks.evaluation.settings import EvalSettings
 
     settings = EvalSettings(benchmarks=[f"evoeval:{EVOEVAL}", "humaneval+"])
     assert [p.task_id for p in settings.select_problems()[f"evoeval:{EVOEVAL}"]] == [
@@ -152,7 +152,7 @@ def test_codal_jsonl_and_parquet(tmp_path):
 
 
 def test_codal_is_judged_not_executed():
-    from tasks.evaluation.execute import job_and_tests
+    from codealign.tasks.evaluation.execute import job_and_tests
 
     problem = load_benchmark(f"codal:{CODAL}")[0]
     with pytest.raises(JudgedBenchmarkError, match="scored by an LLM judge.*'complexity'"):
@@ -252,7 +252,7 @@ def test_missing_or_empty_file_is_named(tmp_path, monkeypatch):
 
 
 def test_evoeval_canonical_solutions_pass_and_wrong_ones_fail(tmp_path, monkeypatch):
-    from tasks.evaluation.execute import execute
+    from codealign.tasks.evaluation.execute import execute
 
     monkeypatch.setenv("CODEALIGN_CACHE_DIR", str(tmp_path / "cache"))
     problems = load_benchmark(f"evoeval:{EVOEVAL}")

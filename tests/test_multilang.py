@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from tasks.benchmarks.multilang import HUMANEVAL_X_LANGUAGES, load_multipl_e
-from tasks.benchmarks.problem import go_with_imports
-from tasks.benchmarks.registry import DataFileError, load_benchmark
-from tasks.evaluation.execute import execute
-from tasks.evaluation.taxonomy import classify
-from tasks.generation.postprocess import command_solution, flow_completion
-from tasks.generation.samples import Sample
-from tasks.sandbox import toolchains
-from tasks.sandbox.limits import Limits
+from codealign.tasks.benchmarks.multilang import HUMANEVAL_X_LANGUAGES, load_multipl_e
+from codealign.tasks.benchmarks.problem import go_with_imports
+from codealign.tasks.benchmarks.registry import DataFileError, load_benchmark
+from codealign.tasks.evaluation.execute import execute
+from codealign.tasks.evaluation.taxonomy import classify
+from codealign.tasks.generation.postprocess import command_solution, flow_completion
+from codealign.tasks.generation.samples import Sample
+from codealign.tasks.sandbox import toolchains
+from codealign.tasks.sandbox.limits import Limits
 
 FIXTURES = Path(__file__).parent / "fixtures" / "multipl_e"
 
@@ -160,8 +160,8 @@ def test_demo_lists_each_language_and_the_canonicals_that_cannot_pass(tmp_path, 
     each known-broken canonical with its reason, exit 0 (only unexplained failures fail it)."""
     from typer.testing import CliRunner
 
-    from flows import cli
-    from tasks.benchmarks import registry
+    from codealign.flows import cli
+    from codealign.tasks.benchmarks import registry
 
     monkeypatch.setattr(cli, "BENCHMARKS", {"humaneval-x-js": registry.BENCHMARKS["humaneval-x-js"]})
     result = CliRunner().invoke(cli.app, ["demo", "--out", str(tmp_path), "--workers", "2"])

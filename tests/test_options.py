@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, Field
 
-from flows.options import ConfigError, build_config, config_options
-from tasks.evaluation.units import CheckpointEvalConfig
-from tasks.generation.models import ModelNotFound, resolve_model
+from codealign.flows.options import ConfigError, build_config, config_options
+from codealign.tasks.evaluation.units import CheckpointEvalConfig
+from codealign.tasks.generation.models import ModelNotFound, resolve_model
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def codealign(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "codealign", *args], capture_output=True, text=True, cwd=REPO,
                           env=env, timeout=120)
 
 
@@ -122,7 +122,7 @@ def test_list_options_take_commas_and_repeats_and_convert(tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from flows.options import with_config_options
+    from codealign.flows.options import with_config_options
 
     seen = []
     app = typer.Typer()

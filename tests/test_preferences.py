@@ -7,13 +7,13 @@ import json
 
 import pytest
 
-from tasks.files import InputError
-from tasks.preferences import quality
-from tasks.preferences.nonfunctional import analyze, scores
-from tasks.preferences.pairs import PairSettings, Provenance, build_datasets
-from tasks.preferences.responses import Response, judge_responses
-from tasks.preferences.selfalign import split_self_tests
-from tasks.preferences.sources import load_source
+from codealign.tasks.files import InputError
+from codealign.tasks.preferences import quality
+from codealign.tasks.preferences.nonfunctional import analyze, scores
+from codealign.tasks.preferences.pairs import PairSettings, Provenance, build_datasets
+from codealign.tasks.preferences.responses import Response, judge_responses
+from codealign.tasks.preferences.selfalign import split_self_tests
+from codealign.tasks.preferences.sources import load_source
 
 PROVENANCE = Provenance("test", "0" * 64, "file:///model", "1" * 64, "{}", 0)
 HACK = "class R:\n    __eq__ = lambda *a: True\n\ndef f(x):\n    return R()\n"
@@ -70,7 +70,7 @@ def test_jsonl_source_records_and_their_errors(tmp_path):
 
 
 def test_flow_mode_needs_code_prompts_and_given_tests(tmp_path):
-    from tasks.preferences.sources import check_mode
+    from codealign.tasks.preferences.sources import check_mode
 
     check_mode(load_source("toy-train"), "flow")
     for ref, message in (("mbpp-train", "Mbpp/601: no 'prompt'"), ("toy-seeds", "self-test path needs --mode command")):
@@ -152,7 +152,7 @@ def test_near_duplicates_collapse_to_the_first():
 
 
 def test_decontamination_names_the_benchmark_task():
-    from tasks.benchmarks.registry import load_benchmark
+    from codealign.tasks.benchmarks.registry import load_benchmark
 
     index = quality.ContaminationIndex()
     he0 = load_benchmark("humaneval+")[0]
@@ -223,7 +223,7 @@ def test_dataset_rules_on_judged_responses():
 def test_config_rejects_unknown_kinds_and_settings():
     from pydantic import ValidationError
 
-    from tasks.preferences.generate import GenerateConfig
+    from codealign.tasks.preferences.generate import GenerateConfig
 
     with pytest.raises(ValidationError, match="kinds.1"):
         GenerateConfig(model="toy-instruct", kinds=["sft", "ppo"])
@@ -247,7 +247,7 @@ def test_generate_bad_input_exits_2_naming_file_and_line_and_writes_nothing(tmp_
     source = write_jsonl(tmp_path / "src.jsonl", lines)
     args = ["--model", "toy-instruct", "--source", str(source), "--store", str(tmp_path / "store")]
     args += {"unknown-kind": ["--kinds", "sft,ppo"], "flow-without-prompt": ["--mode", "flow"]}.get(case, [])
-    r = subprocess.run([sys.executable, "-m", "flows.cli", "generate", *args], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "codealign", "generate", *args], capture_output=True, text=True)
     expected = {"malformed": "src.jsonl:2", "missing-tests": "src.jsonl:2: missing field 'tests'",
                 "unknown-kind": "--kinds", "flow-without-prompt": "src.jsonl:1: no 'prompt'"}[case]
     assert r.returncode == 2 and expected in r.stderr, r.stderr
@@ -255,8 +255,8 @@ def test_generate_bad_input_exits_2_naming_file_and_line_and_writes_nothing(tmp_
 
 
 def test_judge_rubrics_and_scores():
-    from tasks.preferences.judge import parse_score, rubric
-    from tasks.preferences.nonfunctional import DIMENSIONS
+    from codealign.tasks.preferences.judge import parse_score, rubric
+    from codealign.tasks.preferences.nonfunctional import DIMENSIONS
 
     for dimension in DIMENSIONS:
         text = rubric(dimension, "Write f.", "def f(): ...")

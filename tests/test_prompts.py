@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.benchmarks.problem import Problem
-from tasks.generation.postprocess import (
+from codealign.tasks.benchmarks.problem import Problem
+from codealign.tasks.generation.postprocess import (
     command_solution,
     end_of_function_body,
     extract_code_block,
     flow_completion,
     truncate,
 )
-from tasks.generation.prompts import (
+from codealign.tasks.generation.prompts import (
     NoFimTokens,
     PromptSpec,
     Shot,

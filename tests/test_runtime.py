@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tasks.artifacts import layout, runs
-from tasks.artifacts.store import ArtifactStore
+from codealign.tasks.artifacts import layout, runs
+from codealign.tasks.artifacts.store import ArtifactStore
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -29,9 +29,9 @@ def _prefect_settings_after(script: str) -> list:
 
 
 def test_prefect_settings_apply_on_the_cli_path_to_a_flow():
-    """`codealign evaluate-checkpoints` loads flows.cli, then the flow module (hence Prefect):
+    """`codealign evaluate-checkpoints` loads codealign.cli, then the flow module (hence Prefect):
     the longer ephemeral-server start-up and analytics-off must be in force."""
-    assert _prefect_settings_after("import flows.cli\nimport flows.evaluate_checkpoints") == [180, False]
+    assert _prefect_settings_after("import codealign.cli\nimport codealign.flows.evaluate_checkpoints") == [180, False]
 
 
 def test_settings_set_after_prefect_is_imported_are_ignored():
@@ -43,15 +43,15 @@ def test_settings_set_after_prefect_is_imported_are_ignored():
 def test_run_records_live_under_the_store_root(tmp_path, monkeypatch):
     """The default store is ./store, with runs/<id>/ and units/<key>/ directly under it (no
     runs/runs), and command outputs (demo, evaluate) default to ./out, outside it."""
-    from flows import cli
-    from tasks.artifacts.checkpoints import Checkpoint
-    from tasks.evaluation.units import CheckpointEvalConfig, Unit, write_manifest
+    from codealign.flows import cli
+    from codealign.tasks.artifacts.checkpoints import Checkpoint
+    from codealign.tasks.evaluation.units import CheckpointEvalConfig, Unit, write_manifest
 
     monkeypatch.chdir(tmp_path)
     config = CheckpointEvalConfig(checkpoints=["train"])
     assert config.store == f"file://{tmp_path}/store"
     unit = Unit("k1", Checkpoint("file:///c/checkpoint-1", "checkpoint-1", 1, "a" * 64), "toy", "flow")
-    write_manifest(ArtifactStore(config.store), "r1", config, [unit], {})
+    write_manifest(ArtifactStore(config.store), "r1", config, [unit], {"flow": "evaluate-checkpoints"})
     assert (tmp_path / "store" / "runs" / "r1" / "manifest.json").is_file()
     assert not (tmp_path / "store" / "runs" / "runs").exists()
     assert unit.artifact("scores.json") == "units/k1/scores.json"
@@ -67,7 +67,7 @@ def test_run_records_live_under_the_store_root(tmp_path, monkeypatch):
 def test_runs_listing_reads_any_flow(tmp_path):
     """`codealign runs` needs nothing flow-specific: an item is complete when its `done`
     artifact exists, whatever flow wrote the manifest."""
-    from tasks.artifacts.lineage import ArtifactMeta
+    from codealign.tasks.artifacts.lineage import ArtifactMeta
 
     store = ArtifactStore(str(tmp_path))
     items = [runs.RunItem("a", "shard 0", layout.unit_artifact("a", "pairs.parquet"), {"shard": 0}),

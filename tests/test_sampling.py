@@ -10,11 +10,11 @@ import json
 
 import pytest
 
-from tasks.benchmarks.registry import load_benchmark
-from tasks.evaluation.pipeline import evaluate_model
-from tasks.evaluation.settings import EvaluateConfig
-from tasks.generation.prompts import PromptSpec, build_prompt
-from tasks.generation.sampling import SamplingSettings, generate
+from codealign.tasks.benchmarks.registry import load_benchmark
+from codealign.tasks.evaluation.pipeline import evaluate_model
+from codealign.tasks.evaluation.settings import EvaluateConfig
+from codealign.tasks.generation.prompts import PromptSpec, build_prompt
+from codealign.tasks.generation.sampling import SamplingSettings, generate
 
 pytestmark = pytest.mark.slow
 

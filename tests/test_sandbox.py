@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.evaluation.execute import execute
-from tasks.generation.samples import Sample
-from tasks.sandbox.limits import Limits
+from codealign.tasks.evaluation.execute import execute
+from codealign.tasks.generation.samples import Sample
+from codealign.tasks.sandbox.limits import Limits
 
 LIMITS = Limits(cpu_s=3, wall_s=12)
 
@@ -239,7 +239,7 @@ def test_verdicts_hold_under_cpu_load(problem_factory):
 
 
 def test_strict_isolation_refuses_without_namespaces(problem_factory, monkeypatch):
-    from tasks.sandbox.pool import IsolationUnavailable
+    from codealign.tasks.sandbox.pool import IsolationUnavailable
 
     monkeypatch.setenv("CODEALIGN_SANDBOX_NO_NAMESPACES", "1")
     with pytest.raises(IsolationUnavailable):
@@ -248,7 +248,7 @@ def test_strict_isolation_refuses_without_namespaces(problem_factory, monkeypatc
 
 
 def test_fallback_without_namespaces_still_judges_and_warns(problem_factory, monkeypatch, capfd):
-    import tasks.sandbox.pool as pool
+    import codealign.tasks.sandbox.pool as pool
 
     monkeypatch.setenv("CODEALIGN_SANDBOX_NO_NAMESPACES", "1")
     monkeypatch.setattr(pool, "_warned", False)

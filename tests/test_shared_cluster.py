@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from tasks.artifacts import checkpoint_cache, checkpoints, leases
-from tasks.artifacts.checkpoints import CheckpointError, fingerprint
-from tasks.artifacts.lineage import ArtifactMeta
-from tasks.artifacts.store import ArtifactStore
+from codealign.tasks.artifacts import checkpoint_cache, checkpoints, leases
+from codealign.tasks.artifacts.checkpoints import CheckpointError, fingerprint
+from codealign.tasks.artifacts.lineage import ArtifactMeta
+from codealign.tasks.artifacts.store import ArtifactStore
 
 
 def test_forwarded_env_carries_no_secrets(monkeypatch):
-    from flows.runtime import forwarded_env
+    from codealign.flows.runtime import forwarded_env
 
     secrets = {"AWS_ACCESS_KEY_ID": "AKIA-secret", "AWS_SECRET_ACCESS_KEY": "s3cr3t", "AWS_SESSION_TOKEN": "tok",
                "HF_TOKEN": "hf_secret", "PREFECT_API_KEY": "pnu_secret", "CODEALIGN_DB_PASSWORD": "pw",
@@ -40,7 +40,7 @@ def test_forwarded_env_carries_no_secrets(monkeypatch):
 def test_sandbox_reservation_never_exceeds_the_largest_node(monkeypatch):
     import ray
 
-    from flows.runtime import sandbox_cpus
+    from codealign.flows.runtime import sandbox_cpus
 
     monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 2.0}},
                                                {"Alive": True, "Resources": {"CPU": 1.0}},

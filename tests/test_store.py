@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tasks.artifacts.lineage import ArtifactMeta, InputRef, lineage_tree, render_tree
-from tasks.artifacts.store import (
+from codealign.tasks.artifacts.lineage import ArtifactMeta, InputRef, lineage_tree, render_tree
+from codealign.tasks.artifacts.store import (
     META_SUFFIX,
     ArtifactStore,
     IntegrityError,

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.artifacts import layout, runs
-from tasks.artifacts.store import ArtifactStore
-from tasks.sweeps.config import SweepConfig, load_preset
+from codealign.tasks.artifacts import layout, runs
+from codealign.tasks.artifacts.store import ArtifactStore
+from codealign.tasks.sweeps.config import SweepConfig, load_preset
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -42,7 +42,7 @@ def units(store: ArtifactStore) -> set[str]:
 
 @pytest.fixture(scope="module")
 def sweep(pathway_runs, prefect_api, ray_cluster, tmp_path_factory):
-    from flows.alignment_sweep import run_alignment_sweep
+    from codealign.flows.alignment_sweep import run_alignment_sweep
 
     root = tmp_path_factory.mktemp("sweep")
     given = settings(pathway_runs[1], root / "store", ray_cluster["address"])
@@ -53,8 +53,8 @@ def sweep(pathway_runs, prefect_api, ray_cluster, tmp_path_factory):
 
 
 def test_a_toy_sweep_trains_evaluates_and_reports(sweep):
-    from tasks.sweeps import report
-    from tasks.sweeps.results import read_record
+    from codealign.tasks.sweeps import report
+    from codealign.tasks.sweeps.results import read_record
 
     _, _, store, result = sweep
     assert result["complete"] == result["units"] == 4  # data job, sft, dpo, evaluation
@@ -110,7 +110,7 @@ def test_the_same_sweep_again_recomputes_nothing(sweep, prefect_api, ray_cluster
     before = units(store)
     config_file = root / "nightly.yaml"
     config_file.write_text(yaml.safe_dump({k: v for k, v in given.items() if k not in ("store", "ray_address")}))
-    result = subprocess.run([sys.executable, "-m", "flows.cli", "sweep", "--config", str(config_file), "--store",
+    result = subprocess.run([sys.executable, "-m", "codealign", "sweep", "--config", str(config_file), "--store",
                              given["store"], "--ray-address", ray_cluster["address"], "--run-id", "sw2"],
                             capture_output=True, text=True, cwd=REPO, env={**os.environ, "PREFECT_API_URL": prefect_api})
     assert result.returncode == 0, result.stderr[-3000:]
@@ -121,8 +121,8 @@ def test_the_same_sweep_again_recomputes_nothing(sweep, prefect_api, ray_cluster
 
 
 def test_a_changed_dpo_setting_retrains_only_dpo(sweep):
-    from flows.alignment_sweep import run_alignment_sweep
-    from tasks.sweeps.results import read_record
+    from codealign.flows.alignment_sweep import run_alignment_sweep
+    from codealign.tasks.sweeps.results import read_record
 
     _, given, store, _ = sweep
     before = units(store)

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from tasks.sweeps.config import SweepConfig, SweepError, load_preset, preset_names
-from tasks.sweeps.plan import data_config, expand, stage_config
+from codealign.tasks.sweeps.config import SweepConfig, SweepError, load_preset, preset_names
+from codealign.tasks.sweeps.plan import data_config, expand, stage_config
 
 
 def test_presets_load_and_expand_to_their_grids():
@@ -85,12 +85,12 @@ def test_bad_sweep_configs_name_the_field(overrides, message):
 def test_sweep_command_plans_and_rejects_a_bad_file_before_starting(tmp_path):
     bad = tmp_path / "sweep.yaml"
     bad.write_text("evaluation:\n  modes: [sideways]\n")
-    result = subprocess.run([sys.executable, "-m", "flows.cli", "sweep", "--config", str(bad), "--store",
+    result = subprocess.run([sys.executable, "-m", "codealign", "sweep", "--config", str(bad), "--store",
                              str(tmp_path / "store")], capture_output=True, text=True)
     assert result.returncode == 2
     assert f"{bad}: evaluation.modes.0: Input should be 'command' or 'flow'" in result.stderr
     assert not (tmp_path / "store").exists()
-    planned = subprocess.run([sys.executable, "-m", "flows.cli", "sweep", "--preset", "paper-003", "--plan"],
+    planned = subprocess.run([sys.executable, "-m", "codealign", "sweep", "--preset", "paper-003", "--plan"],
                              capture_output=True, text=True)
     assert planned.returncode == 0, planned.stderr
     assert "10 data job(s), 130 stage(s)" in planned.stdout
@@ -102,10 +102,10 @@ def test_sweep_command_plans_and_rejects_a_bad_file_before_starting(tmp_path):
 
 def _sweep_in_store(tmp_path):
     """A finished toy-shaped sweep written by hand: record, evaluation results, manifest."""
-    from tasks.artifacts import layout, runs
-    from tasks.artifacts.lineage import ArtifactMeta
-    from tasks.artifacts.store import ArtifactStore
-    from tasks.sweeps.results import (
+    from codealign.tasks.artifacts import layout, runs
+    from codealign.tasks.artifacts.lineage import ArtifactMeta
+    from codealign.tasks.artifacts.store import ArtifactStore
+    from codealign.tasks.sweeps.results import (
         Skipped,
         StartModel,
         SweepRecord,
@@ -146,7 +146,7 @@ def _sweep_in_store(tmp_path):
 
 
 def test_report_tables_match_the_stored_results(tmp_path):
-    from tasks.sweeps import report
+    from codealign.tasks.sweeps import report
 
     store, rows = _sweep_in_store(tmp_path)
     assert len(rows) == 14  # 7 checkpoints x 2 modes
@@ -179,13 +179,13 @@ def test_report_tables_match_the_stored_results(tmp_path):
 
 def test_report_command_writes_the_report_into_the_store(tmp_path):
     store, _ = _sweep_in_store(tmp_path)
-    result = subprocess.run([sys.executable, "-m", "flows.cli", "report", "sw", "--store", store.root],
+    result = subprocess.run([sys.executable, "-m", "codealign", "report", "sw", "--store", store.root],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "Δrel BoNBoN" in result.stdout and "report: " in result.stdout
     assert (tmp_path / "store" / "runs" / "sw" / "report" / "report.md").read_text().startswith("# alignment-sweep sw")
     assert (tmp_path / "store" / "runs" / "sw" / "report" / "steps.png").stat().st_size > 1000
-    missing = subprocess.run([sys.executable, "-m", "flows.cli", "report", "nope", "--store", store.root],
+    missing = subprocess.run([sys.executable, "-m", "codealign", "report", "nope", "--store", store.root],
                              capture_output=True, text=True)
     assert missing.returncode == 2 and "no run 'nope'" in missing.stderr
 
@@ -194,7 +194,7 @@ def test_a_sweep_config_is_a_prefect_form():
     """Prefect builds the UI form from the flow's parameter schema: it must be plain JSON schema."""
     from prefect.utilities.callables import parameter_schema
 
-    from flows.alignment_sweep import alignment_sweep
+    from codealign.flows.alignment_sweep import alignment_sweep
 
     schema = parameter_schema(alignment_sweep.fn).model_dump()
     config = schema["definitions"]["SweepConfig"]
@@ -203,8 +203,8 @@ def test_a_sweep_config_is_a_prefect_form():
 
 
 def test_the_early_stop_gate_skips_what_follows_a_degraded_or_missing_stage():
-    from tasks.sweeps.plan import skip_reason
-    from tasks.sweeps.results import TrainedStage
+    from codealign.tasks.sweeps.plan import skip_reason
+    from codealign.tasks.sweeps.results import TrainedStage
 
     config = load_preset("toy")
     sft_plan, dpo_plan = expand(config).stages[:2]

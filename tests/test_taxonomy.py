@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.benchmarks.problem import Problem
-from tasks.evaluation.scoring import score
-from tasks.evaluation.taxonomy import classify, label_failures
+from codealign.tasks.benchmarks.problem import Problem
+from codealign.tasks.evaluation.scoring import score
+from codealign.tasks.evaluation.taxonomy import classify, label_failures
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPT = 'def add(a, b):\n    """Return a plus b."""\n'
@@ -69,8 +69,8 @@ def test_infilling_that_runs_into_its_suffix_is_over_generation():
 
 
 def test_real_sandbox_verdicts_are_classified_and_counted():
-    from tasks.evaluation.execute import execute
-    from tasks.generation.samples import Sample
+    from codealign.tasks.evaluation.execute import execute
+    from codealign.tasks.generation.samples import Sample
 
     completions = ["    return a + b\n", "    return a - b\n", "    return a + str(b)\n", "    return a +\n",
                    "    raise KeyError(a)\n"]
@@ -93,7 +93,7 @@ def test_score_command_prints_failures_by_class(tmp_path):
             {"task_id": "t/0", "sample_index": 1, "passed": False, "benchmark": "b", "failure": "syntax_error"},
             {"task_id": "t/0", "sample_index": 2, "passed": True, "benchmark": "b", "failure": None}]
     verdicts.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    r = subprocess.run([sys.executable, "-m", "flows.cli", "score", "--verdicts", str(verdicts), "--k", "1"],
+    r = subprocess.run([sys.executable, "-m", "codealign", "score", "--verdicts", str(verdicts), "--k", "1"],
                        capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from tasks.benchmarks.registry import load_benchmark
-from tasks.evaluation.execute import execute
-from tasks.generation.samples import Sample
-from tasks.toy.families import FAMILIES, generate, toy_tasks
+from codealign.tasks.benchmarks.registry import load_benchmark
+from codealign.tasks.evaluation.execute import execute
+from codealign.tasks.generation.samples import Sample
+from codealign.tasks.toy.families import FAMILIES, generate, toy_tasks
 
 
 def test_at_least_six_families_with_held_out_tasks():
@@ -46,10 +46,10 @@ def test_every_mode_is_available_and_reference_solutions_pass():
 def test_toy_training_prompts_are_what_the_evaluator_sends(toy_model_paths):
     """The toy models are trained on exactly the text the evaluator prompts with: FIM and plain
     instructions for toy-base, the chat template for toy-instruct (one home: generation/prompts)."""
-    from tasks.evaluation.pipeline import load_tokenizer
-    from tasks.generation.prompts import PromptSpec, build_prompt
-    from tasks.toy.families import to_problem
-    from tasks.toy.models import fim_example, instruct_pairs, plain_instruction_example
+    from codealign.tasks.evaluation.pipeline import load_tokenizer
+    from codealign.tasks.generation.prompts import PromptSpec, build_prompt
+    from codealign.tasks.toy.families import to_problem
+    from codealign.tasks.toy.models import fim_example, instruct_pairs, plain_instruction_example
 
     base, instruct = (load_tokenizer(str(toy_model_paths[name])) for name in ("toy-base", "toy-instruct"))
     for task in toy_tasks("train", 2):

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.artifacts import layout, runs
-from tasks.artifacts.store import ArtifactStore
-from tasks.training.config import StageConfig, bonbon_default_beta
-from tasks.training.data import read_rows
+from codealign.tasks.artifacts import layout, runs
+from codealign.tasks.artifacts.store import ArtifactStore
+from codealign.tasks.training.config import StageConfig, bonbon_default_beta
+from codealign.tasks.training.data import read_rows
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -40,7 +40,7 @@ def trained(store: ArtifactStore, run_id: str) -> dict:
 @pytest.fixture(scope="module")
 def fta_chain(pathway_runs, prefect_api, ray_cluster):
     """toy-instruct -> SFT on the FTA run's sft data; from the SFT model, DPO and BoNBoN."""
-    from flows.train import run_train
+    from codealign.flows.train import run_train
 
     store, _ = pathway_runs[2]["fta"]
     data = {name: store.uri(layout.run_dataset("fta", f"{name}.parquet")) for name in ("sft", "dpo", "bon")}
@@ -77,7 +77,7 @@ def test_each_stage_trains_on_two_workers_and_records_its_checkpoints(fta_chain)
 
 
 def test_an_identical_stage_is_not_trained_twice(fta_chain, ray_cluster):
-    from flows.train import run_train
+    from codealign.flows.train import run_train
 
     store, data, stages = fta_chain
     record_key = layout.unit_artifact(stages["dpo"]["stage_key"], "stage.json")
@@ -89,7 +89,7 @@ def test_an_identical_stage_is_not_trained_twice(fta_chain, ray_cluster):
 
 
 def test_dpo_raises_the_reward_margin_and_chosen_over_rejected_accuracy(fta_chain):
-    from tasks.training.metrics import preference_metrics
+    from codealign.tasks.training.metrics import preference_metrics
 
     store, data, stages = fta_chain
     pairs = read_rows(data["dpo"])
@@ -101,10 +101,10 @@ def test_dpo_raises_the_reward_margin_and_chosen_over_rejected_accuracy(fta_chai
 
 
 def test_evaluate_checkpoints_runs_on_the_training_output_and_lineage_reaches_the_data(fta_chain, ray_cluster):
-    from flows.evaluate_checkpoints import run_evaluate_checkpoints
-    from tasks.artifacts.lineage import lineage_tree
-    from tasks.evaluation.units import CheckpointEvalConfig
-    from tasks.preferences.generate import run_inputs
+    from codealign.flows.evaluate_checkpoints import run_evaluate_checkpoints
+    from codealign.tasks.artifacts.lineage import lineage_tree
+    from codealign.tasks.evaluation.units import CheckpointEvalConfig
+    from codealign.tasks.preferences.generate import run_inputs
 
     store, data, stages = fta_chain
     output = store.path(store.uri(layout.unit_artifact(stages["dpo"]["stage_key"], "checkpoints")))
@@ -142,10 +142,10 @@ def test_sigkill_mid_stage_then_resume_sees_every_example_once(tmp_path, toy_mod
     both runs every example of the epoch is trained on exactly once."""
     from transformers import AutoTokenizer
 
-    from flows.train import resume
-    from tasks.generation.prompts import chat_instruction_prompt, fenced
-    from tasks.toy.families import toy_tasks
-    from tasks.training.data import ID_COLUMN
+    from codealign.flows.train import resume
+    from codealign.tasks.generation.prompts import chat_instruction_prompt, fenced
+    from codealign.tasks.toy.families import toy_tasks
+    from codealign.tasks.training.data import ID_COLUMN
 
     tokenizer = AutoTokenizer.from_pretrained(str(toy_model_paths["toy-instruct"]))
     rows = [{ID_COLUMN: t.identity, "prompt": chat_instruction_prompt(tokenizer, t.instruction, []),
@@ -154,7 +154,7 @@ def test_sigkill_mid_stage_then_resume_sees_every_example_once(tmp_path, toy_mod
 
     Dataset.from_list(rows).to_parquet(str(tmp_path / "sft.parquet"))
     store_dir = tmp_path / "store"
-    command = [sys.executable, "-m", "flows.cli", "train", "--stage", "sft", "--pathway", "fta", "--model",
+    command = [sys.executable, "-m", "codealign", "train", "--stage", "sft", "--pathway", "fta", "--model",
                "toy-instruct", "--dataset", str(tmp_path / "sft.parquet"), "--store", str(store_dir), "--workers", "2",
                "--batch-size", "1", "--save-steps", "5", "--warmup-steps", "0", "--max-length", "384",
                "--degradation-limit", "4", "--eval-max-tokens", "120", "--ray-address", ray_cluster["address"],

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks.artifacts.checkpoints import fingerprint
-from tasks.artifacts.store import ArtifactStore
-from tasks.training.config import StageConfig, bonbon_default_beta
-from tasks.training.data import DatasetError, check_dataset
-from tasks.training.stages import make_stage
+from codealign.tasks.artifacts.checkpoints import fingerprint
+from codealign.tasks.artifacts.store import ArtifactStore
+from codealign.tasks.training.config import StageConfig, bonbon_default_beta
+from codealign.tasks.training.data import DatasetError, check_dataset
+from codealign.tasks.training.stages import make_stage
 
 
 def test_bonbon_default_beta_is_the_papers():
@@ -31,7 +31,7 @@ def test_bonbon_default_beta_is_the_papers():
 def test_bonbon_loss_matches_a_hand_computation_on_two_pairs():
     import torch
 
-    from tasks.training.bonbon import bonbon_loss
+    from codealign.tasks.training.bonbon import bonbon_loss
 
     chosen, rejected = torch.tensor([-12.0, -30.5]), torch.tensor([-20.0, -28.0])
     ref_chosen, ref_rejected = torch.tensor([-14.0, -31.0]), torch.tensor([-19.0, -29.5])
@@ -45,8 +45,8 @@ def test_bonbon_loss_matches_a_hand_computation_on_two_pairs():
 
 
 def toy_rows(tokenizer, count: int, n: int | None = 8) -> list[dict]:
-    from tasks.generation.prompts import chat_instruction_prompt, fenced
-    from tasks.toy.families import toy_tasks
+    from codealign.tasks.generation.prompts import chat_instruction_prompt, fenced
+    from codealign.tasks.toy.families import toy_tasks
 
     rows = []
     for t in toy_tasks("train", 10)[:count]:
@@ -84,9 +84,9 @@ def test_bonbon_trainer_loss_uses_sequence_summed_log_probs(tmp_path, instruct):
     log-probabilities summed over each completion by plain forward passes."""
     import torch
 
-    from tasks.training.bonbon import bonbon_loss
-    from tasks.training.metrics import sequence_logp
-    from tasks.training.trainer import INDEX, build_trainer
+    from codealign.tasks.training.bonbon import bonbon_loss
+    from codealign.tasks.training.metrics import sequence_logp
+    from codealign.tasks.training.trainer import INDEX, build_trainer
 
     path, tokenizer = instruct
     rows = toy_rows(tokenizer, 2)
@@ -160,7 +160,7 @@ def test_dataset_checks_name_the_file_and_problem(tmp_path, instruct):
 def test_plain_resume_reproduces_the_uninterrupted_run(tmp_path, instruct):
     """Stop after checkpoint-4 of 6, resume in a new trainer: optimizer, scheduler, RNG and data
     position come back, so the weights and the examples seen equal an uninterrupted run's."""
-    from tasks.training.trainer import SEEN_FILE, build_trainer, train
+    from codealign.tasks.training.trainer import SEEN_FILE, build_trainer, train
 
     path, tokenizer = instruct
     spec = stage(tmp_path, path, toy_rows(tokenizer, 12), "dpo", lora_dropout=0.1)
@@ -209,7 +209,7 @@ def test_train_command_rejects_bad_input_before_anything_starts(tmp_path, instru
         flags = {"--model": path, "--pathway": "fta", "--store": str(store)}
         for i in range(0, len(args), 2):
             flags[args[i]] = args[i + 1]
-        result = subprocess.run([sys.executable, "-m", "flows.cli", "train", *(x for kv in flags.items() for x in kv)],
+        result = subprocess.run([sys.executable, "-m", "codealign", "train", *(x for kv in flags.items() for x in kv)],
                                 capture_output=True, text=True)
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr, (message, result.stderr)

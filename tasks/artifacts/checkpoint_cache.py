@@ -3,7 +3,7 @@
 vLLM loads a model from a local directory, so a checkpoint in S3 is copied to
 ``<cache>/checkpoints/<sha>/`` first.  The copy
 
-* holds only the checkpoint's model files (:func:`~tasks.artifacts.checkpoints.listing`: no
+* holds only the checkpoint's model files (:func:`~codealign.tasks.artifacts.checkpoints.listing`: no
   optimizer, scheduler or RNG state);
 * is verified: every copied file is hashed and compared with the hash the checkpoint was
   fingerprinted with, so a checkpoint rewritten since, or a bad transfer, is an error naming the
@@ -34,15 +34,15 @@ from pathlib import Path
 
 import fsspec
 
-from tasks.artifacts.checkpoints import (
+from codealign.tasks.artifacts.checkpoints import (
     Checkpoint,
     CheckpointError,
     combined_digest,
     file_digests,
 )
-from tasks.artifacts.hash_memo import HashMemo, version_of
-from tasks.artifacts.store import local_path, storage_options, to_uri
-from tasks.files import atomic_directory, cache_dir
+from codealign.tasks.artifacts.hash_memo import HashMemo, version_of
+from codealign.tasks.artifacts.store import local_path, storage_options, to_uri
+from codealign.tasks.files import atomic_directory, cache_dir
 
 DEFAULT_MAX_GB = 50.0
 MARKER = ".complete"

@@ -5,7 +5,7 @@ Evaluation units are keyed by a checkpoint's *content* hash, not its path: a che
 is rewritten (fixed after corruption, retrained) is a new input, and one that is only moved
 is not.  Checkpoints may live on any fsspec filesystem (local, ``s3://``); vLLM needs a local
 directory, so remote ones are copied into a verified, size-capped cache
-(:mod:`tasks.artifacts.checkpoint_cache`).
+(:mod:`codealign.tasks.artifacts.checkpoint_cache`).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Any
 
 import fsspec
 
-from tasks.artifacts.hash_memo import HashMemo, version_of
-from tasks.artifacts.store import storage_options, to_uri
-from tasks.errors import CodealignError
+from codealign.tasks.artifacts.hash_memo import HashMemo, version_of
+from codealign.tasks.artifacts.store import storage_options, to_uri
+from codealign.tasks.errors import CodealignError
 
 _STEP = re.compile(r"^checkpoint-(\d+)$")
 

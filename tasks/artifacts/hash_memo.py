@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tasks.files import cache_dir
+from codealign.tasks.files import cache_dir
 
 _PRUNE_AFTER_S = 30 * 86400  # rows not used for a month go (paths of deleted temporary dirs)
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from tasks.artifacts.store import ArtifactRef, ArtifactStore
+from codealign.tasks.artifacts.store import ArtifactRef, ArtifactStore
 
 LEASE_SUFFIX = ".lease"
 LEASE_TTL_S = 90.0  # renewed every third of it while the holder works

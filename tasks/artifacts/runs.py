@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tasks.artifacts import layout
-from tasks.artifacts.lineage import ArtifactMeta, InputRef, utc_now
-from tasks.artifacts.store import (
+from codealign.tasks.artifacts import layout
+from codealign.tasks.artifacts.lineage import ArtifactMeta, InputRef, utc_now
+from codealign.tasks.artifacts.store import (
     ArtifactRef,
     ArtifactStore,
     IntegrityError,

@@ -1,7 +1,7 @@
 """Artifact store over fsspec: a local directory by default, ``s3://bucket/prefix`` via s3fs.
 
 Every artifact is two objects: its content and a ``<name>.meta.json`` sidecar holding its
-sha256, size and lineage (:class:`~tasks.artifacts.lineage.ArtifactMeta`).  The content is written
+sha256, size and lineage (:class:`~codealign.tasks.artifacts.lineage.ArtifactMeta`).  The content is written
 first, atomically (local: temporary name then rename; S3: a single PUT, which is all or
 nothing), and the sidecar last, so an artifact without a sidecar is incomplete and is treated
 as absent.  Reads verify the sha256; a mismatch raises :class:`IntegrityError` naming the
@@ -21,9 +21,9 @@ from typing import Any
 
 import fsspec
 
-from tasks.artifacts.lineage import ArtifactMeta
-from tasks.errors import CodealignError
-from tasks.files import (
+from codealign.tasks.artifacts.lineage import ArtifactMeta
+from codealign.tasks.errors import CodealignError
+from codealign.tasks.files import (
     atomic_directory,
     jsonl_text,
     keep_from_samples,

@@ -2,7 +2,7 @@
 before use) and users' own files (``evoeval:PATH`` and the like), with one error for a bad file.
 
 Data files are read from ``CODEALIGN_DATA_DIR`` (default: ``../shared/datasets`` next to the
-checkout; :func:`tasks.files.data_dir`).
+checkout; :func:`codealign.tasks.files.data_dir`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from tasks.errors import CodealignError
-from tasks.files import data_dir, parse_jsonl
+from codealign.tasks.errors import CodealignError
+from codealign.tasks.files import data_dir, parse_jsonl
 
 
 class DataFileError(CodealignError, RuntimeError):

@@ -20,9 +20,9 @@ import json
 import re
 from typing import Any
 
-from tasks.benchmarks.datafiles import DataFileError, read_user_file
-from tasks.benchmarks.problem import Problem
-from tasks.sandbox.toolchains import (
+from codealign.tasks.benchmarks.datafiles import DataFileError, read_user_file
+from codealign.tasks.benchmarks.problem import Problem
+from codealign.tasks.sandbox.toolchains import (
     GO_HELPER_PACKAGES,
     LANGUAGE_NAMES,
     canonical_language,

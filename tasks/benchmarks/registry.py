@@ -16,16 +16,16 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from tasks.benchmarks import local_files, multilang
-from tasks.benchmarks.datafiles import (
+from codealign.tasks.benchmarks import local_files, multilang
+from codealign.tasks.benchmarks.datafiles import (
     DATA_FILES,
     DataFileError,
     read_data_file,
     read_data_jsonl,
 )
-from tasks.benchmarks.problem import DifferentialTests, Problem, instruction_from_prompt
-from tasks.files import data_dir
-from tasks.plugins import load_plugin, plugin_names
+from codealign.tasks.benchmarks.problem import DifferentialTests, Problem, instruction_from_prompt
+from codealign.tasks.files import data_dir
+from codealign.tasks.plugins import load_plugin, plugin_names
 
 __all__ = [
     "BENCHMARKS",
@@ -87,7 +87,7 @@ MBPP_OUTPUT_NOT_NONE = frozenset({"check_str", "text_match_three", "text_starta_
 
 
 def _mbpp_plus() -> list[Problem]:
-    from tasks.benchmarks.mbpp_inputs import deserialize_mbpp_plus_inputs
+    from codealign.tasks.benchmarks.mbpp_inputs import deserialize_mbpp_plus_inputs
 
     problems = []
     for rec in read_data_jsonl("MbppPlus-v0.2.0.jsonl.gz"):

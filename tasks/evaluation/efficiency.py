@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from functools import cache
 from typing import Any
 
-from tasks.benchmarks.problem import Problem
+from codealign.tasks.benchmarks.problem import Problem
 
 # CPU seconds below which both sides count as this much (timer resolution and noise would
 # otherwise make ratios of near-zero times meaningless); it bounds a ratio at canonical / FLOOR_S.
@@ -60,13 +60,13 @@ def label_efficiency(problems: Sequence[Problem], verdicts: Iterable[dict[str, A
                      workers: int | None = None) -> list[dict[str, Any]]:
     """``verdicts`` with an ``efficiency`` field each (None for failing samples, other languages
     and unknown tasks).  ``references``: the canonical runs by task id
-    (:func:`tasks.evaluation.execute.reference_runs`); read from its cache when not given."""
+    (:func:`codealign.tasks.evaluation.execute.reference_runs`); read from its cache when not given."""
     verdicts = list(verdicts)
     by_id = {p.task_id: p for p in problems}
     if references is None:
         if any(v.get("passed") and getattr(by_id.get(v.get("task_id")), "language", None) == "python"
                for v in verdicts):
-            from tasks.evaluation.execute import canonical_references
+            from codealign.tasks.evaluation.execute import canonical_references
 
             references = canonical_references(problems, workers)
         else:

@@ -1,14 +1,14 @@
 """``execute(problems, samples, limits) -> verdicts``: benchmarks judged in the sandbox.
 
 Why here and not in the sandbox: this is where benchmark problems and model samples become the
-sandbox's test plans (:mod:`tasks.sandbox.records`); the sandbox runs plans and knows neither.
+sandbox's test plans (:mod:`codealign.tasks.sandbox.records`); the sandbox runs plans and knows neither.
 It turns (problem, sample) pairs into jobs, makes sure the expected outputs of differential
 ("+") benchmarks exist (computed once from the canonical solutions, in the sandbox, and cached
-on disk), runs everything in a :class:`~tasks.sandbox.pool.SandboxPool` and returns verdicts in
+on disk), runs everything in a :class:`~codealign.tasks.sandbox.pool.SandboxPool` and returns verdicts in
 input order.  It is self-contained and picklable-argument-only, so a Ray task can run one batch.
 
 Python tests are judged by the judge, the sample only answering calls (see
-:mod:`tasks.sandbox.judge`).  A problem whose tests cannot cross to the sample (they build
+:mod:`codealign.tasks.sandbox.judge`).  A problem whose tests cannot cross to the sample (they build
 objects of the sample's own classes, or pass a type) is judged the old way, in the sample's
 process, and its verdicts say so (``judged_in_process``): the canonical solution's reference
 run finds these problems (:func:`fallback_reasons`).
@@ -24,13 +24,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from tasks.benchmarks.problem import Problem
-from tasks.files import atomic_open, cache_dir
-from tasks.generation.samples import Sample
-from tasks.sandbox.judge import trusted_helpers
-from tasks.sandbox.limits import Limits
-from tasks.sandbox.pool import SandboxPool
-from tasks.sandbox.records import (
+from codealign.tasks.benchmarks.problem import Problem
+from codealign.tasks.files import atomic_open, cache_dir
+from codealign.tasks.generation.samples import Sample
+from codealign.tasks.sandbox.judge import trusted_helpers
+from codealign.tasks.sandbox.limits import Limits
+from codealign.tasks.sandbox.pool import SandboxPool
+from codealign.tasks.sandbox.records import (
     CompiledTests,
     DifferentialJob,
     Job,
@@ -38,8 +38,8 @@ from tasks.sandbox.records import (
     Tests,
     Verdict,
 )
-from tasks.sandbox.tested import with_progress
-from tasks.sandbox.toolchains import compiled_tests
+from codealign.tasks.sandbox.tested import with_progress
+from codealign.tasks.sandbox.toolchains import compiled_tests
 
 # Generous limits for computing expected outputs from trusted canonical code.
 _RECORD_LIMITS = Limits(cpu_s=120, wall_s=600, memory_mb=8192)

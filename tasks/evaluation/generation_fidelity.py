@@ -34,14 +34,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from tasks.benchmarks.problem import Problem
-from tasks.evaluation.taxonomy import (
+from codealign.tasks.benchmarks.problem import Problem
+from codealign.tasks.evaluation.taxonomy import (
     format_problem,
     matched,
     reemits_function,
     repeats_suffix,
 )
-from tasks.generation.postprocess import end_of_function_body
+from codealign.tasks.generation.postprocess import end_of_function_body
 
 
 @dataclass(frozen=True)

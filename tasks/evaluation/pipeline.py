@@ -15,18 +15,18 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from tasks.benchmarks.problem import Problem
-from tasks.evaluation.efficiency import label_efficiency
-from tasks.evaluation.generation_fidelity import label_fidelity
-from tasks.evaluation.scoring import score
-from tasks.evaluation.settings import EvalSettings, EvaluateConfig
-from tasks.evaluation.taxonomy import label_failures
-from tasks.files import write_json_atomic, write_jsonl_atomic
-from tasks.generation.postprocess import command_solution, flow_completion
-from tasks.generation.prompts import Mode, PromptSpec, build_prompt, stop_sequences
-from tasks.generation.samples import Sample, SampleRecord
-from tasks.generation.sampling import generate, get_engine
-from tasks.sandbox.records import Verdict
+from codealign.tasks.benchmarks.problem import Problem
+from codealign.tasks.evaluation.efficiency import label_efficiency
+from codealign.tasks.evaluation.generation_fidelity import label_fidelity
+from codealign.tasks.evaluation.scoring import score
+from codealign.tasks.evaluation.settings import EvalSettings, EvaluateConfig
+from codealign.tasks.evaluation.taxonomy import label_failures
+from codealign.tasks.files import write_json_atomic, write_jsonl_atomic
+from codealign.tasks.generation.postprocess import command_solution, flow_completion
+from codealign.tasks.generation.prompts import Mode, PromptSpec, build_prompt, stop_sequences
+from codealign.tasks.generation.samples import Sample, SampleRecord
+from codealign.tasks.generation.sampling import generate, get_engine
+from codealign.tasks.sandbox.records import Verdict
 
 
 def load_tokenizer(model: str) -> Any:
@@ -69,7 +69,7 @@ def by_benchmark(records: Sequence[SampleRecord]) -> dict[str, list[Sample]]:
 def execute_samples(problems: dict[str, list[Problem]], samples: dict[str, list[Sample]], settings: EvalSettings,
                     progress: bool = False) -> list[Verdict]:
     """Stage 2: every benchmark's samples in the sandbox against its tests."""
-    from tasks.evaluation.execute import execute
+    from codealign.tasks.evaluation.execute import execute
 
     verdicts: list[Verdict] = []
     for name, batch in samples.items():

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from tasks.evaluation.efficiency import efficiency_scores
-from tasks.evaluation.generation_fidelity import fidelity_means
-from tasks.evaluation.taxonomy import failure_counts
+from codealign.tasks.evaluation.efficiency import efficiency_scores
+from codealign.tasks.evaluation.generation_fidelity import fidelity_means
+from codealign.tasks.evaluation.taxonomy import failure_counts
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

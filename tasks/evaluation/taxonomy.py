@@ -42,7 +42,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from tasks.benchmarks.problem import Problem
+from codealign.tasks.benchmarks.problem import Problem
 
 CLASSES = ("empty", "truncated", "format:no_code", "format:language", "over_generation", "signature_change",
            "syntax_error", "compile_error", "timeout", "memory", "not_plain_data", "ended_early", "runtime_error",
@@ -80,8 +80,8 @@ def format_problem(raw: str, language: str = "python") -> str | None:
     """Command mode's expected shape is a fenced block in the problem's language:
     ``format:no_code`` when the answer has no fence, ``format:language`` when no block is tagged
     with that language (or untagged), else None.  Shared with
-    :mod:`tasks.evaluation.generation_fidelity`."""
-    from tasks.generation.postprocess import FENCE_TAGS
+    :mod:`codealign.tasks.evaluation.generation_fidelity`."""
+    from codealign.tasks.generation.postprocess import FENCE_TAGS
 
     tags = _FENCE.findall(raw)
     if not tags:

@@ -24,21 +24,21 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from tasks.artifacts import layout, runs
-from tasks.artifacts.checkpoint_cache import local_copy
-from tasks.artifacts.checkpoints import Checkpoint, validate
-from tasks.artifacts.leases import LeaseRecord, produce_once
-from tasks.artifacts.lineage import ArtifactMeta, InputRef
-from tasks.artifacts.runs import Manifest, RunItem
-from tasks.artifacts.store import ArtifactRef, ArtifactStore, MissingArtifact, to_uri
-from tasks.benchmarks.local_files import local_benchmark_digest
-from tasks.evaluation.efficiency import label_efficiency
-from tasks.evaluation.generation_fidelity import label_fidelity
-from tasks.evaluation.pipeline import execute_samples, sample_model, score_verdicts
-from tasks.evaluation.settings import EvalSettings
-from tasks.evaluation.taxonomy import label_failures
-from tasks.generation.prompts import Mode
-from tasks.generation.samples import Sample
+from codealign.tasks.artifacts import layout, runs
+from codealign.tasks.artifacts.checkpoint_cache import local_copy
+from codealign.tasks.artifacts.checkpoints import Checkpoint, validate
+from codealign.tasks.artifacts.leases import LeaseRecord, produce_once
+from codealign.tasks.artifacts.lineage import ArtifactMeta, InputRef
+from codealign.tasks.artifacts.runs import Manifest, RunItem
+from codealign.tasks.artifacts.store import ArtifactRef, ArtifactStore, MissingArtifact, to_uri
+from codealign.tasks.benchmarks.local_files import local_benchmark_digest
+from codealign.tasks.evaluation.efficiency import label_efficiency
+from codealign.tasks.evaluation.generation_fidelity import label_fidelity
+from codealign.tasks.evaluation.pipeline import execute_samples, sample_model, score_verdicts
+from codealign.tasks.evaluation.settings import EvalSettings
+from codealign.tasks.evaluation.taxonomy import label_failures
+from codealign.tasks.generation.prompts import Mode
+from codealign.tasks.generation.samples import Sample
 
 
 class CheckpointEvalConfig(EvalSettings):
@@ -103,7 +103,8 @@ def make_units(config: CheckpointEvalConfig, checkpoints: list[Checkpoint]) -> l
 
 def write_manifest(store: ArtifactStore, run_id: str, config: CheckpointEvalConfig, units: list[Unit],
                    producer: dict[str, Any]) -> ArtifactRef:
-    """The run's manifest; its lineage inputs are the checkpoints (URI + content hash)."""
+    """The run's manifest, named for the flow that made it (``producer["flow"]``); its lineage
+    inputs are the checkpoints (URI + content hash)."""
     manifest = Manifest(run_id, producer["flow"], config.model_dump(mode="json"), [u.as_item() for u in units])
     checkpoints = tuple(dict.fromkeys(InputRef(u.checkpoint.uri, u.checkpoint.sha256) for u in units))
     return runs.write_manifest(store, manifest, checkpoints, producer)
@@ -186,7 +187,7 @@ def sample_unit(unit: Unit, config: CheckpointEvalConfig, producer: dict[str, An
     started here after any engine for another checkpoint is shut down (a sampler moves from
     checkpoint to checkpoint and holds one).  A corrupt checkpoint fails before that, naming
     its file."""
-    from tasks.generation.sampling import release_engines
+    from codealign.tasks.generation.sampling import release_engines
 
     store = ArtifactStore(config.store)
 

@@ -17,8 +17,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tasks.errors import CodealignError
-from tasks.plugins import load_plugin, plugin_names
+from codealign.tasks.errors import CodealignError
+from codealign.tasks.plugins import load_plugin, plugin_names
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 HUB_TIMEOUT_S = 5

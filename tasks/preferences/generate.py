@@ -25,16 +25,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tasks.artifacts import layout, runs
-from tasks.artifacts.checkpoint_cache import local_copy
-from tasks.artifacts.checkpoints import Checkpoint
-from tasks.artifacts.lineage import ArtifactMeta, InputRef
-from tasks.artifacts.runs import Manifest, RunItem
-from tasks.artifacts.store import ArtifactRef, ArtifactStore, to_uri
-from tasks.files import InputError, file_sha256
-from tasks.generation.prompts import Mode, load_shots
-from tasks.generation.sampling import EngineSettings, SamplingSettings
-from tasks.preferences.pairs import (
+from codealign.tasks.artifacts import layout, runs
+from codealign.tasks.artifacts.checkpoint_cache import local_copy
+from codealign.tasks.artifacts.checkpoints import Checkpoint
+from codealign.tasks.artifacts.lineage import ArtifactMeta, InputRef
+from codealign.tasks.artifacts.runs import Manifest, RunItem
+from codealign.tasks.artifacts.store import ArtifactRef, ArtifactStore, to_uri
+from codealign.tasks.files import InputError, file_sha256
+from codealign.tasks.generation.prompts import Mode, load_shots
+from codealign.tasks.generation.sampling import EngineSettings, SamplingSettings
+from codealign.tasks.preferences.pairs import (
     KINDS,
     Kind,
     PairSettings,
@@ -42,14 +42,14 @@ from tasks.preferences.pairs import (
     build_datasets,
     dataset_names,
 )
-from tasks.preferences.sources import (
+from codealign.tasks.preferences.sources import (
     Instruction,
     Source,
     check_mode,
     load_source,
     source_names,
 )
-from tasks.sandbox.limits import Limits
+from codealign.tasks.sandbox.limits import Limits
 
 
 def _selfcodealign_sampling() -> SamplingSettings:
@@ -213,10 +213,10 @@ def sample_shard(shard: Shard, config: GenerateConfig, model: Checkpoint, source
                  judge: Checkpoint | None, producer: dict[str, Any]) -> ArtifactRef:
     """Stage 1 (in a sampler's process): n responses per instruction of the shard, rated by the
     judge model when there is one."""
-    from tasks.evaluation.pipeline import load_tokenizer
-    from tasks.generation.sampling import get_engine, release_engines
-    from tasks.preferences.responses import sample_responses
-    from tasks.preferences.selfalign import load_stage_shots
+    from codealign.tasks.evaluation.pipeline import load_tokenizer
+    from codealign.tasks.generation.sampling import get_engine, release_engines
+    from codealign.tasks.preferences.responses import sample_responses
+    from codealign.tasks.preferences.selfalign import load_stage_shots
 
     store = ArtifactStore(config.store)
     if ref := store.ref_if_exists(shard.artifact("samples.jsonl")):
@@ -232,7 +232,7 @@ def sample_shard(shard: Shard, config: GenerateConfig, model: Checkpoint, source
                                  config.mode, shots, stage_shots)
     inputs = [InputRef(model.uri, model.sha256), InputRef(source.uri, source.sha256)]
     if judge_path and judge:
-        from tasks.preferences.judge import rate_responses
+        from codealign.tasks.preferences.judge import rate_responses
 
         rate_responses(get_engine(judge_path, config.engine), load_tokenizer(judge_path), responses,
                        config.pairs.dimensions, config.sampling.seed)
@@ -245,7 +245,7 @@ def sample_shard(shard: Shard, config: GenerateConfig, model: Checkpoint, source
 
 def judge_shard(shard: Shard, config: GenerateConfig, samples: ArtifactRef, producer: dict[str, Any]) -> ArtifactRef:
     """Stage 2: execute every response against its tests, analyse it; completes the shard."""
-    from tasks.preferences.responses import Response, judge_responses
+    from codealign.tasks.preferences.responses import Response, judge_responses
 
     store = ArtifactStore(config.store)
     if ref := store.ref_if_exists(shard.artifact("responses.jsonl")):
@@ -264,9 +264,9 @@ def build_run_datasets(store: ArtifactStore, run_id: str, config: GenerateConfig
                        source: SourceRef, shards: list[Shard], producer: dict[str, Any]) -> list[dict[str, Any]]:
     """Stage 3: gates, datasets (parquet), stats and report for the whole run; returns the
     results rows (one per dataset)."""
-    from tasks.preferences import report
-    from tasks.preferences.quality import ContaminationIndex
-    from tasks.preferences.responses import Response
+    from codealign.tasks.preferences import report
+    from codealign.tasks.preferences.quality import ContaminationIndex
+    from codealign.tasks.preferences.responses import Response
 
     responses, inputs = [], []
     for shard in shards:

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tasks.generation.prompts import dialogue_prompt, dialogue_stops
-from tasks.generation.sampling import SamplingSettings, generate
-from tasks.preferences.responses import Response
+from codealign.tasks.generation.prompts import dialogue_prompt, dialogue_stops
+from codealign.tasks.generation.sampling import SamplingSettings, generate
+from codealign.tasks.preferences.responses import Response
 
 RUBRIC_DIR = Path(__file__).resolve().parent / "templates" / "judge"
 _SCORE = re.compile(r"score\s*[:=]?\s*(10|[1-9])(?:\s*/\s*10)?\b", re.IGNORECASE)

@@ -24,9 +24,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.preferences import quality
-from tasks.preferences.nonfunctional import DIMENSIONS
-from tasks.preferences.responses import Response
+from codealign.tasks.preferences import quality
+from codealign.tasks.preferences.nonfunctional import DIMENSIONS
+from codealign.tasks.preferences.responses import Response
 
 Kind = Literal["sft", "dpo", "bon", "nonfunctional"]
 KINDS: tuple[Kind, ...] = ("sft", "dpo", "bon", "nonfunctional")

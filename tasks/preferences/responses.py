@@ -13,12 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from tasks.generation.postprocess import (
+from codealign.tasks.generation.postprocess import (
     end_of_function_body,
     extract_code_block,
     truncate,
 )
-from tasks.generation.prompts import (
+from codealign.tasks.generation.prompts import (
     COMPLETION_STOPS,
     Mode,
     Shot,
@@ -26,9 +26,9 @@ from tasks.generation.prompts import (
     dialogue_stops,
     fenced,
 )
-from tasks.generation.sampling import SamplingSettings, generate
-from tasks.preferences import nonfunctional, quality
-from tasks.preferences.selfalign import (
+from codealign.tasks.generation.sampling import SamplingSettings, generate
+from codealign.tasks.preferences import nonfunctional, quality
+from codealign.tasks.preferences.selfalign import (
     StageShot,
     entry_point_of,
     parse_concepts,
@@ -36,9 +36,9 @@ from tasks.preferences.selfalign import (
     split_self_tests,
     stage_prompt,
 )
-from tasks.preferences.sources import Instruction
-from tasks.sandbox.limits import Limits
-from tasks.sandbox.tested import TestedProgram, execute_tested
+from codealign.tasks.preferences.sources import Instruction
+from codealign.tasks.sandbox.limits import Limits
+from codealign.tasks.sandbox.tested import TestedProgram, execute_tested
 
 
 @dataclass

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from tasks.files import InputError, read_jsonl
-from tasks.generation.postprocess import extract_code_block
-from tasks.generation.prompts import TokenizerLike, dialogue_prompt
+from codealign.tasks.files import InputError, read_jsonl
+from codealign.tasks.generation.postprocess import extract_code_block
+from codealign.tasks.generation.prompts import TokenizerLike, dialogue_prompt
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates" / "self_align"
 Stage = Literal["concepts", "instruction", "response"]

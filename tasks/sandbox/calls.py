@@ -2,7 +2,7 @@
 
 A sample process is a *function server*: it runs the model's program once, then answers calls
 (``name(*args, **kwargs)``) that its judge sends, one at a time, with the result in the
-data-only encoding of :mod:`tasks.sandbox.plain`.  Tests and expected outputs stay with the
+data-only encoding of :mod:`codealign.tasks.sandbox.plain`.  Tests and expected outputs stay with the
 judge; nothing the sample sends is ever unpickled.
 
 Frames on the sample's private socket (fd :data:`CALL_FD`): one kind byte, an 8-byte length,
@@ -16,7 +16,7 @@ import os
 import struct
 from typing import NoReturn
 
-from tasks.sandbox import plain
+from codealign.tasks.sandbox import plain
 
 CALL_FD = 3
 HEADER = struct.Struct("<cQ")
@@ -55,7 +55,7 @@ def _recv_frame(fd: int) -> tuple[bytes, bytes]:
 
 
 def _raised(exc: BaseException) -> bytes:
-    from tasks.sandbox.harness import classify_exception
+    from codealign.tasks.sandbox.harness import classify_exception
 
     status, detail = classify_exception(exc)
     name = type(exc).__name__ if type(type(exc).__name__) is str else "Exception"
@@ -68,7 +68,7 @@ _MUTABLE = (list, dict, set, bytearray)
 def serve(program: str) -> NoReturn:
     """Run ``program``, then answer calls on :data:`CALL_FD` until the judge is done (it then
     has the worker kill this process).  Runs in the sample process; never returns."""
-    from tasks.sandbox.harness import first_line, fresh_globals
+    from codealign.tasks.sandbox.harness import first_line, fresh_globals
 
     fd = CALL_FD
     namespace = fresh_globals()

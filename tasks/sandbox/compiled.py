@@ -20,7 +20,7 @@ import subprocess
 import time
 from typing import Any
 
-from tasks.sandbox.records import CompiledTests, Job, SampleLimits
+from codealign.tasks.sandbox.records import CompiledTests, Job, SampleLimits
 
 _DETAIL_CHARS = 300
 _OUTPUT_TAIL = 64 * 1024
@@ -115,8 +115,8 @@ def run(job: Job, tests: CompiledTests, limits: SampleLimits) -> tuple[str, str,
         return "error", f"ToolchainMissing: {tests.unavailable}"[:_DETAIL_CHARS], None
     import shutil
 
-    from tasks.sandbox.guards import guarded
-    from tasks.sandbox.isolation import make_non_dumpable
+    from codealign.tasks.sandbox.guards import guarded
+    from codealign.tasks.sandbox.isolation import make_non_dumpable
 
     make_non_dumpable()  # the program's processes cannot trace this one, which judges them
     nonce = os.urandom(16).hex() if job.tests_code else ""

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 
-from tasks.sandbox.records import CompiledTests
+from codealign.tasks.sandbox.records import CompiledTests
 
 _IDENTIFIER = re.compile(r"\b[A-Za-z_]\w*\b")
 

@@ -1,7 +1,7 @@
 """What runs inside the sandboxed sample process when the judge cannot keep the tests apart.
 
-Most jobs are judged by the judge (:mod:`tasks.sandbox.judge`), the sample process only
-answering calls (:mod:`tasks.sandbox.calls`).  Three kinds still run in the sample's process
+Most jobs are judged by the judge (:mod:`codealign.tasks.sandbox.judge`), the sample process only
+answering calls (:mod:`codealign.tasks.sandbox.calls`).  Three kinds still run in the sample's process
 and are marked ``judged_in_process`` in their verdicts: ``script`` (a test program the judge
 cannot proxy, e.g. tests built from the sample's own classes), ``asserts`` with model-written
 tests, and ``compiled`` (another language, built and run as child processes).
@@ -19,7 +19,7 @@ import time
 import traceback
 from typing import Any
 
-from tasks.sandbox.records import AssertTests, CompiledTests, Job, SampleLimits, Tests
+from codealign.tasks.sandbox.records import AssertTests, CompiledTests, Job, SampleLimits, Tests
 
 _DETAIL_CHARS = 300
 
@@ -53,7 +53,7 @@ def run(job: Job, tests: Tests | None, limits: SampleLimits | None = None) -> tu
     """Run ``job`` in this process and return ``(status, detail, outputs)``; a ``compiled`` job
     (another language) is built and run as child processes under ``limits``."""
     if job.mode == "compiled":
-        from tasks.sandbox import compiled
+        from codealign.tasks.sandbox import compiled
 
         assert isinstance(tests, CompiledTests) and limits is not None, "compiled job without its toolchain"
         try:

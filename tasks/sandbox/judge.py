@@ -1,7 +1,7 @@
 """The judge: the trusted side of a sample's judgement, in a process samples cannot reach.
 
 It holds the tests and the expected outputs, never forks a sample, and talks to the sample's
-function server (:mod:`tasks.sandbox.calls`) over a private socket: it sends each call's
+function server (:mod:`codealign.tasks.sandbox.calls`) over a private socket: it sends each call's
 arguments, decodes the plain value that comes back and compares it here.  So an object whose
 ``__eq__`` always says yes, a patched ``math.isclose``, or a walk of the sample's own stack
 frames finds nothing to exploit: the comparison and the answers are in another process.
@@ -31,9 +31,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from tasks.sandbox import calls, plain
-from tasks.sandbox.harness import classify_exception
-from tasks.sandbox.records import AssertTests, DifferentialJob, ProxiedTests
+from codealign.tasks.sandbox import calls, plain
+from codealign.tasks.sandbox.harness import classify_exception
+from codealign.tasks.sandbox.records import AssertTests, DifferentialJob, ProxiedTests
 
 # Outputs whose encoding is larger than this are compared by digest (exactly), streaming:
 # MBPP+/255's largest output is about 1.6 GiB.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.sandbox.records import SampleLimits
+from codealign.tasks.sandbox.records import SampleLimits
 
 
 class Limits(BaseModel):

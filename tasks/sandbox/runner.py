@@ -3,9 +3,9 @@
 The worker serving jobs holds no tests and no expected outputs: it is a clean fork server.  With
 namespaces it is PID 1 of a private PID namespace (see ``worker.py``).  Per sample it forks
 once; the sample sets its limits, drops every capability and becomes a function server on its
-call socket (:mod:`tasks.sandbox.calls`), whose other end the judge holds (the judge sent the
+call socket (:mod:`codealign.tasks.sandbox.calls`), whose other end the judge holds (the judge sent the
 socket with the job).  Jobs the judge cannot keep apart from the sample (``judged_in_process``)
-run the old way: the sample runs its tests itself (:mod:`tasks.sandbox.harness`) and sends a
+run the old way: the sample runs its tests itself (:mod:`codealign.tasks.sandbox.harness`) and sends a
 verdict frame.  The worker watches the sample's capped output, its pidfd, a wall-clock deadline
 and its own control socket (the judge's "finish" when it has its verdict).  Then, whatever
 happened, it sends SIGKILL to every other process in the namespace (``kill(-1)`` from PID 1
@@ -30,8 +30,8 @@ import sys
 import time
 from dataclasses import dataclass
 
-from tasks.sandbox import calls, harness, isolation
-from tasks.sandbox.records import AssertTests, CompiledTests, Job, SampleLimits, Tests
+from codealign.tasks.sandbox import calls, harness, isolation
+from codealign.tasks.sandbox.records import AssertTests, CompiledTests, Job, SampleLimits, Tests
 
 _SAFE_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -112,7 +112,7 @@ def _sample_main(job: Job, tests: Tests | None, limits: SampleLimits, ctx: Sandb
         _send_verdict("crashed", f"sandbox set-up failed: {exc}", None, call_fd)
         os._exit(70)
     if job.mode == "asserts" and isinstance(tests, AssertTests):  # model-written tests
-        from tasks.sandbox import selftests
+        from codealign.tasks.sandbox import selftests
 
         selftests.serve_with_tests(job.program, tests)
     if job.judged_in_process:

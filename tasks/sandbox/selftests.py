@@ -4,7 +4,7 @@ Code and tests are both untrusted, so the tests may not run in the judge; nor ma
 the sample's process, where the code could patch their comparisons.  The sample process forks a
 *tests process* before the model's program runs (a clean fork, holding nothing of the program):
 it makes itself non-dumpable (so the sample cannot trace it or read its memory), runs the tests
-with the sample's functions as proxies (the judge's own :func:`tasks.sandbox.judge.asserts`,
+with the sample's functions as proxies (the judge's own :func:`codealign.tasks.sandbox.judge.asserts`,
 per-statement CPU read from the sample's clock) and reports to the judge on the call socket,
 which the sample process no longer holds.
 """
@@ -16,9 +16,9 @@ import os
 import socket
 from typing import NoReturn
 
-from tasks.sandbox import calls, judge
-from tasks.sandbox.isolation import make_non_dumpable
-from tasks.sandbox.records import AssertTests
+from codealign.tasks.sandbox import calls, judge
+from codealign.tasks.sandbox.isolation import make_non_dumpable
+from codealign.tasks.sandbox.records import AssertTests
 
 
 def serve_with_tests(program: str, tests: AssertTests) -> NoReturn:

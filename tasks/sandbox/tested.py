@@ -2,7 +2,7 @@
 
 Preference data (responses to instructions with given or model-written tests) is judged here,
 one assert at a time; benchmark problems are turned into test plans one layer up
-(:mod:`tasks.evaluation.execute`).
+(:mod:`codealign.tasks.evaluation.execute`).
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from tasks.sandbox.limits import Limits
-from tasks.sandbox.pool import SandboxPool
-from tasks.sandbox.records import AssertTests, Job, Verdict
+from codealign.tasks.sandbox.limits import Limits
+from codealign.tasks.sandbox.pool import SandboxPool
+from codealign.tasks.sandbox.records import AssertTests, Job, Verdict
 
 
 @dataclass(frozen=True)

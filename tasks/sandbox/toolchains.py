@@ -28,7 +28,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.sandbox.records import CompiledTests
+from codealign.tasks.sandbox.records import CompiledTests
 
 LANGUAGES = ("cpp", "go", "java", "js", "rust")
 LANGUAGE_NAMES = {"cpp": "C++", "go": "Go", "java": "Java", "js": "JavaScript", "rust": "Rust", "python": "Python"}
@@ -94,7 +94,7 @@ def missing(language: str) -> str | None:
 
 
 def toolchain_root() -> Path:
-    from tasks.files import cache_dir
+    from codealign.tasks.files import cache_dir
 
     return cache_dir() / "toolchains"
 

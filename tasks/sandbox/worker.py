@@ -1,6 +1,6 @@
-"""Sandbox worker process: ``python -m tasks.sandbox.worker``, a clean fork server.
+"""Sandbox worker process: ``python -m codealign.tasks.sandbox.worker``, a clean fork server.
 
-Started by :class:`tasks.sandbox.pool.SandboxPool` with a scrubbed environment.  It isolates
+Started by :class:`codealign.tasks.sandbox.pool.SandboxPool` with a scrubbed environment.  It isolates
 itself once (network and read-only mount namespaces, the answer keys hidden from its view),
 pre-imports what samples commonly need so each sample starts as a cheap ``fork``, then serves
 jobs over its control socket (fd number in ``CODEALIGN_SANDBOX_CONTROL_FD``; its stdin/stdout
@@ -74,7 +74,7 @@ def main() -> None:
     os.dup2(devnull, 1)
 
     # Everything a sample process runs of ours, imported before the checkout is hidden.
-    from tasks.sandbox import (  # noqa: F401
+    from codealign.tasks.sandbox import (  # noqa: F401
         calls,
         compiled,
         guards,

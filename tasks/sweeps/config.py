@@ -25,15 +25,15 @@ from pydantic import (
     model_validator,
 )
 
-from tasks.artifacts import layout
-from tasks.artifacts.store import to_uri
-from tasks.errors import CodealignError
-from tasks.evaluation.settings import SHOT_COUNTS, EvalSettings
-from tasks.generation.prompts import Mode
-from tasks.generation.sampling import EngineSettings, SamplingSettings
-from tasks.preferences.nonfunctional import DIMENSIONS
-from tasks.preferences.pairs import PairSettings
-from tasks.training.config import (
+from codealign.tasks.artifacts import layout
+from codealign.tasks.artifacts.store import to_uri
+from codealign.tasks.errors import CodealignError
+from codealign.tasks.evaluation.settings import SHOT_COUNTS, EvalSettings
+from codealign.tasks.generation.prompts import Mode
+from codealign.tasks.generation.sampling import EngineSettings, SamplingSettings
+from codealign.tasks.preferences.nonfunctional import DIMENSIONS
+from codealign.tasks.preferences.pairs import PairSettings
+from codealign.tasks.training.config import (
     LORA_PRESETS,
     Pathway,
     Stage,

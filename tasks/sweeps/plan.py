@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tasks.generation.prompts import Mode
-from tasks.preferences.generate import GenerateConfig
-from tasks.sweeps.config import SweepConfig
-from tasks.sweeps.results import TrainedStage
-from tasks.training.config import Pathway, Stage, StageConfig
+from codealign.tasks.generation.prompts import Mode
+from codealign.tasks.preferences.generate import GenerateConfig
+from codealign.tasks.sweeps.config import SweepConfig
+from codealign.tasks.sweeps.results import TrainedStage
+from codealign.tasks.training.config import Pathway, Stage, StageConfig
 
 # The dataset each technique trains on, per objective.
 FUNCTIONAL_DATA = {"sft": "sft", "dpo": "dpo", "bonbon": "bon"}

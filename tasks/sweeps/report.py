@@ -22,10 +22,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks.artifacts import layout, runs
-from tasks.artifacts.lineage import ArtifactMeta, InputRef
-from tasks.artifacts.store import ArtifactStore
-from tasks.sweeps.results import SweepRecord, read_record
+from codealign.tasks.artifacts import layout, runs
+from codealign.tasks.artifacts.lineage import ArtifactMeta, InputRef
+from codealign.tasks.artifacts.store import ArtifactStore
+from codealign.tasks.sweeps.results import SweepRecord, read_record
 
 TECHNIQUES = (("base", "Base"), ("sft", "SFT"), ("dpo", "DPO"), ("bonbon", "BoNBoN"))
 REPORT_DIR = "report"
@@ -230,7 +230,7 @@ def early_stop_table(record: SweepRecord) -> Table:
 
 
 def data_table(store: ArtifactStore, record: SweepRecord) -> Table:
-    from tasks.preferences.report import table_rows
+    from codealign.tasks.preferences.report import table_rows
 
     table = Table("preference-data", "Preference data (generate-preferences runs)",
                   ["data run", "instructions", "responses", "dataset", "rows", "dropped (why: count)"])

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tasks.artifacts import layout
-from tasks.artifacts.store import ArtifactStore
+from codealign.tasks.artifacts import layout
+from codealign.tasks.artifacts.store import ArtifactStore
 
 SWEEP_RECORD = "sweep.json"
 

@@ -26,16 +26,16 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tasks.files import atomic_directory, cache_dir
-from tasks.generation.prompts import (
+from codealign.tasks.files import atomic_directory, cache_dir
+from codealign.tasks.generation.prompts import (
     TokenizerLike,
     chat_instruction_prompt,
     fenced,
     fim_format,
     plain_instruction_prompt,
 )
-from tasks.preferences.selfalign import TEMPLATE_DIR, stage_prompt
-from tasks.toy.families import ToyTask, to_problem, toy_tasks
+from codealign.tasks.preferences.selfalign import TEMPLATE_DIR, stage_prompt
+from codealign.tasks.toy.families import ToyTask, to_problem, toy_tasks
 
 EOS = "<|endoftext|>"
 FIM = fim_format("starcoder")  # the toy models speak StarCoder's fill-in-the-middle

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from tasks.preferences.sources import Instruction, Source
-from tasks.toy import families
-from tasks.toy.families import toy_tasks
+from codealign.tasks.preferences.sources import Instruction, Source
+from codealign.tasks.toy import families
+from codealign.tasks.toy.families import toy_tasks
 
 # Toy sources: tasks per family (the toy models were trained on the first 300 of each family)
 TOY_SOURCE_PER_FAMILY = 20

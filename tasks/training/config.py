@@ -23,9 +23,9 @@ from pydantic import (
     model_validator,
 )
 
-from tasks.artifacts import layout
-from tasks.artifacts.store import to_uri
-from tasks.generation.prompts import Mode
+from codealign.tasks.artifacts import layout
+from codealign.tasks.artifacts.store import to_uri
+from codealign.tasks.generation.prompts import Mode
 
 Stage = Literal["sft", "dpo", "bonbon"]
 Pathway = Literal["pta", "fta"]

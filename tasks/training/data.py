@@ -15,8 +15,8 @@ from typing import Any
 
 import fsspec
 
-from tasks.artifacts.store import storage_options, to_uri
-from tasks.errors import CodealignError
+from codealign.tasks.artifacts.store import storage_options, to_uri
+from codealign.tasks.errors import CodealignError
 
 COLUMNS = {"sft": ("prompt", "completion"), "dpo": ("prompt", "chosen", "rejected"),
            "bonbon": ("prompt", "chosen", "rejected", "n")}

@@ -18,13 +18,13 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tasks.artifacts import layout
-from tasks.artifacts.checkpoints import Checkpoint
-from tasks.artifacts.lineage import ArtifactMeta, InputRef
-from tasks.artifacts.runs import RunItem
-from tasks.artifacts.store import ArtifactRef, ArtifactStore
-from tasks.training.config import StageConfig
-from tasks.training.data import TrainingData
+from codealign.tasks.artifacts import layout
+from codealign.tasks.artifacts.checkpoints import Checkpoint
+from codealign.tasks.artifacts.lineage import ArtifactMeta, InputRef
+from codealign.tasks.artifacts.runs import RunItem
+from codealign.tasks.artifacts.store import ArtifactRef, ArtifactStore
+from codealign.tasks.training.config import StageConfig
+from codealign.tasks.training.data import TrainingData
 
 CHECKPOINTS, TRAIN_STATE, RECORD = "checkpoints", "train-state", "stage.json"
 

@@ -18,10 +18,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tasks.artifacts.checkpoints import fingerprint
-from tasks.artifacts.store import ArtifactStore
-from tasks.training.data import COLUMNS, ID_COLUMN, read_rows
-from tasks.training.stages import StageSpec
+from codealign.tasks.artifacts.checkpoints import fingerprint
+from codealign.tasks.artifacts.store import ArtifactStore
+from codealign.tasks.training.data import COLUMNS, ID_COLUMN, read_rows
+from codealign.tasks.training.stages import StageSpec
 
 SEEN_FILE = "examples_seen.json"
 INDEX = "example_index"  # a row's position in the dataset, carried through the collator to the step
@@ -189,7 +189,7 @@ def build_trainer(spec: StageSpec, start_path: str, output_dir: str, store: Arti
     from transformers import AutoTokenizer, PrinterCallback
     from trl import DPOTrainer, SFTTrainer
 
-    from tasks.training.bonbon import BoNBoNTrainer
+    from codealign.tasks.training.bonbon import BoNBoNTrainer
 
     c = spec.config
     args = training_args(spec, output_dir)

@@ -1,0 +1,1 @@
+"""What flows run on: the local stack (Prefect server, worker, Ray head) and KubeRay manifests."""
