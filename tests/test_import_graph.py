@@ -9,11 +9,13 @@ source with ``ast`` so nothing is executed.
 from __future__ import annotations
 
 import ast
+import re
 from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TOP = ("tasks", "flows", "deployments", "infra")  # the folders codealign/ links to
+_BARE_STRING = re.compile(r"""["'](?:-m\s+)?((?:%s)\.[A-Za-z_][\w.]*(?::\w+)?)""" % "|".join(TOP))
 # Lowest first.  A module may import its own layer's modules (without a cycle) and lower ones.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("codealign.tasks.errors", "codealign.tasks.plugins"),
@@ -189,4 +191,8 @@ def test_nothing_imports_the_folders_by_their_bare_names():
     for folder in (*TOP, "codealign", "tests", "benchmarks"):
         for path in (ROOT / folder).rglob("*.py"):
             bare += [f"{path.relative_to(ROOT)}: {name}" for name in _imports(path) if name.split(".")[0] in TOP]
+            if path != Path(__file__):  # module names in strings too: ["-m", "tasks.sandbox.worker"], entry points
+                bare += [f"{path.relative_to(ROOT)}: {m.group(1)!r}" for m in _BARE_STRING.finditer(path.read_text())]
+    for path in (ROOT / "pyproject.toml", ROOT / "Makefile", *ROOT.glob("deployments/*.yaml")):
+        bare += [f"{path.relative_to(ROOT)}: {m.group(1)!r}" for m in _BARE_STRING.finditer(path.read_text())]
     assert bare == []
