@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         prefect_test_harness,  # after flows/: its Prefect settings apply
     )
 
-    from codealign.flows.generate_preferences import resume, run_generate_preferences
+    from codealign.flows import registry
     from codealign.tasks.artifacts import runs
     from codealign.tasks.artifacts.store import ArtifactStore
     from codealign.tasks.preferences.generate import GenerateConfig, run_inputs
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
                             engine={"max_model_len": 512}, store=str(work / "store"), workers=args.workers)
     with prefect_test_harness(server_startup_timeout=180):
         start = time.time()
-        run_generate_preferences(config, "bench")
+        registry.run("generate-preferences", config, "bench")
         flow_s = time.time() - start
         store = ArtifactStore(config.store)
         first = runs.read_status(store, "bench").flow_run_ids
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
             store.fs.rm(store.path(shard.artifact("responses.jsonl")))
             store.fs.rm(store.path(shard.artifact("responses.jsonl")) + ".meta.json")
         start = time.time()
-        resume(config.store, "bench")
+        registry.resume(config.store, "bench")
         rerun_s = time.time() - start
         rerun_ids = [i for i in runs.read_status(store, "bench").flow_run_ids if i not in first]
         judge_alone_s = asyncio.run(judge_task_seconds(rerun_ids))

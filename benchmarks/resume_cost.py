@@ -106,7 +106,7 @@ def measure(args: argparse.Namespace, ray_address: str | None) -> None:
         prefect_test_harness,  # after flows/: its Prefect settings apply
     )
 
-    from codealign.flows.evaluate_checkpoints import resume, run_evaluate_checkpoints
+    from codealign.flows import registry
     from codealign.flows.runtime import RunFailed
     from codealign.tasks.artifacts.checkpoints import fingerprint
     from codealign.tasks.evaluation import units as ce
@@ -123,12 +123,12 @@ def measure(args: argparse.Namespace, ray_address: str | None) -> None:
         # 1. clean full run
         full_cfg = ce.CheckpointEvalConfig(checkpoints=[str(work / "train")], store=str(work / "full"), **settings)
         start = time.time()
-        run_evaluate_checkpoints(full_cfg, "full")
+        registry.run("evaluate-checkpoints", full_cfg, "full")
         full_s, full_units = time.time() - start, units_run(full_cfg.store, start)
         # the same run again: nothing to sample, so this is the start-up every run pays before
         # its first engine (Ray start, flow run, fingerprints, manifest and results)
         start = time.time()
-        resume(full_cfg.store, "full", ray_address)
+        registry.resume(full_cfg.store, "full", ray_address)
         fixed_s, fixed_units = time.time() - start, units_run(full_cfg.store, start)
 
         # 2. one corrupt checkpoint, then fix and resume
@@ -137,12 +137,12 @@ def measure(args: argparse.Namespace, ray_address: str | None) -> None:
         weights.write_bytes(good[: len(good) // 3])
         failing_cfg = full_cfg.model_copy(update={"store": str(work / "resume")})
         try:
-            run_evaluate_checkpoints(failing_cfg, "failing")
+            registry.run("evaluate-checkpoints", failing_cfg, "failing")
         except RunFailed as exc:
             print(f"first run failed as intended: {str(exc)[:160]}...")
         weights.write_bytes(good)
         start = time.time()
-        resume(failing_cfg.store, "failing", ray_address)
+        registry.resume(failing_cfg.store, "failing", ray_address)
         resume_s, resume_units = time.time() - start, units_run(failing_cfg.store, start)
 
     # 3. the same units, stage functions called directly (no Prefect, no Ray), with the engine

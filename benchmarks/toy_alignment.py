@@ -34,9 +34,7 @@ STAGES = ("base", "sft", "dpo", "bonbon")
 
 
 def run_pathway(args: argparse.Namespace, pathway: str, model: str, mode: str) -> dict[str, float]:
-    from codealign.flows.evaluate_checkpoints import run_evaluate_checkpoints
-    from codealign.flows.generate_preferences import run_generate_preferences
-    from codealign.flows.train import run_train
+    from codealign.flows import registry
     from codealign.tasks.artifacts import layout, runs
     from codealign.tasks.artifacts.store import ArtifactStore
     from codealign.tasks.evaluation.units import CheckpointEvalConfig
@@ -47,7 +45,7 @@ def run_pathway(args: argparse.Namespace, pathway: str, model: str, mode: str) -
     store = ArtifactStore(args.store)
     engine = {"max_model_len": 512}
     data_run = f"{pathway}-data"
-    run_generate_preferences(GenerateConfig(
+    registry.run("generate-preferences", GenerateConfig(
         model=model, source="toy-train", mode=mode, kinds=["sft", "dpo", "bon"], limit=args.limit, store=store.root,
         sampling={"n": args.n, "temperature": 0.8, "top_p": 0.95, "max_tokens": 160}, engine=engine), data_run)
 
@@ -58,7 +56,7 @@ def run_pathway(args: argparse.Namespace, pathway: str, model: str, mode: str) -
                   max_length=512, eval_max_tokens=160, lora_r=16, seed=args.seed)
 
     def stage(name: str, start: str, data: str, epochs: float) -> str:
-        run_train(StageConfig(stage=name, model=start, dataset=dataset(data), epochs=epochs, **common),
+        registry.run("train", StageConfig(stage=name, model=start, dataset=dataset(data), epochs=epochs, **common),
                   f"{pathway}-{name}")
         [row] = runs.read_results(store, f"{pathway}-{name}")
         return row["final_checkpoint"]
@@ -67,7 +65,7 @@ def run_pathway(args: argparse.Namespace, pathway: str, model: str, mode: str) -
     finals = {"base": resolve_model(model), "sft": sft, "dpo": stage("dpo", sft, "dpo", args.pref_epochs),
               "bonbon": stage("bonbon", sft, "bon", args.pref_epochs)}
     # The same settings as the SFT degradation check, so its units (base, SFT) are reused.
-    run_evaluate_checkpoints(CheckpointEvalConfig(
+    registry.run("evaluate-checkpoints", CheckpointEvalConfig(
         checkpoints=list(finals.values()), benchmarks=["toy"], modes=[mode], store=store.root, ks=[1],
         sampling={"n": 1, "temperature": 0.0, "max_tokens": 160}), f"{pathway}-eval")
     rows = runs.read_results(store, f"{pathway}-eval")

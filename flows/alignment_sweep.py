@@ -19,27 +19,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow
 from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
 from codealign.flows.evaluate_checkpoints import evaluate_checkpoints
 from codealign.flows.generate_preferences import generate_preferences
 from codealign.flows.runtime import (
-    begin_run,
-    check_run_id,
-    default_run_id,
     end_run,
     fingerprint_task,
     forwarded_env,
-    producer,
-    run_flow,
+    open_run,
 )
 from codealign.flows.train import train_flow
 from codealign.tasks.artifacts import layout, runs
 from codealign.tasks.artifacts.lineage import ArtifactMeta, InputRef
 from codealign.tasks.artifacts.runs import Manifest, RunItem
-from codealign.tasks.artifacts.store import ArtifactStore
 from codealign.tasks.evaluation.units import CheckpointEvalConfig
 from codealign.tasks.generation.models import resolve_model
 from codealign.tasks.sweeps import plan as sweep_plan
@@ -78,11 +73,7 @@ def _eval_config(config: SweepConfig, checkpoints: list[str], shots: int, modes:
 def alignment_sweep(config: SweepConfig, run_id: str | None = None) -> dict[str, Any]:
     """Generate data, train every stage of the grid and evaluate every checkpoint; pieces that
     are already in the store are reused.  Fails (after the others ran) if any piece failed."""
-    logger = get_run_logger()
-    store = ArtifactStore(config.store)
-    run_id = check_run_id(run_id or default_run_id())
-    made_by = producer(FLOW_NAME, FLOW_NAME)
-    status = begin_run(store, run_id)
+    logger, store, run_id, made_by, status = open_run(FLOW_NAME, config, run_id)
     plan = sweep_plan.expand(config)
     items = [RunItem(j.label, f"data {j.label}", item_done(run_id, j.label)) for j in plan.data_jobs]
     items += [RunItem(s.label, f"{s.technique} {s.label}", item_done(run_id, s.label)) for s in plan.stages]
@@ -182,16 +173,3 @@ def publish_artifacts(published: report.Published) -> None:
     for table in r.tables:
         if table.rows:
             create_table_artifact(table=table.records(), description=table.title)
-
-
-def run_alignment_sweep(config: SweepConfig, run_id: str | None = None) -> dict[str, Any]:
-    return run_flow(alignment_sweep, config, run_id)
-
-
-def resume(store_root: str, run_id: str, ray_address: str | None = None) -> dict[str, Any]:
-    """Run ``run_id`` again: every finished piece is found in the store, the rest runs."""
-    manifest = runs.read_manifest(ArtifactStore(store_root), run_id)
-    update = {"store": store_root, **({"ray_address": ray_address} if ray_address else {})}
-    config = SweepConfig.model_validate({**manifest.config, **update})
-    return run_flow(alignment_sweep, config, run_id)
-

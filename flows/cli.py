@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import click
 import typer
@@ -29,6 +29,10 @@ from codealign.tasks.evaluation.units import CheckpointEvalConfig
 from codealign.tasks.files import read_jsonl, write_json_atomic, write_jsonl_atomic
 from codealign.tasks.generation.samples import Sample, read_samples
 from codealign.tasks.preferences.generate import GenerateConfig
+from codealign.tasks.rendering import (
+    print_report,
+    print_scores,
+)
 from codealign.tasks.sandbox.limits import Limits
 from codealign.tasks.training.config import StageConfig
 
@@ -85,7 +89,7 @@ def exec_command(
     benchmark: Annotated[str, typer.Option(help=f"one of: {', '.join(BENCHMARKS)}")],
     samples: Annotated[Path, typer.Option(help="samples JSONL (task_id + completion, or task_id + solution)")],
     out_path: Annotated[Path, typer.Option("--out", help="verdicts JSONL to write")],
-    workers: Annotated[Optional[int], typer.Option(help="parallel samples (default: cores)")] = None,
+    workers: Annotated[int | None, typer.Option(help="parallel samples (default: cores)")] = None,
     timeout_s: Annotated[float, typer.Option(help="CPU seconds per sample")] = Limits().cpu_s,
     memory_mb: Annotated[int, typer.Option(help="address space per process, MiB")] = Limits().memory_mb,
     strict_isolation: Annotated[bool, typer.Option(help="refuse to run without namespaces")] = False,
@@ -105,84 +109,15 @@ def exec_command(
     console.print(f"{benchmark}: {passed}/{len(verdicts)} samples passed; verdicts in {out_path}")
 
 
-def print_scores(scores: dict[str, Any], ks: list[int]) -> None:
-    table = Table(title="pass@k")
-    for col in ("benchmark", "tasks", "samples", *(f"pass@{k}" for k in ks)):
-        table.add_column(col, justify="left" if col == "benchmark" else "right")
-    rows = list(scores["benchmarks"].items())
-    if len(rows) > 1:
-        rows.append(("overall", scores["overall"]))
-    for name, row in rows:
-        table.add_row(name or "-", str(row["tasks"]), str(row["samples"]),
-                      *(f"{100 * row[f'pass@{k}']:.1f}" if f"pass@{k}" in row else "-" for k in ks))
-    out.print(table)
-    print_failures(scores)
-    print_fidelity(scores)
-    print_efficiency(scores)
 
 
-def print_efficiency(scores: dict[str, Any]) -> None:
-    """Efficiency (tasks/evaluation/efficiency.py, docs/metrics.md): canonical CPU / sample CPU
-    of passing Python samples, mean per task, then over tasks; one line per benchmark."""
-    overall = scores["overall"].get("efficiency")
-    if not overall:
-        return
-    rows = [(name, row["efficiency"]) for name, row in scores["benchmarks"].items() if row.get("efficiency")]
-    if len(rows) > 1:
-        rows.append(("overall", overall))
-    for name, summary in rows:
-        mean = "-" if summary["mean"] is None else f"{summary['mean']:.3f}"
-        out.print(f"efficiency {name or '-'}: {mean} (n_tasks={summary['n_tasks']})")
-    out.print(overall["instructions"])
-
-
-def print_failures(scores: dict[str, Any]) -> None:
-    """Failed samples by class (tasks/evaluation/taxonomy.py), one column per benchmark."""
-    rows = {name: row.get("failures", {}) for name, row in scores["benchmarks"].items() if row.get("failures")}
-    if not rows:
-        return
-    table = Table(title="failures")
-    table.add_column("class")
-    for name in rows:
-        table.add_column(name or "-", justify="right")
-    for cls in sorted({c for by_class in rows.values() for c in by_class}):
-        table.add_row(cls, *(str(by_class.get(cls, 0)) for by_class in rows.values()))
-    out.print(table)
-
-
-def print_fidelity(scores: dict[str, Any]) -> None:
-    """Generation fidelity (tasks/evaluation/generation_fidelity.py, docs/metrics.md): each
-    metric's mean over the n samples it applies to, one column per benchmark (and overall when
-    there are several); shares as percentages."""
-    from codealign.tasks.evaluation.generation_fidelity import METRICS, RATES
-
-    columns = {name: row["fidelity"] for name, row in scores["benchmarks"].items() if row.get("fidelity")}
-    if not columns:
-        return
-    if len(columns) > 1 and scores["overall"].get("fidelity"):
-        columns["overall"] = scores["overall"]["fidelity"]
-    table = Table(title="generation fidelity (mean, n samples)")
-    table.add_column("metric")
-    for name in columns:
-        table.add_column(name or "-", justify="right")
-
-    def cell(metric: str, means: dict[str, Any]) -> str:
-        if metric not in means:
-            return "-"
-        mean, n = means[metric]["mean"], means[metric]["n"]
-        return f"{100 * mean:.1f}% n={n}" if metric in RATES else f"{mean:.3f} n={n}"
-
-    for metric in METRICS:
-        if any(metric in means for means in columns.values()):
-            table.add_row(metric, *(cell(metric, means) for means in columns.values()))
-    out.print(table)
 
 
 @app.command("score")
 def score_command(
     verdicts: Annotated[Path, typer.Option(help="verdicts JSONL from `codealign exec`")],
     k: Annotated[str, typer.Option(help="comma-separated k values")] = "1,10,100",
-    out_path: Annotated[Optional[Path], typer.Option("--out", help="JSON to write (default: VERDICTS.scores.json)")] = None,
+    out_path: Annotated[Path | None, typer.Option("--out", help="JSON to write (default: VERDICTS.scores.json)")] = None,
 ) -> None:
     """Compute pass@k per benchmark and overall; print a table and write JSON."""
     from codealign.tasks.evaluation.scoring import score
@@ -197,14 +132,14 @@ def score_command(
     scores = score(records, ks)
     target = out_path or verdicts.with_suffix(".scores.json")
     write_json_atomic(target, scores)
-    print_scores(scores, ks)
+    print_scores(out, scores, ks)
     console.print(f"scores written to {target}")
 
 
 @app.command("demo")
 def demo_command(
     out_dir: Annotated[Path, typer.Option("--out", help="where results go")] = Path(layout.DEFAULT_OUT) / "demo",
-    workers: Annotated[Optional[int], typer.Option(help="parallel samples (default: cores)")] = None,
+    workers: Annotated[int | None, typer.Option(help="parallel samples (default: cores)")] = None,
 ) -> None:
     """Verify every benchmark's canonical solutions, then score the shipped sample file (a check
     of the data and the sandbox; the main job is `codealign sweep`)."""
@@ -237,7 +172,7 @@ def demo_command(
     write_jsonl_atomic(out_dir / "demo_verdicts.jsonl", (v.to_json() for v in verdicts))
     scores = score_verdicts(verdicts, settings)
     write_json_atomic(out_dir / "demo_scores.json", scores)
-    print_scores(scores, settings.ks)
+    print_scores(out, scores, settings.ks)
     if any(c["failures"] for c in counts.values()):
         fail(f"some canonical solutions failed; see {out_dir / 'canonical.json'}")
     console.print(f"results in {out_dir}")
@@ -278,23 +213,9 @@ def evaluate_command(
                 release_engines()  # the engine core stops now, not in a race with interpreter exit
     except ValueError as exc:  # bad values outside codealign's errors (which the CLI root catches)
         fail(str(exc))
-    print_scores(scores, config.ks)
+    print_scores(out, scores, config.ks)
     console.print(f"samples, verdicts and scores in {out_dir}")
 
-
-def print_results(store_root: str, run_id: str) -> None:
-    from codealign.tasks.artifacts.runs import read_results
-    from codealign.tasks.artifacts.store import ArtifactStore
-
-    rows = read_results(ArtifactStore(store_root), run_id)
-    ks = sorted({key for r in rows for key in r if key.startswith("pass@")}, key=lambda x: int(x[5:]))
-    table = Table(title=f"run {run_id}")
-    for col in ("checkpoint", "benchmark", "mode", "tasks", "samples", *ks):
-        table.add_column(col, justify="right" if col not in ("checkpoint", "benchmark", "mode") else "left")
-    for r in rows:
-        table.add_row(r["checkpoint"], r["benchmark"], r["mode"], str(r.get("tasks", "")), str(r.get("samples", "")),
-                      *(f"{100 * r[k]:.1f}" if k in r else "-" for k in ks))
-    out.print(table)
 
 
 def new_run_id() -> str:
@@ -304,15 +225,22 @@ def new_run_id() -> str:
     return "run-" + uuid.uuid4().hex[:12]
 
 
-def _run_flow(call: Any, store_root: str, run_id: str) -> None:
-    """Run a flow (Prefect and Ray are imported only now: commands that need neither stay fast),
-    quietly unless --verbose (flows/progress.py)."""
+def _run_flow(flow: str | None, config_or_store: Any, run_id: str | None, ray_address: str | None = None) -> None:
+    """Run flow ``flow`` on a config, or (``flow`` None) resume run ``run_id`` in a store, then
+    print its results.  Prefect and Ray are imported only now: commands that need neither stay
+    fast.  Quiet unless --verbose (flows/progress.py)."""
+    from codealign.flows import registry
     from codealign.flows.progress import quiet_run
     from codealign.flows.runtime import RunFailed
 
+    store_root = config_or_store if flow is None else config_or_store.store
+    run_id = run_id or new_run_id()
     try:
         with quiet_run(store_root, run_id, VERBOSE["on"]):
-            summary = call()
+            if flow is None:
+                summary = registry.resume(store_root, run_id, ray_address)
+            else:
+                summary = registry.run(flow, config_or_store, run_id)
     except RunFailed as exc:
         console.print(f"[bold red]codealign:[/] {escape(str(exc))}", highlight=False)
         console.print(f"fix the cause, then: codealign resume {exc.run_id} --store {store_root}", highlight=False)
@@ -322,21 +250,11 @@ def _run_flow(call: Any, store_root: str, run_id: str) -> None:
     from codealign.tasks.artifacts.runs import read_manifest
     from codealign.tasks.artifacts.store import ArtifactStore
 
-    flow = read_manifest(ArtifactStore(store_root), summary["run_id"]).flow
-    what = {"generate-preferences": "shards", "train": "stages",
-            "alignment-sweep": "pieces (data jobs, stages, evaluation)"}.get(flow, "units")
-    done = f"run {summary['run_id']}: {summary['complete']}/{summary['units']} {what} complete; results {summary['results']}"
-    if flow == "alignment-sweep":  # the report's tables, and its path as the last line
-        console.print(done, highlight=False)
-        print_report(store_root, summary["run_id"])
-        return
-    if flow == "generate-preferences":
-        print_preference_stats(store_root, summary["run_id"])
-    elif flow == "train":
-        print_stage(store_root, summary["run_id"])
-    else:
-        print_results(store_root, summary["run_id"])
+    made_by = registry.FLOWS[read_manifest(ArtifactStore(store_root), summary["run_id"]).flow]
+    done = (f"run {summary['run_id']}: {summary['complete']}/{summary['units']} {made_by.items} complete; "
+            f"results {summary['results']}")
     console.print(done, highlight=False)
+    made_by.printer(out, store_root, summary["run_id"])
 
 
 def check_run_id_option(run_id: str | None) -> None:
@@ -350,7 +268,7 @@ def check_run_id_option(run_id: str | None) -> None:
             fail(f"--run-id {exc}")
 
 
-RunIdOpt = Annotated[Optional[str], typer.Option(help="name the run (default: from the Prefect flow-run id)")]
+RunIdOpt = Annotated[str | None, typer.Option(help="name the run (default: a fresh id, run-<12 hex>; a deployment's default is its flow-run id)")]
 StoreOpt = Annotated[str, typer.Option(help="artifact store: directory, file:// or s3://bucket/prefix")]
 
 
@@ -365,10 +283,7 @@ def evaluate_checkpoints_command(
 
     check_run_id_option(run_id)
     discover(config.checkpoints)  # bad paths fail here, before any server or cluster starts
-    from codealign.flows.evaluate_checkpoints import run_evaluate_checkpoints
-
-    run_id = run_id or new_run_id()
-    _run_flow(lambda: run_evaluate_checkpoints(config, run_id), config.store, run_id)
+    _run_flow("evaluate-checkpoints", config, run_id)
 
 
 @app.command("generate")
@@ -387,10 +302,7 @@ def generate_command(
     resolve_model(config.model)
     if config.judge_model:
         resolve_model(config.judge_model)
-    from codealign.flows.generate_preferences import run_generate_preferences
-
-    run_id = run_id or new_run_id()
-    _run_flow(lambda: run_generate_preferences(config, run_id), config.store, run_id)
+    _run_flow("generate-preferences", config, run_id)
 
 
 @app.command("train")
@@ -406,19 +318,16 @@ def train_command(config: StageConfig, run_id: RunIdOpt = None) -> None:
     # bad input fails here, before any server, cluster or worker starts
     check_dataset(config.dataset, config.stage)
     validate(resolve_model(config.model))
-    from codealign.flows.train import run_train
-
-    run_id = run_id or new_run_id()
-    _run_flow(lambda: run_train(config, run_id), config.store, run_id)
+    _run_flow("train", config, run_id)
 
 
 @app.command("sweep")
 def sweep_command(
     preset: Annotated[str, typer.Option(help="toy (offline, CPU), paper-001, paper-002 or paper-003")] = "toy",
-    config_file: Annotated[Optional[Path], typer.Option("--config", help="YAML overriding the preset's settings "
+    config_file: Annotated[Path | None, typer.Option("--config", help="YAML overriding the preset's settings "
                                                         "(nested as in the config)")] = None,
-    store: Annotated[Optional[str], typer.Option(help="artifact store (default: the preset's, ./store)")] = None,
-    ray_address: Annotated[Optional[str], typer.Option(help="'auto' or ray://host:port (default: a local Ray)")] = None,
+    store: Annotated[str | None, typer.Option(help="artifact store (default: the preset's, ./store)")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="'auto' or ray://host:port (default: a local Ray)")] = None,
     plan_only: Annotated[bool, typer.Option("--plan", help="print the grid and exit")] = False,
     run_id: RunIdOpt = None,
 ) -> None:
@@ -443,10 +352,7 @@ def sweep_command(
     for pair in config.models:
         for pathway in config.pathways:
             resolve_model(pair.start(pathway))
-    from codealign.flows.alignment_sweep import run_alignment_sweep
-
-    run_id = run_id or new_run_id()
-    _run_flow(lambda: run_alignment_sweep(config, run_id), config.store, run_id)
+    _run_flow("alignment-sweep", config, run_id)
 
 
 def load_sweep_config(preset: str, config_file: Path | None, store: str | None, ray_address: str | None) -> Any:
@@ -487,63 +393,17 @@ def report_command(
     if not st.exists(layout.run_record(run_id, SWEEP_RECORD)):
         fail(f"run {run_id} has not finished yet: `codealign resume {run_id} --store {store}`")
     report.publish(st, run_id, {"flow": "cli", "task": "report"})
-    print_report(store, run_id)
+    print_report(out, store, run_id)
 
 
-def print_report(store_root: str, run_id: str) -> None:
-    from codealign.tasks.artifacts.store import ArtifactStore
-    from codealign.tasks.sweeps import report
 
-    st = ArtifactStore(store_root)
-    built = report.build(st, run_id)
-    for t in built.tables:
-        if not t.rows:
-            continue
-        table = Table(title=t.title)
-        for i, col in enumerate(t.columns):
-            table.add_column(col, justify="left" if i == 0 else "right")
-        for row in t.rows:
-            table.add_row(*row)
-        out.print(table)
-    out.print(f"report: {st.uri(layout.run_record(run_id, 'report/report.md'))}", highlight=False, markup=False,
-              soft_wrap=True)
-
-
-def print_stage(store_root: str, run_id: str) -> None:
-    from codealign.tasks.artifacts.runs import read_results
-    from codealign.tasks.artifacts.store import ArtifactStore
-
-    for row in read_results(ArtifactStore(store_root), run_id):
-        degraded = "" if row["degraded"] is None else f"; degraded: {row['degraded']}"
-        out.print(f"{row['stage']} ({row['pathway']}) stage {row['stage_key']}: {row['checkpoints']} checkpoints, "
-                  f"{row['examples_seen']} examples, last loss {row['last_loss']}{degraded}\n"
-                  f"final checkpoint: {row['final_checkpoint']}", highlight=False, markup=False, soft_wrap=True)
-
-
-def print_preference_stats(store_root: str, run_id: str) -> None:
-    from codealign.tasks.artifacts.store import ArtifactStore
-    from codealign.tasks.preferences.report import table_rows
-
-    store = ArtifactStore(store_root)
-    stats = store.get_json(layout.run_dataset(run_id, "stats.json"))
-    table = Table(title=f"run {run_id}: {stats['instructions']} instructions, {stats['responses']} responses")
-    for col in ("dataset", "rows", "dropped instructions (why: count)"):
-        table.add_column(col, justify="right" if col == "rows" else "left")
-    for row in table_rows(stats):
-        table.add_row(*row)
-    out.print(table)
-    gates = {**{f"instruction dropped: {k}": v for k, v in stats["instructions_dropped"].items()},
-             **{f"response flagged: {k}": v for k, v in stats["responses_flagged"].items()}}
-    for gate, count in gates.items():
-        out.print(f"{gate}: {count}", highlight=False, markup=False)
-    out.print(f"report: {store.uri(layout.run_dataset(run_id, 'report.md'))}", highlight=False, markup=False)
 
 
 @app.command("resume")
 def resume_command(
     run_id: Annotated[str, typer.Argument(help="a run id from `codealign runs`")],
     store: StoreOpt = layout.DEFAULT_STORE,
-    ray_address: Annotated[Optional[str], typer.Option(help="none: the run's setting")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="none: the run's setting")] = None,
 ) -> None:
     """Run what RUN_ID has not completed (units or shards), whichever flow it belongs to."""
     from codealign.tasks.artifacts.runs import read_manifest
@@ -553,9 +413,7 @@ def resume_command(
         read_manifest(ArtifactStore(store), run_id)
     except MissingArtifact:
         fail(f"no run {run_id!r} in {store}")
-    from codealign.flows.deployable import resume_run
-
-    _run_flow(lambda: resume_run(store, run_id, ray_address), store, run_id)
+    _run_flow(None, store, run_id, ray_address)
 
 
 @app.command("runs")

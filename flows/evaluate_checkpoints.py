@@ -14,27 +14,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow
 from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
 from codealign.flows.runtime import (
-    begin_run,
-    check_run_id,
-    default_run_id,
     end_run,
     fingerprint_task,
     forwarded_env,
+    open_run,
     producer,
     ray_task,
     record_failures,
-    run_flow,
     sandbox_cpus,
 )
 from codealign.flows.samplers import SamplerQueue, run_on, start_samplers
 from codealign.tasks.artifacts import runs
 from codealign.tasks.artifacts.checkpoints import discover
-from codealign.tasks.artifacts.store import ArtifactRef, ArtifactStore
+from codealign.tasks.artifacts.store import ArtifactRef
 from codealign.tasks.evaluation import units as ev
 from codealign.tasks.evaluation.units import CheckpointEvalConfig, Unit
 
@@ -60,11 +57,7 @@ def score_task(unit: Unit, config: CheckpointEvalConfig, verdicts: ArtifactRef) 
 def evaluate_checkpoints(config: CheckpointEvalConfig, run_id: str | None = None) -> dict[str, Any]:
     """Evaluate every checkpoint on every benchmark and mode; only units not already complete
     in the store are run.  Fails (after recording them) if any unit failed."""
-    logger = get_run_logger()
-    store = ArtifactStore(config.store)
-    run_id = check_run_id(run_id or default_run_id())
-    made_by = producer(FLOW_NAME, FLOW_NAME)
-    status = begin_run(store, run_id)
+    logger, store, run_id, made_by, status = open_run(FLOW_NAME, config, run_id)
 
     with remote_options(num_cpus=1, runtime_env={"env_vars": forwarded_env()}):
         uris = discover(config.checkpoints)
@@ -104,15 +97,3 @@ def evaluate_checkpoints(config: CheckpointEvalConfig, run_id: str | None = None
 
     rows, scored = ev.result_rows(store, units)
     return end_run(store, status, rows, scored, made_by)
-
-
-def run_evaluate_checkpoints(config: CheckpointEvalConfig, run_id: str | None = None) -> dict[str, Any]:
-    return run_flow(evaluate_checkpoints, config, run_id)
-
-
-def resume(store_root: str, run_id: str, ray_address: str | None = None) -> dict[str, Any]:
-    """Run ``run_id`` again: checkpoints are rediscovered (new ones join), complete units are kept."""
-    config = ev.run_config(ArtifactStore(store_root), run_id, FLOW_NAME)
-    update = {"store": store_root, **({"ray_address": ray_address} if ray_address else {})}
-    config = CheckpointEvalConfig.model_validate({**config.model_dump(), **update})  # validators run again
-    return run_flow(evaluate_checkpoints, config, run_id)

@@ -16,21 +16,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow
 from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
 from codealign.flows.runtime import (
-    begin_run,
-    check_run_id,
-    default_run_id,
     end_run,
     fingerprint_task,
     forwarded_env,
+    open_run,
     producer,
     ray_task,
     record_failures,
-    run_flow,
     sandbox_cpus,
 )
 from codealign.flows.samplers import SamplerQueue, run_on, start_samplers
@@ -65,11 +62,7 @@ def build_task(run_id: str, inputs: RunInputs) -> list[dict[str, Any]]:
 def generate_preferences(config: GenerateConfig, run_id: str | None = None) -> dict[str, Any]:
     """Sample, execute and gate responses shard by shard (only shards not already complete in
     the store), then build the datasets.  Fails (after recording them) if any shard failed."""
-    logger = get_run_logger()
-    store = ArtifactStore(config.store)
-    run_id = check_run_id(run_id or default_run_id())
-    made_by = producer(FLOW_NAME, FLOW_NAME)
-    status = begin_run(store, run_id)
+    logger, store, run_id, made_by, status = open_run(FLOW_NAME, config, run_id)
 
     with remote_options(num_cpus=1, runtime_env={"env_vars": forwarded_env()}):
         model_future = fingerprint_task.submit(resolve_model(config.model))
@@ -104,15 +97,3 @@ def generate_preferences(config: GenerateConfig, run_id: str | None = None) -> d
             rows = build_task.submit(run_id, inputs).result()
 
     return end_run(store, status, rows, tuple(InputRef(r["uri"], r["sha256"]) for r in rows), made_by)
-
-
-def run_generate_preferences(config: GenerateConfig, run_id: str | None = None) -> dict[str, Any]:
-    return run_flow(generate_preferences, config, run_id)
-
-
-def resume(store_root: str, run_id: str, ray_address: str | None = None) -> dict[str, Any]:
-    """Run ``run_id`` again: complete shards are kept, the datasets rebuilt."""
-    config = gp.run_inputs(ArtifactStore(store_root), run_id, FLOW_NAME).config
-    update = {"store": store_root, **({"ray_address": ray_address} if ray_address else {})}
-    config = GenerateConfig.model_validate({**config.model_dump(), **update})
-    return run_flow(generate_preferences, config, run_id)

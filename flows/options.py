@@ -16,7 +16,7 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional, Union
+from typing import Annotated, Any, Union
 
 import typer
 from pydantic import BaseModel, ValidationError
@@ -92,14 +92,14 @@ def with_config_options(model: type[BaseModel], on_error: Callable[[str], Any], 
         own_names = {p.name for p in own}
         added = [inspect.Parameter(
             "config_file", inspect.Parameter.KEYWORD_ONLY, default=None,
-            annotation=Annotated[Optional[Path], typer.Option("--config", help="YAML file with any of these settings "
+            annotation=Annotated[Path | None, typer.Option("--config", help="YAML file with any of these settings "
                                                               "(nested as in the config; flags override it)")])]
         for o in options:
             if o.name in own_names:
                 raise TypeError(f"{command.__name__}: parameter {o.name!r} clashes with a config option")
             kind: Any = list[str] if o.many else o.kind  # "1,10": split here, converted by pydantic
             added.append(inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                                           annotation=Annotated[Optional[kind], typer.Option(o.flag, help=o.help)]))
+                                           annotation=Annotated[kind | None, typer.Option(o.flag, help=o.help)]))
 
         def wrapper(**kwargs: Any) -> Any:
             given = {o.name: kwargs.pop(o.name) for o in options}

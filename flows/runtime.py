@@ -11,10 +11,10 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import ray
-from prefect import Flow, task
+from prefect import Flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.filesystems import LocalFileSystem, RemoteFileSystem
 from prefect.runtime import flow_run, task_run
@@ -204,6 +204,25 @@ def run_flow(flow: Flow, config: Any, run_id: str | None = None) -> Any:
             if connected_here:
                 _run_scoped_ray = False
                 ray.shutdown()
+
+
+class RunContext(NamedTuple):
+    """What a flow holds from its first line: unpacked as ``logger, store, run_id, made_by,
+    status = open_run(FLOW_NAME, config, run_id)``."""
+
+    logger: logging.Logger | logging.LoggerAdapter
+    store: ArtifactStore
+    run_id: str
+    made_by: dict[str, Any]
+    status: runs.RunStatus
+
+
+def open_run(flow_name: str, config: Any, run_id: str | None) -> RunContext:
+    """Every flow opens the same way: its store, its run id (the flow-run id unless given), its
+    producer record and its status marked running by this flow run."""
+    store = ArtifactStore(config.store)
+    run_id = check_run_id(run_id or default_run_id())
+    return RunContext(get_run_logger(), store, run_id, producer(flow_name, flow_name), begin_run(store, run_id))
 
 
 def begin_run(store: ArtifactStore, run_id: str) -> runs.RunStatus:

@@ -30,15 +30,12 @@ from prefect_ray.context import remote_options
 
 from codealign.flows.evaluate_checkpoints import evaluate_checkpoints
 from codealign.flows.runtime import (
-    begin_run,
-    check_run_id,
-    default_run_id,
     end_run,
     fingerprint_task,
     forwarded_env,
+    open_run,
     producer,
     ray_task,
-    run_flow,
 )
 from codealign.tasks.artifacts import runs
 from codealign.tasks.artifacts.checkpoint_cache import local_copy
@@ -185,11 +182,7 @@ def check_degradation(spec: StageSpec, final: dict[str, Any], run_id: str) -> st
 def train_flow(config: StageConfig, run_id: str | None = None) -> dict[str, Any]:
     """Train one stage unless an identical stage (same model and data content, same settings)
     is complete in the store; then, after SFT, check it for degradation."""
-    logger = get_run_logger()
-    store = ArtifactStore(config.store)
-    run_id = check_run_id(run_id or default_run_id())
-    made_by = producer(FLOW_NAME, FLOW_NAME)
-    status = begin_run(store, run_id)
+    logger, store, run_id, made_by, status = open_run(FLOW_NAME, config, run_id)
     data = check_dataset(config.dataset, config.stage)
     with remote_options(num_cpus=1, runtime_env={"env_vars": forwarded_env()}):
         model = fingerprint_task.submit(resolve_model(config.model)).result()
@@ -226,15 +219,3 @@ def train_flow(config: StageConfig, run_id: str | None = None) -> dict[str, Any]
            "checkpoints": len(record.checkpoints), "degraded": (record.degradation or {}).get("degraded"),
            "last_loss": record.metrics.get("loss"), "examples_seen": record.metrics.get("examples_seen")}
     return end_run(store, status, [row], (InputRef(record_ref.uri, record_ref.sha256),), made_by)
-
-
-def run_train(config: StageConfig, run_id: str | None = None) -> dict[str, Any]:
-    return run_flow(train_flow, config, run_id)
-
-
-def resume(store_root: str, run_id: str, ray_address: str | None = None) -> dict[str, Any]:
-    """Run ``run_id`` again: Ray Train continues from the stage's latest checkpoint."""
-    manifest = runs.read_manifest(ArtifactStore(store_root), run_id)
-    update = {"store": store_root, **({"ray_address": ray_address} if ray_address else {})}
-    config = StageConfig.model_validate({**manifest.config, **update})
-    return run_flow(train_flow, config, run_id)

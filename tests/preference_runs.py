@@ -42,6 +42,6 @@ def config(model: str, source: Path | str, store: Path, **overrides) -> Generate
 
 
 def generate(cfg: GenerateConfig, run_id: str) -> dict:
-    from codealign.flows.generate_preferences import run_generate_preferences
+    from codealign.flows import registry
 
-    return run_generate_preferences(cfg, run_id)
+    return registry.run("generate-preferences", cfg, run_id)

@@ -47,9 +47,9 @@ def config(checkpoints, store, **overrides) -> CheckpointEvalConfig:
 
 
 def run_flow(cfg, run_id):
-    from codealign.flows.evaluate_checkpoints import run_evaluate_checkpoints
+    from codealign.flows import registry
 
-    return run_evaluate_checkpoints(cfg, run_id)
+    return registry.run("evaluate-checkpoints", cfg, run_id)
 
 
 def unit_artifacts(store: ArtifactStore) -> dict[str, list[str]]:
@@ -85,9 +85,9 @@ def test_corrupt_checkpoint_fails_its_units_and_resume_runs_only_those(tmp_path,
     done_before = store.meta(first["checkpoint-20"].artifact("samples.jsonl"))
 
     weights.write_bytes(good)  # fixed: new content, new units
-    from codealign.flows.evaluate_checkpoints import resume
+    from codealign.flows import registry
 
-    resume(store.root, "r1")
+    registry.resume(store.root, "r1")
     summary = runs.summarize(store, "r1")
     assert (summary.state, summary.complete, summary.failed) == ("completed", 2, [])
     # checkpoint-20's unit was not redone: same samples artifact, produced by the first flow run
@@ -142,9 +142,9 @@ def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path, toy_
     assert before.state == "running" and 1 <= before.complete < before.items == 4, before
     kept = {key: store.meta(key) for key in store.list("units")}
 
-    from codealign.flows.evaluate_checkpoints import resume
+    from codealign.flows import registry
 
-    resume(store.root, "killed", ray_cluster["address"])
+    registry.resume(store.root, "killed", ray_cluster["address"])
     after = runs.summarize(store, "killed")
     assert (after.state, after.complete, after.failed) == ("completed", 4, [])
     for key, meta in kept.items():  # everything finished before the kill was kept as it was
@@ -181,10 +181,10 @@ def test_flow_against_s3_store_with_s3_checkpoint(tmp_path, toy_model_paths, pre
     fs.pipe_file(store.path(key), b'{"overall": {"pass@1": 1.0}}')
     with pytest.raises(IntegrityError, match=r"units/.*/scores\.json: content sha256"):
         store.get(key)
-    from codealign.flows.evaluate_checkpoints import resume
+    from codealign.flows import registry
 
     with pytest.raises(IntegrityError, match=r"scores\.json"):
-        resume(root, "s3run")  # the run's results are rebuilt from verified unit scores only
+        registry.resume(root, "s3run")  # the run's results are rebuilt from verified unit scores only
 
 
 def test_two_node_cluster_spreads_samplers(tmp_path, toy_model_paths, prefect_api, ray_cluster):

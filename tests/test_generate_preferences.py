@@ -180,9 +180,9 @@ def test_sigkill_mid_run_then_resume_redoes_only_unfinished_shards(tmp_path, toy
     assert before.state == "running" and 1 <= before.complete < before.items == 6, before
     kept = {key: store.meta(key) for key in store.list("units")}
 
-    from codealign.flows.generate_preferences import resume
+    from codealign.flows import registry
 
-    resume(store.root, "killed", ray_cluster["address"])
+    registry.resume(store.root, "killed", ray_cluster["address"])
     after = runs.summarize(store, "killed")
     assert (after.state, after.complete, after.failed) == ("completed", 6, [])
     for key, meta in kept.items():  # finished before the kill: kept as it was, not redone

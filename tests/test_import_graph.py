@@ -28,6 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("codealign.tasks.preferences",),
     ("codealign.tasks.toy",),
     ("codealign.tasks.sweeps",),
+    ("codealign.tasks.rendering",),  # what the command line prints, from any of the above
     ("codealign.infra",),
     ("codealign.flows",),
     ("codealign.deployments",),

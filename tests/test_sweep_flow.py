@@ -42,12 +42,12 @@ def units(store: ArtifactStore) -> set[str]:
 
 @pytest.fixture(scope="module")
 def sweep(pathway_runs, prefect_api, ray_cluster, tmp_path_factory):
-    from codealign.flows.alignment_sweep import run_alignment_sweep
+    from codealign.flows import registry
 
     root = tmp_path_factory.mktemp("sweep")
     given = settings(pathway_runs[1], root / "store", ray_cluster["address"])
     config = load_preset("toy", **given)
-    result = run_alignment_sweep(config, "sw1")
+    result = registry.run("alignment-sweep", config, "sw1")
     store = ArtifactStore(config.store)
     return root, given, store, result
 
@@ -121,14 +121,14 @@ def test_the_same_sweep_again_recomputes_nothing(sweep, prefect_api, ray_cluster
 
 
 def test_a_changed_dpo_setting_retrains_only_dpo(sweep):
-    from codealign.flows.alignment_sweep import run_alignment_sweep
+    from codealign.flows import registry
     from codealign.tasks.sweeps.results import read_record
 
     _, given, store, _ = sweep
     before = units(store)
     config = SweepConfig.model_validate({**load_preset("toy", **given).model_dump(),
                                          "stage_overrides": {**given["stage_overrides"], "dpo": {"beta": 0.3}}})
-    run_alignment_sweep(config, "sw3")
+    registry.run("alignment-sweep", config, "sw3")
     old, new = read_record(store, "sw1"), read_record(store, "sw3")
     assert new.stages[0].stage_key == old.stages[0].stage_key  # SFT reused
     assert new.stages[1].stage_key != old.stages[1].stage_key  # DPO retrained

@@ -40,15 +40,15 @@ def trained(store: ArtifactStore, run_id: str) -> dict:
 @pytest.fixture(scope="module")
 def fta_chain(pathway_runs, prefect_api, ray_cluster):
     """toy-instruct -> SFT on the FTA run's sft data; from the SFT model, DPO and BoNBoN."""
-    from codealign.flows.train import run_train
+    from codealign.flows import registry
 
     store, _ = pathway_runs[2]["fta"]
     data = {name: store.uri(layout.run_dataset("fta", f"{name}.parquet")) for name in ("sft", "dpo", "bon")}
     address = ray_cluster["address"]
-    run_train(stage_config(store, "sft", "toy-instruct", data["sft"], address, epochs=2), "sft")
+    registry.run("train", stage_config(store, "sft", "toy-instruct", data["sft"], address, epochs=2), "sft")
     sft = trained(store, "sft")
-    run_train(stage_config(store, "dpo", sft["final_checkpoint"], data["dpo"], address, epochs=3), "dpo")
-    run_train(stage_config(store, "bonbon", sft["final_checkpoint"], data["bon"], address, epochs=3), "bonbon")
+    registry.run("train", stage_config(store, "dpo", sft["final_checkpoint"], data["dpo"], address, epochs=3), "dpo")
+    registry.run("train", stage_config(store, "bonbon", sft["final_checkpoint"], data["bon"], address, epochs=3), "bonbon")
     return store, data, {name: trained(store, name) for name in ("sft", "dpo", "bonbon")}
 
 
@@ -77,12 +77,12 @@ def test_each_stage_trains_on_two_workers_and_records_its_checkpoints(fta_chain)
 
 
 def test_an_identical_stage_is_not_trained_twice(fta_chain, ray_cluster):
-    from codealign.flows.train import run_train
+    from codealign.flows import registry
 
     store, data, stages = fta_chain
     record_key = layout.unit_artifact(stages["dpo"]["stage_key"], "stage.json")
     before = store.meta(record_key)
-    run_train(stage_config(store, "dpo", stages["sft"]["final_checkpoint"], data["dpo"], ray_cluster["address"],
+    registry.run("train", stage_config(store, "dpo", stages["sft"]["final_checkpoint"], data["dpo"], ray_cluster["address"],
                            epochs=3, degradation_limit=3), "dpo-again")  # not a weight-changing setting
     assert trained(store, "dpo-again")["stage_key"] == stages["dpo"]["stage_key"]
     assert store.meta(record_key) == before
@@ -101,7 +101,7 @@ def test_dpo_raises_the_reward_margin_and_chosen_over_rejected_accuracy(fta_chai
 
 
 def test_evaluate_checkpoints_runs_on_the_training_output_and_lineage_reaches_the_data(fta_chain, ray_cluster):
-    from codealign.flows.evaluate_checkpoints import run_evaluate_checkpoints
+    from codealign.flows import registry
     from codealign.tasks.artifacts.lineage import lineage_tree
     from codealign.tasks.evaluation.units import CheckpointEvalConfig
     from codealign.tasks.preferences.generate import run_inputs
@@ -112,7 +112,7 @@ def test_evaluate_checkpoints_runs_on_the_training_output_and_lineage_reaches_th
                                   sampling={"n": 1, "temperature": 0, "max_tokens": 160},
                                   engine={"max_model_len": 512, "enforce_eager": True},
                                   ray_address=ray_cluster["address"])
-    run_evaluate_checkpoints(config, "eval-dpo")
+    registry.run("evaluate-checkpoints", config, "eval-dpo")
     rows = runs.read_results(store, "eval-dpo")
     steps = [c["step"] for c in stages["dpo"]["record"]["checkpoints"]]
     assert [r["step"] for r in rows] == steps and all(0 <= r["pass@1"] <= 1 for r in rows)
@@ -142,7 +142,7 @@ def test_sigkill_mid_stage_then_resume_sees_every_example_once(tmp_path, toy_mod
     both runs every example of the epoch is trained on exactly once."""
     from transformers import AutoTokenizer
 
-    from codealign.flows.train import resume
+    from codealign.flows import registry
     from codealign.tasks.generation.prompts import chat_instruction_prompt, fenced
     from codealign.tasks.toy.families import toy_tasks
     from codealign.tasks.training.data import ID_COLUMN
@@ -176,7 +176,7 @@ def test_sigkill_mid_stage_then_resume_sees_every_example_once(tmp_path, toy_mod
     exported = {k: store.meta(k) for k in store.list("units") if "/checkpoints/" in k}
     assert exported and max(int(k.rsplit("-", 1)[1]) for k in exported) < 100, "killed mid-stage"
 
-    resume(store.root, "killed", ray_cluster["address"])
+    registry.resume(store.root, "killed", ray_cluster["address"])
     record = trained(store, "killed")["record"]
     assert record["checkpoints"][-1]["step"] == 100  # 200 examples, 1 on each of 2 workers
     final = store.path(record["final_checkpoint"])
