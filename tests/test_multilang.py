@@ -62,7 +62,7 @@ def test_multipl_e_file_loads_with_its_stop_tokens():
 
 
 @pytest.mark.parametrize("line, expected", [
-    ("{not json", ":1: not valid JSON"),
+    ("{not json", ":1: malformed JSON"),
     (json.dumps({"name": "a", "language": "cpp", "prompt": "", "tests": ""}), ":1: field 'stop_tokens' missing"),
     (json.dumps({"name": "a", "language": "cpp", "prompt": 3, "tests": "", "stop_tokens": []}),
      ":1: field 'prompt' should be str, got int"),

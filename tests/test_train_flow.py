@@ -89,7 +89,7 @@ def test_an_identical_stage_is_not_trained_twice(fta_chain, ray_cluster):
 
 
 def test_dpo_raises_the_reward_margin_and_chosen_over_rejected_accuracy(fta_chain):
-    from codealign.tasks.training.metrics import preference_metrics
+    from preference_metrics import preference_metrics
 
     store, data, stages = fta_chain
     pairs = read_rows(data["dpo"])

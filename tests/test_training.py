@@ -85,7 +85,7 @@ def test_bonbon_trainer_loss_uses_sequence_summed_log_probs(tmp_path, instruct):
     import torch
 
     from codealign.tasks.training.bonbon import bonbon_loss
-    from codealign.tasks.training.metrics import sequence_logp
+    from preference_metrics import sequence_logp
     from codealign.tasks.training.trainer import INDEX, build_trainer
 
     path, tokenizer = instruct

@@ -98,8 +98,13 @@ from typing import Any
 
 from codealign.tasks.benchmarks.datafiles import DataFileError, read_user_file
 from codealign.tasks.benchmarks.mbpp_inputs import deserialize_mbpp_plus_inputs
-from codealign.tasks.benchmarks.problem import DifferentialTests, Problem, instruction_from_prompt
+from codealign.tasks.benchmarks.problem import (
+    DifferentialTests,
+    Problem,
+    instruction_from_prompt,
+)
 from codealign.tasks.errors import CodealignError
+from codealign.tasks.files import parse_jsonl
 
 KINDS = ("evoeval", "evalperf", "codal", "multipl-e")
 EVOEVAL_VARIANTS = ("difficult", "creative", "subtle", "combine", "tool_use", "verbose", "concise")
@@ -173,14 +178,7 @@ def _records(path: str, kind: str) -> Iterator[tuple[str, Any]]:
     if name.endswith(".json") or (not name.endswith(".jsonl") and text.lstrip()[:1] == "["):
         yield from _json_records(path, text)
         return
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataFileError(f"{path}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
-        yield f"{path}:{lineno}", record
+    yield from parse_jsonl(text, str(path), DataFileError)
 
 
 def _json_records(path: str, text: str) -> Iterator[tuple[str, Any]]:

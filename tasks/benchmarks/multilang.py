@@ -16,12 +16,12 @@ canonical solutions, so it has no canonical check.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 from codealign.tasks.benchmarks.datafiles import DataFileError, read_user_file
 from codealign.tasks.benchmarks.problem import Problem
+from codealign.tasks.files import parse_jsonl
 from codealign.tasks.sandbox.toolchains import (
     GO_HELPER_PACKAGES,
     LANGUAGE_NAMES,
@@ -123,29 +123,21 @@ def load_multipl_e(path: str, name: str | None = None) -> list[Problem]:
         raise DataFileError(f"{path}: not UTF-8 text ({exc})") from exc
     problems: list[Problem] = []
     language = None
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataFileError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
-        if not isinstance(rec, dict):
-            raise DataFileError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+    for at, rec in parse_jsonl(text, str(path), DataFileError):
         for field, kind in MULTIPL_E_FIELDS.items():
             if field not in rec:
-                raise DataFileError(f"{path}:{lineno}: field {field!r} missing")
+                raise DataFileError(f"{at}: field {field!r} missing")
             if not isinstance(rec[field], kind):
-                raise DataFileError(f"{path}:{lineno}: field {field!r} should be {kind.__name__}, "
+                raise DataFileError(f"{at}: field {field!r} should be {kind.__name__}, "
                                       f"got {type(rec[field]).__name__}")
         if not all(isinstance(t, str) for t in rec["stop_tokens"]):
-            raise DataFileError(f"{path}:{lineno}: field 'stop_tokens' should be a list of strings")
+            raise DataFileError(f"{at}: field 'stop_tokens' should be a list of strings")
         try:
             lang = canonical_language(rec["language"])
         except ValueError as exc:
-            raise DataFileError(f"{path}:{lineno}: field 'language': {exc}") from None
+            raise DataFileError(f"{at}: field 'language': {exc}") from None
         if language is not None and lang != language:
-            raise DataFileError(f"{path}:{lineno}: field 'language' is {rec['language']!r}, but earlier "
+            raise DataFileError(f"{at}: field 'language' is {rec['language']!r}, but earlier "
                                   f"records are {language!r} (one language per file)")
         language = lang
         entry = entry_point_of(lang, rec["prompt"])

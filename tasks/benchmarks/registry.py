@@ -23,7 +23,11 @@ from codealign.tasks.benchmarks.datafiles import (
     read_data_file,
     read_data_jsonl,
 )
-from codealign.tasks.benchmarks.problem import DifferentialTests, Problem, instruction_from_prompt
+from codealign.tasks.benchmarks.problem import (
+    DifferentialTests,
+    Problem,
+    instruction_from_prompt,
+)
 from codealign.tasks.files import data_dir
 from codealign.tasks.plugins import load_plugin, plugin_names
 

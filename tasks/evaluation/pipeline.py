@@ -23,7 +23,12 @@ from codealign.tasks.evaluation.settings import EvalSettings, EvaluateConfig
 from codealign.tasks.evaluation.taxonomy import label_failures
 from codealign.tasks.files import write_json_atomic, write_jsonl_atomic
 from codealign.tasks.generation.postprocess import command_solution, flow_completion
-from codealign.tasks.generation.prompts import Mode, PromptSpec, build_prompt, stop_sequences
+from codealign.tasks.generation.prompts import (
+    Mode,
+    PromptSpec,
+    build_prompt,
+    stop_sequences,
+)
 from codealign.tasks.generation.samples import Sample, SampleRecord
 from codealign.tasks.generation.sampling import generate, get_engine
 from codealign.tasks.sandbox.records import Verdict

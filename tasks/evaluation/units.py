@@ -29,32 +29,33 @@ from codealign.tasks.artifacts.checkpoint_cache import local_copy
 from codealign.tasks.artifacts.checkpoints import Checkpoint, validate
 from codealign.tasks.artifacts.leases import LeaseRecord, produce_once
 from codealign.tasks.artifacts.lineage import ArtifactMeta, InputRef
+from codealign.tasks.artifacts.placement import RunPlacement
 from codealign.tasks.artifacts.runs import Manifest, RunItem
-from codealign.tasks.artifacts.store import ArtifactRef, ArtifactStore, MissingArtifact, to_uri
+from codealign.tasks.artifacts.store import (
+    ArtifactRef,
+    ArtifactStore,
+    MissingArtifact,
+)
 from codealign.tasks.benchmarks.local_files import local_benchmark_digest
 from codealign.tasks.evaluation.efficiency import label_efficiency
 from codealign.tasks.evaluation.generation_fidelity import label_fidelity
-from codealign.tasks.evaluation.pipeline import execute_samples, sample_model, score_verdicts
+from codealign.tasks.evaluation.pipeline import (
+    execute_samples,
+    sample_model,
+    score_verdicts,
+)
 from codealign.tasks.evaluation.settings import EvalSettings
 from codealign.tasks.evaluation.taxonomy import label_failures
 from codealign.tasks.generation.prompts import Mode
 from codealign.tasks.generation.samples import Sample
 
 
-class CheckpointEvalConfig(EvalSettings):
+class CheckpointEvalConfig(EvalSettings, RunPlacement):
     """What `codealign evaluate-checkpoints` runs (also the Prefect UI form of the flow)."""
 
     checkpoints: list[str] = Field(
         min_length=1, description="checkpoint directories/URIs, or training output directories holding checkpoint-<step>")
-    store: str = Field(layout.DEFAULT_STORE, validate_default=True, description="artifact store root: a directory, file:// or s3://bucket/prefix")
     modes: list[Mode] = Field(default_factory=lambda: ["command"], description="command and/or flow")
-    ray_address: str | None = Field(None, description="none = a local Ray; 'auto' or ray://host:port = a cluster")
-
-    @field_validator("store")
-    @classmethod
-    def _absolute_store(cls, value: str) -> str:
-        """Ray workers on other nodes (other working directories) must find the same store."""
-        return to_uri(value)
 
     @field_validator("checkpoints")
     @classmethod

@@ -23,14 +23,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from codealign.tasks.artifacts import layout, runs
 from codealign.tasks.artifacts.checkpoint_cache import local_copy
 from codealign.tasks.artifacts.checkpoints import Checkpoint
 from codealign.tasks.artifacts.lineage import ArtifactMeta, InputRef
+from codealign.tasks.artifacts.placement import RunPlacement
 from codealign.tasks.artifacts.runs import Manifest, RunItem
-from codealign.tasks.artifacts.store import ArtifactRef, ArtifactStore, to_uri
+from codealign.tasks.artifacts.store import ArtifactRef, ArtifactStore
 from codealign.tasks.files import InputError, file_sha256
 from codealign.tasks.generation.prompts import Mode, load_shots
 from codealign.tasks.generation.sampling import EngineSettings, SamplingSettings
@@ -56,7 +57,7 @@ def _selfcodealign_sampling() -> SamplingSettings:
     return SamplingSettings(n=10, temperature=0.7, top_p=0.95, max_tokens=512)
 
 
-class GenerateConfig(BaseModel):
+class GenerateConfig(RunPlacement):
     """What `codealign generate` runs (also the Prefect UI form of the flow)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -80,13 +81,6 @@ class GenerateConfig(BaseModel):
     test_cpu_s: float = Field(1.0, gt=0, description="CPU seconds each test statement may take")
     limits: Limits = Field(default_factory=Limits)
     workers: int | None = Field(None, ge=1, description="sandbox workers per shard (default: the node's cores)")
-    store: str = Field(layout.DEFAULT_STORE, validate_default=True, description="artifact store root")
-    ray_address: str | None = Field(None, description="none = a local Ray; 'auto' or ray://host:port = a cluster")
-
-    @field_validator("store")
-    @classmethod
-    def _absolute_store(cls, value: str) -> str:
-        return to_uri(value)
 
     @field_validator("source", "shots_file", "self_align_shots")
     @classmethod

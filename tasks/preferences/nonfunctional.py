@@ -24,7 +24,7 @@ import sys
 import tempfile
 import tokenize
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 DIMENSIONS = ("instruction_following", "readability", "complexity", "style", "explanation")
@@ -141,7 +141,3 @@ def scores(facts: StaticFacts, entry_point_known: bool = True) -> dict[str, floa
         "style": round(10.0 / (1.0 + per_ten), 3),
         "explanation": round(explained, 3),
     }
-
-
-def facts_json(facts: StaticFacts) -> dict[str, object]:
-    return asdict(facts)

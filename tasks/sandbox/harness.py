@@ -19,7 +19,13 @@ import time
 import traceback
 from typing import Any
 
-from codealign.tasks.sandbox.records import AssertTests, CompiledTests, Job, SampleLimits, Tests
+from codealign.tasks.sandbox.records import (
+    AssertTests,
+    CompiledTests,
+    Job,
+    SampleLimits,
+    Tests,
+)
 
 _DETAIL_CHARS = 300
 

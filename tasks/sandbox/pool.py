@@ -43,7 +43,13 @@ from codealign.tasks.sandbox.records import (
     Verdict,
 )
 from codealign.tasks.sandbox.runner import ExitReport
-from codealign.tasks.sandbox.worker import CONTROL_FD_ENV, HIDE_ENV, VISIBLE_ENV, receive, send
+from codealign.tasks.sandbox.worker import (
+    CONTROL_FD_ENV,
+    HIDE_ENV,
+    VISIBLE_ENV,
+    receive,
+    send,
+)
 
 # Variables a worker may inherit; everything else (tokens, keys, proxies...) is dropped.
 _ENV_KEEP = ("PATH", "LANG", "LC_ALL", "TZ", "PYTHONPATH", "VIRTUAL_ENV", "CODEALIGN_SANDBOX_NO_NAMESPACES")

@@ -31,7 +31,13 @@ import time
 from dataclasses import dataclass
 
 from codealign.tasks.sandbox import calls, harness, isolation
-from codealign.tasks.sandbox.records import AssertTests, CompiledTests, Job, SampleLimits, Tests
+from codealign.tasks.sandbox.records import (
+    AssertTests,
+    CompiledTests,
+    Job,
+    SampleLimits,
+    Tests,
+)
 
 _SAFE_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",

@@ -25,8 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from codealign.tasks.artifacts import layout
-from codealign.tasks.artifacts.store import to_uri
+from codealign.tasks.artifacts.placement import RunPlacement
 from codealign.tasks.errors import CodealignError
 from codealign.tasks.evaluation.settings import SHOT_COUNTS, EvalSettings
 from codealign.tasks.generation.prompts import Mode
@@ -100,7 +99,7 @@ class EvaluationSettings(EvalSettings):
         return sorted(set(shots))
 
 
-class SweepConfig(BaseModel):
+class SweepConfig(RunPlacement):
     """The grid, how its data is made, how each stage trains, how checkpoints are evaluated."""
 
     model_config = ConfigDict(extra="forbid")
@@ -120,13 +119,6 @@ class SweepConfig(BaseModel):
         default_factory=dict, description="per technique, settings that differ from `training` (e.g. dpo: {epochs: 3})")
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     early_stop: bool = Field(True, description="skip a branch's DPO/BoNBoN when its SFT stage degraded")
-    store: str = Field(layout.DEFAULT_STORE, validate_default=True, description="artifact store root")
-    ray_address: str | None = Field(None, description="none = a local Ray; 'auto' or ray://host:port = a cluster")
-
-    @field_validator("store")
-    @classmethod
-    def _absolute_store(cls, value: str) -> str:
-        return to_uri(value)
 
     @field_validator("pathways", "techniques", "objectives", "seeds", "lora_ranks")
     @classmethod

@@ -10,7 +10,6 @@ dropout 0.1, lr 2e-4 cosine, 50 warmup steps, weight decay 0.05); full fine-tuni
 from __future__ import annotations
 
 import json
-import math
 import os
 from typing import Any, Literal
 
@@ -23,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from codealign.tasks.artifacts import layout
+from codealign.tasks.artifacts.placement import RunPlacement
 from codealign.tasks.artifacts.store import to_uri
 from codealign.tasks.generation.prompts import Mode
 
@@ -100,21 +99,13 @@ class TrainSettings(BaseModel):
         return self.bonbon_beta if self.bonbon_beta is not None else bonbon_default_beta(n)
 
 
-class StageConfig(TrainSettings):
+class StageConfig(TrainSettings, RunPlacement):
     """One training stage: what to train from, on what, how, and where it goes."""
 
     stage: Stage = Field(description="sft (prompt/completion), dpo or bonbon (prompt/chosen/rejected)")
     pathway: Pathway = Field(description="pta: from a pretrained model; fta: from its instruction-tuned sibling")
     model: str = Field(description="starting model: local directory, checkpoint, Hugging Face id or toy-base/toy-instruct")
     dataset: str = Field(description="parquet dataset of generate-preferences (path or URI)")
-    store: str = Field(layout.DEFAULT_STORE, validate_default=True,
-                       description="artifact store root: a directory, file:// or s3://bucket/prefix")
-    ray_address: str | None = Field(None, description="none = a local Ray; 'auto' or ray://host:port = a cluster")
-
-    @field_validator("store")
-    @classmethod
-    def _absolute_store(cls, value: str) -> str:
-        return to_uri(value)
 
     @field_validator("dataset")
     @classmethod
@@ -138,7 +129,3 @@ class StageConfig(TrainSettings):
                                                         "degradation_benchmarks", "cpus_per_worker",
                                                         "degradation_threshold", "degradation_limit", "eval_mode",
                                                         "eval_max_tokens"}))
-
-
-def steps_per_epoch(rows: int, config: StageConfig) -> int:
-    return max(1, math.ceil(rows / (config.batch_size * config.workers * config.grad_accum)))

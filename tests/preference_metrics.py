@@ -1,4 +1,4 @@
-"""Preference metrics of a trained model on a pairs dataset, computed with plain transformers
+"""Test oracle: preference metrics of a trained model on a pairs dataset, computed with plain transformers
 (independent of the trainer): DPO's implicit reward margin and the chosen-over-rejected
 accuracy against the reference (starting) model."""
 
