@@ -76,7 +76,11 @@ def main(argv: list[str] | None = None) -> None:
     from codealign.tasks.artifacts import runs
     from codealign.tasks.artifacts.store import ArtifactStore
     from codealign.tasks.preferences.generate import GenerateConfig, run_inputs
-    from codealign.tasks.preferences.responses import Response, judge_responses, tested_program
+    from codealign.tasks.preferences.responses import (
+        Response,
+        judge_responses,
+        tested_program,
+    )
     from codealign.tasks.sandbox.tested import execute_tested
 
     work = Path(tempfile.mkdtemp(prefix="codealign-genbench-"))

@@ -8,7 +8,7 @@ more messages than running the whole check inside the sample; this says how much
 not) a sweep's evaluation becomes.  The target is after / before >= 0.85 (throughput).
 
 Both checkouts judge the same samples (every task's canonical completion plus one wrong one,
-``tasks/benchmarks/mutants.py``), each in its own subprocess with its own cache directory (their
+``tasks/problems/mutants.py``), each in its own subprocess with its own cache directory (their
 reference caches have different formats), alternating before/after ``--rounds`` times; the
 best time of each is kept.  Reference outputs are computed before the timing.
 
@@ -32,7 +32,7 @@ BENCHMARKS = ("humaneval", "humaneval+")
 # Run inside each checkout: judge the samples in the given file, print seconds and verdicts.
 _CHILD = r"""
 import json, sys, time
-from codealign.tasks.benchmarks.registry import load_benchmark
+from codealign.tasks.problems.registry import load_benchmark
 from codealign.tasks.generation.samples import Sample
 try:
     from codealign.tasks.evaluation.execute import execute
@@ -52,8 +52,8 @@ print(json.dumps({"seconds": time.perf_counter() - start, "passed": [v.passed fo
 
 def build_samples(benchmark: str, limit: int | None) -> list[tuple[str, int, str]]:
     sys.path[:0] = [str(_ROOT)]
-    from codealign.tasks.benchmarks.mutants import wrong_solution
-    from codealign.tasks.benchmarks.registry import load_benchmark
+    from codealign.tasks.problems.mutants import wrong_solution
+    from codealign.tasks.problems.registry import load_benchmark
 
     samples = []
     for p in load_benchmark(benchmark)[:limit]:

@@ -29,7 +29,6 @@ def main() -> None:
 
     from vllm import SamplingParams
 
-    from codealign.tasks.benchmarks.registry import load_benchmark
     from codealign.tasks.evaluation.pipeline import load_tokenizer
     from codealign.tasks.generation.models import resolve_model
     from codealign.tasks.generation.prompts import PromptSpec, build_prompt
@@ -39,6 +38,7 @@ def main() -> None:
         generate,
         get_engine,
     )
+    from codealign.tasks.problems.registry import load_benchmark
 
     model = resolve_model(args.model)
     tokenizer = load_tokenizer(model)

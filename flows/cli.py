@@ -22,13 +22,13 @@ from typer.core import TyperGroup
 
 from codealign.flows.options import with_config_options
 from codealign.tasks.artifacts import layout
-from codealign.tasks.benchmarks.registry import BENCHMARKS, load_benchmark
 from codealign.tasks.errors import CodealignError
 from codealign.tasks.evaluation.settings import EvalSettings, EvaluateConfig
 from codealign.tasks.evaluation.units import CheckpointEvalConfig
 from codealign.tasks.files import read_jsonl, write_json_atomic, write_jsonl_atomic
 from codealign.tasks.generation.samples import Sample, read_samples
 from codealign.tasks.preferences.generate import GenerateConfig
+from codealign.tasks.problems.registry import BENCHMARKS, load_benchmark
 from codealign.tasks.rendering import (
     print_report,
     print_scores,
@@ -143,8 +143,8 @@ def demo_command(
 ) -> None:
     """Verify every benchmark's canonical solutions, then score the shipped sample file (a check
     of the data and the sandbox; the main job is `codealign sweep`)."""
-    from codealign.tasks.benchmarks.multilang import KNOWN_CANONICAL_FAILURES
     from codealign.tasks.evaluation.pipeline import execute_samples, score_verdicts
+    from codealign.tasks.problems.multilang import KNOWN_CANONICAL_FAILURES
 
     counts = {}
     for name in BENCHMARKS:

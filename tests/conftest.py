@@ -32,7 +32,7 @@ def start_with_retries(what: str, start):
 @pytest.fixture()
 def problem_factory():
     """Build a tiny script-style problem whose test calls ``f()`` and checks it returns 1."""
-    from codealign.tasks.benchmarks.problem import Problem
+    from codealign.tasks.problems.problem import Problem
 
     def make(test: str = "assert f() == 1", task_id: str = "t/0") -> Problem:
         return Problem("toy-test", task_id, "", "", "f", "", test=test, completion_is_program=True)

@@ -19,7 +19,7 @@ NAMES = dataset_names(ALL, NAMES_DIMENSIONS)
 def planted_source(path: Path) -> Path:
     """20 toy-train instructions, a HumanEval task (contamination) and a near-duplicate of the
     longest instruction (its final "." made "!")."""
-    from codealign.tasks.benchmarks.registry import load_benchmark
+    from codealign.tasks.problems.registry import load_benchmark
 
     items = load_source("toy-train").instructions[::6][:20]
     records = [{"id": i.id, "instruction": i.instruction, "tests": list(i.tests), "entry_point": i.entry_point,

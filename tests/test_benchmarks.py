@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from codealign.tasks.benchmarks import registry as benchmarks
-from codealign.tasks.benchmarks.registry import DATA_FILES, DataFileError, load_benchmark
+from codealign.tasks.problems import registry as benchmarks
+from codealign.tasks.problems.registry import DATA_FILES, DataFileError, load_benchmark
 
 EXPECTED_COUNTS = {
     "humaneval": 164,

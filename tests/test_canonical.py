@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from codealign.tasks.benchmarks.multilang import KNOWN_CANONICAL_FAILURES
-from codealign.tasks.benchmarks.registry import BENCHMARKS, load_benchmark
 from codealign.tasks.evaluation.execute import execute
 from codealign.tasks.generation.samples import Sample
+from codealign.tasks.problems.multilang import KNOWN_CANONICAL_FAILURES
+from codealign.tasks.problems.registry import BENCHMARKS, load_benchmark
 
 # Compiling costs ~0.5-2 s per program on a CPU: CI checks every 4th HumanEval-X task plus the
 # known-broken ones (which must keep failing); `codealign demo` checks all of them.

@@ -12,7 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from codealign.tasks.artifacts.checkpoints import CheckpointError, discover, fingerprint, validate
+from codealign.tasks.artifacts.checkpoints import (
+    CheckpointError,
+    discover,
+    fingerprint,
+    validate,
+)
 from codealign.tasks.evaluation.units import (
     CheckpointEvalConfig,
     kept_units,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from codealign.tasks.benchmarks.registry import load_benchmark
+from codealign.tasks.problems.registry import load_benchmark
 
 
 def codealign(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,6 @@ import os
 
 import pytest
 
-from codealign.tasks.benchmarks.problem import DifferentialTests, Problem
 from codealign.tasks.evaluation.efficiency import (
     FLOOR_S,
     efficiency_scores,
@@ -16,6 +15,7 @@ from codealign.tasks.evaluation.efficiency import (
     sample_efficiency,
 )
 from codealign.tasks.evaluation.scoring import score
+from codealign.tasks.problems.problem import DifferentialTests, Problem
 from codealign.tasks.sandbox.records import Job, SampleLimits, Verdict
 
 PROMPT = 'def squares(n):\n    """Sum of i * i for i below n."""\n'

@@ -23,7 +23,11 @@ import pytest
 
 from codealign.tasks.artifacts import runs
 from codealign.tasks.artifacts.store import ArtifactStore, IntegrityError
-from codealign.tasks.evaluation.units import CheckpointEvalConfig, is_complete, recorded_units
+from codealign.tasks.evaluation.units import (
+    CheckpointEvalConfig,
+    is_complete,
+    recorded_units,
+)
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from codealign.tasks.benchmarks.registry import load_benchmark
 from codealign.tasks.evaluation.execute import (
     MIN_INPUT_CPU_S,
     TASK_CPU_CAP_S,
@@ -21,6 +20,7 @@ from codealign.tasks.evaluation.execute import (
     input_limits,
 )
 from codealign.tasks.generation.samples import Sample
+from codealign.tasks.problems.registry import load_benchmark
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -122,7 +122,7 @@ def test_python_installed_under_tmp_judges_float_answers_correctly(tmp_path, mon
 
     beside = tmp_path / "leaked.txt"  # next to the kept venv: on the sample's fresh tmpfs (and not its to write)
     top = f"/tmp/leaked-{tmp_path.name}"  # the scratch root: writable, gone with the sample
-    from codealign.tasks.benchmarks.problem import Problem
+    from codealign.tasks.problems.problem import Problem
 
     # the samples write and look (test code runs in the judge, so the programs do it in f)
     write = (f"def f():\n    try:\n        open({str(beside)!r}, 'w').write('x')\n    except PermissionError:\n"
@@ -140,7 +140,7 @@ def test_an_environment_samples_cannot_use_is_an_error_not_a_verdict(tmp_path, m
     python = _venv_under_tmp(tmp_path, with_numpy=False)
     monkeypatch.setattr(sys, "executable", str(python))
     monkeypatch.setenv("PYTHONPATH", str(REPO))
-    from codealign.tasks.benchmarks.problem import Problem
+    from codealign.tasks.problems.problem import Problem
 
     problem = Problem("t", "t/0", "", "", "f", "", test="pass", completion_is_program=True)
     with pytest.raises(RuntimeError, match="sandbox self-check failed: .*numpy"):

@@ -12,9 +12,9 @@ from collections import Counter, OrderedDict, namedtuple
 
 import pytest
 
-from codealign.tasks.benchmarks.registry import load_benchmark
 from codealign.tasks.evaluation.execute import execute
 from codealign.tasks.generation.samples import Sample
+from codealign.tasks.problems.registry import load_benchmark
 from codealign.tasks.sandbox import plain
 from codealign.tasks.sandbox.judge import matches
 from codealign.tasks.sandbox.limits import Limits

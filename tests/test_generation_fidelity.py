@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from codealign.tasks.benchmarks.problem import Problem
 from codealign.tasks.evaluation.generation_fidelity import (
     SampleFidelity,
     edit_similarity,
@@ -22,6 +21,7 @@ from codealign.tasks.evaluation.generation_fidelity import (
     stop_adherent,
 )
 from codealign.tasks.evaluation.scoring import score
+from codealign.tasks.problems.problem import Problem
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPT = 'def add(a, b):\n    """Return a plus b."""\n'
@@ -196,7 +196,7 @@ def test_score_command_prints_the_fidelity_table(tmp_path):
 
 
 def test_command_mode_format_is_checked_in_the_problem_language():
-    from codealign.tasks.benchmarks.registry import load_benchmark
+    from codealign.tasks.problems.registry import load_benchmark
 
     problem = load_benchmark("humaneval-x-go")[0]
     assert measure(problem, "command", raw="```go\nfunc F() {}\n```").follows_format is True

@@ -22,7 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("codealign.tasks.files",),
     ("codealign.tasks.artifacts",),
     ("codealign.tasks.sandbox",),
-    ("codealign.tasks.benchmarks",),
+    ("codealign.tasks.problems",),  # benchmark problems and their tests (the datasets, not benchmarks/)
     ("codealign.tasks.generation",),
     ("codealign.tasks.evaluation", "codealign.tasks.training"),
     ("codealign.tasks.preferences",),
@@ -153,7 +153,7 @@ def test_the_checker_finds_cycles_and_layers():
     assert _cycles({"a": {"b"}, "b": set()}) == []
     assert _package("codealign.tasks.sandbox.pool") == "codealign.tasks.sandbox"
     assert _package("codealign.flows.cli") == "codealign.flows" and _package("codealign.tasks.files") == "codealign.tasks.files"
-    assert _layer("codealign.tasks.sandbox.pool") < _layer("codealign.tasks.benchmarks.registry") < _layer("codealign.flows.cli")
+    assert _layer("codealign.tasks.sandbox.pool") < _layer("codealign.tasks.problems.registry") < _layer("codealign.flows.cli")
     assert _layer("codealign.flows.cli") < _layer("codealign.deployments.deploy") < _layer("codealign")
     assert _ours("codealign.tasks.sandbox.records.Job") == "codealign.tasks.sandbox.records"
     assert _ours("tasks.sandbox.records") is None  # the bare folder name is not a name of ours

@@ -1,4 +1,4 @@
-"""Benchmarks from local files (tasks/benchmarks/local_files.py): EvoEval, EvalPerf and
+"""Benchmarks from local files (tasks/problems/local_files.py): EvoEval, EvalPerf and
 CODAL-Bench in their published formats, named ``evoeval:PATH`` etc."""
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from codealign.tasks.benchmarks.local_files import (
+from codealign.tasks.generation.samples import Sample
+from codealign.tasks.problems.local_files import (
     JudgedBenchmarkError,
     JudgedProblem,
     evalperf_pe_inputs,
 )
-from codealign.tasks.benchmarks.registry import BENCHMARKS, DataFileError, load_benchmark
-from codealign.tasks.generation.samples import Sample
+from codealign.tasks.problems.registry import BENCHMARKS, DataFileError, load_benchmark
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "local_benchmarks"
 EVOEVAL = FIXTURES / "EvoEval_difficult.jsonl"

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from codealign.tasks.benchmarks.multilang import HUMANEVAL_X_LANGUAGES, load_multipl_e
-from codealign.tasks.benchmarks.problem import go_with_imports
-from codealign.tasks.benchmarks.registry import DataFileError, load_benchmark
 from codealign.tasks.evaluation.execute import execute
 from codealign.tasks.evaluation.taxonomy import classify
 from codealign.tasks.generation.postprocess import command_solution, flow_completion
 from codealign.tasks.generation.samples import Sample
+from codealign.tasks.problems.multilang import HUMANEVAL_X_LANGUAGES, load_multipl_e
+from codealign.tasks.problems.problem import go_with_imports
+from codealign.tasks.problems.registry import DataFileError, load_benchmark
 from codealign.tasks.sandbox import toolchains
 from codealign.tasks.sandbox.limits import Limits
 
@@ -161,7 +161,7 @@ def test_demo_lists_each_language_and_the_canonicals_that_cannot_pass(tmp_path, 
     from typer.testing import CliRunner
 
     from codealign.flows import cli
-    from codealign.tasks.benchmarks import registry
+    from codealign.tasks.problems import registry
 
     monkeypatch.setattr(cli, "BENCHMARKS", {"humaneval-x-js": registry.BENCHMARKS["humaneval-x-js"]})
     result = CliRunner().invoke(cli.app, ["demo", "--out", str(tmp_path), "--workers", "2"])

@@ -152,7 +152,7 @@ def test_near_duplicates_collapse_to_the_first():
 
 
 def test_decontamination_names_the_benchmark_task():
-    from codealign.tasks.benchmarks.registry import load_benchmark
+    from codealign.tasks.problems.registry import load_benchmark
 
     index = quality.ContaminationIndex()
     he0 = load_benchmark("humaneval+")[0]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from codealign.tasks.benchmarks.problem import Problem
 from codealign.tasks.generation.postprocess import (
     command_solution,
     end_of_function_body,
@@ -20,6 +19,7 @@ from codealign.tasks.generation.prompts import (
     detect_fim,
     stop_sequences,
 )
+from codealign.tasks.problems.problem import Problem
 
 
 class FakeTokenizer:

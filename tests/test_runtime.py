@@ -45,7 +45,11 @@ def test_run_records_live_under_the_store_root(tmp_path, monkeypatch):
     runs/runs), and command outputs (demo, evaluate) default to ./out, outside it."""
     from codealign.flows import cli
     from codealign.tasks.artifacts.checkpoints import Checkpoint
-    from codealign.tasks.evaluation.units import CheckpointEvalConfig, Unit, write_manifest
+    from codealign.tasks.evaluation.units import (
+        CheckpointEvalConfig,
+        Unit,
+        write_manifest,
+    )
 
     monkeypatch.chdir(tmp_path)
     config = CheckpointEvalConfig(checkpoints=["train"])

@@ -10,11 +10,11 @@ import json
 
 import pytest
 
-from codealign.tasks.benchmarks.registry import load_benchmark
 from codealign.tasks.evaluation.pipeline import evaluate_model
 from codealign.tasks.evaluation.settings import EvaluateConfig
 from codealign.tasks.generation.prompts import PromptSpec, build_prompt
 from codealign.tasks.generation.sampling import SamplingSettings, generate
+from codealign.tasks.problems.registry import load_benchmark
 
 pytestmark = pytest.mark.slow
 

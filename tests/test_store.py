@@ -6,7 +6,12 @@ import json
 
 import pytest
 
-from codealign.tasks.artifacts.lineage import ArtifactMeta, InputRef, lineage_tree, render_tree
+from codealign.tasks.artifacts.lineage import (
+    ArtifactMeta,
+    InputRef,
+    lineage_tree,
+    render_tree,
+)
 from codealign.tasks.artifacts.store import (
     META_SUFFIX,
     ArtifactStore,

@@ -8,7 +8,12 @@ import sys
 
 import pytest
 
-from codealign.tasks.sweeps.config import SweepConfig, SweepError, load_preset, preset_names
+from codealign.tasks.sweeps.config import (
+    SweepConfig,
+    SweepError,
+    load_preset,
+    preset_names,
+)
 from codealign.tasks.sweeps.plan import data_config, expand, stage_config
 
 

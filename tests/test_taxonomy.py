@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from codealign.tasks.benchmarks.problem import Problem
 from codealign.tasks.evaluation.scoring import score
 from codealign.tasks.evaluation.taxonomy import classify, label_failures
+from codealign.tasks.problems.problem import Problem
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPT = 'def add(a, b):\n    """Return a plus b."""\n'

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from codealign.tasks.benchmarks.registry import load_benchmark
 from codealign.tasks.evaluation.execute import execute
 from codealign.tasks.generation.samples import Sample
+from codealign.tasks.problems.registry import load_benchmark
 from codealign.tasks.toy.families import FAMILIES, generate, toy_tasks
 
 
@@ -49,7 +49,11 @@ def test_toy_training_prompts_are_what_the_evaluator_sends(toy_model_paths):
     from codealign.tasks.evaluation.pipeline import load_tokenizer
     from codealign.tasks.generation.prompts import PromptSpec, build_prompt
     from codealign.tasks.toy.families import to_problem
-    from codealign.tasks.toy.models import fim_example, instruct_pairs, plain_instruction_example
+    from codealign.tasks.toy.models import (
+        fim_example,
+        instruct_pairs,
+        plain_instruction_example,
+    )
 
     base, instruct = (load_tokenizer(str(toy_model_paths[name])) for name in ("toy-base", "toy-instruct"))
     for task in toy_tasks("train", 2):

@@ -83,9 +83,9 @@ def test_bonbon_trainer_loss_uses_sequence_summed_log_probs(tmp_path, instruct):
     """Through the trainer on a real two-pair batch: the loss equals the formula evaluated on
     log-probabilities summed over each completion by plain forward passes."""
     import torch
+    from preference_metrics import sequence_logp
 
     from codealign.tasks.training.bonbon import bonbon_loss
-    from preference_metrics import sequence_logp
     from codealign.tasks.training.trainer import INDEX, build_trainer
 
     path, tokenizer = instruct

@@ -59,7 +59,7 @@ class ArtifactMeta:
 
 
 def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 @lru_cache(maxsize=1)

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from functools import cache
 from typing import Any
 
-from codealign.tasks.benchmarks.problem import Problem
+from codealign.tasks.problems.problem import Problem
 
 # CPU seconds below which both sides count as this much (timer resolution and noise would
 # otherwise make ratios of near-zero times meaningless); it bounds a ratio at canonical / FLOOR_S.

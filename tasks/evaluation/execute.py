@@ -24,9 +24,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from codealign.tasks.benchmarks.problem import Problem
 from codealign.tasks.files import atomic_open, cache_dir
 from codealign.tasks.generation.samples import Sample
+from codealign.tasks.problems.problem import Problem
 from codealign.tasks.sandbox.judge import trusted_helpers
 from codealign.tasks.sandbox.limits import Limits
 from codealign.tasks.sandbox.pool import SandboxPool

@@ -34,7 +34,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from codealign.tasks.benchmarks.problem import Problem
 from codealign.tasks.evaluation.taxonomy import (
     format_problem,
     matched,
@@ -42,6 +41,7 @@ from codealign.tasks.evaluation.taxonomy import (
     repeats_suffix,
 )
 from codealign.tasks.generation.postprocess import end_of_function_body
+from codealign.tasks.problems.problem import Problem
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from codealign.tasks.benchmarks.problem import Problem
 from codealign.tasks.evaluation.efficiency import label_efficiency
 from codealign.tasks.evaluation.generation_fidelity import label_fidelity
 from codealign.tasks.evaluation.scoring import score
@@ -31,6 +30,7 @@ from codealign.tasks.generation.prompts import (
 )
 from codealign.tasks.generation.samples import Sample, SampleRecord
 from codealign.tasks.generation.sampling import generate, get_engine
+from codealign.tasks.problems.problem import Problem
 from codealign.tasks.sandbox.records import Verdict
 
 

@@ -13,9 +13,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from codealign.tasks.benchmarks.problem import Problem
 from codealign.tasks.generation.prompts import Mode, Shot, load_shots, mbpp_prompt_shots
 from codealign.tasks.generation.sampling import EngineSettings, SamplingSettings
+from codealign.tasks.problems.problem import Problem
 from codealign.tasks.sandbox.limits import Limits
 
 SHOT_COUNTS = (0, 1, 3, 5)
@@ -40,7 +40,7 @@ class EvalSettings(BaseModel):
     @field_validator("benchmarks")
     @classmethod
     def _known_benchmarks(cls, names: list[str]) -> list[str]:
-        from codealign.tasks.benchmarks.registry import BENCHMARKS
+        from codealign.tasks.problems.registry import BENCHMARKS
 
         for name in names:
             if name not in BENCHMARKS:
@@ -70,7 +70,7 @@ class EvalSettings(BaseModel):
 
     def select_problems(self, benchmarks: list[str] | None = None) -> dict[str, list[Problem]]:
         """The problems to evaluate, per benchmark (the split applies to MBPP benchmarks)."""
-        from codealign.tasks.benchmarks.registry import load_benchmark
+        from codealign.tasks.problems.registry import load_benchmark
 
         selected = {}
         for name in benchmarks or self.benchmarks:

@@ -42,7 +42,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from codealign.tasks.benchmarks.problem import Problem
+from codealign.tasks.problems.problem import Problem
 
 CLASSES = ("empty", "truncated", "format:no_code", "format:language", "over_generation", "signature_change",
            "syntax_error", "compile_error", "timeout", "memory", "not_plain_data", "ended_early", "runtime_error",

@@ -36,7 +36,6 @@ from codealign.tasks.artifacts.store import (
     ArtifactStore,
     MissingArtifact,
 )
-from codealign.tasks.benchmarks.local_files import local_benchmark_digest
 from codealign.tasks.evaluation.efficiency import label_efficiency
 from codealign.tasks.evaluation.generation_fidelity import label_fidelity
 from codealign.tasks.evaluation.pipeline import (
@@ -48,6 +47,7 @@ from codealign.tasks.evaluation.settings import EvalSettings
 from codealign.tasks.evaluation.taxonomy import label_failures
 from codealign.tasks.generation.prompts import Mode
 from codealign.tasks.generation.samples import Sample
+from codealign.tasks.problems.local_files import local_benchmark_digest
 
 
 class CheckpointEvalConfig(EvalSettings, RunPlacement):

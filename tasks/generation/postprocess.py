@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from codealign.tasks.benchmarks.problem import Problem
+from codealign.tasks.problems.problem import Problem
 
 _FENCE = re.compile(r"```[ \t]*([\w+-]*)[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from codealign.tasks.benchmarks.problem import Problem
 from codealign.tasks.errors import CodealignError
 from codealign.tasks.files import read_jsonl
+from codealign.tasks.problems.problem import Problem
 
 Mode = Literal["command", "flow"]
 
@@ -87,7 +87,7 @@ class Shot:
 
 def mbpp_prompt_shots() -> list[Shot]:
     """The MBPP prompt split (tasks 1-10), the conventional source of MBPP few-shot examples."""
-    from codealign.tasks.benchmarks.registry import load_benchmark
+    from codealign.tasks.problems.registry import load_benchmark
 
     return [Shot(p.instruction, p.canonical_completion.replace("\r\n", "\n").strip())
             for p in load_benchmark("mbpp", split="prompt")]

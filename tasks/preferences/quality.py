@@ -73,7 +73,7 @@ class ContaminationIndex:
     comes from."""
 
     def __init__(self, n: int = 10, benchmarks: Iterable[str] = DECONTAMINATE_AGAINST):
-        from codealign.tasks.benchmarks.registry import load_benchmark
+        from codealign.tasks.problems.registry import load_benchmark
 
         self.n = n
         self._grams: dict[int, str] = {}

@@ -107,7 +107,7 @@ def split_tests(code: str, where: str) -> tuple[str, ...]:
 
 
 def _mbpp_train() -> Source:
-    from codealign.tasks.benchmarks.registry import DATA_FILES, data_dir, load_benchmark
+    from codealign.tasks.problems.registry import DATA_FILES, data_dir, load_benchmark
 
     items = [Instruction(p.task_id, "mbpp-train", p.instruction, tuple(p.metadata["test_list"]), "given",
                          p.entry_point, p.test_setup) for p in load_benchmark("mbpp", split="train")]
@@ -117,7 +117,7 @@ def _mbpp_train() -> Source:
 def _alpaca(name: str) -> Source:
     """Code Alpaca records (instruction + optional input) start at the response stage: the
     model answers and writes its own tests."""
-    from codealign.tasks.benchmarks.registry import DATA_FILES, data_dir, read_data_file
+    from codealign.tasks.problems.registry import DATA_FILES, data_dir, read_data_file
 
     file_name = {"code-alpaca": "code_alpaca_2k.json.gz", "new-codealpaca": "new_codealpaca.json.gz"}[name]
     records = json.loads(read_data_file(file_name))

@@ -21,7 +21,7 @@ class SampleLimits:
 
 @dataclass(frozen=True)
 class DifferentialJob:
-    """Inputs and expected outputs for evalplus-style testing (see tasks.benchmarks.registry)."""
+    """Inputs and expected outputs for evalplus-style testing (see tasks.problems.registry)."""
 
     flavor: str
     entry_point: str

@@ -82,7 +82,7 @@ class DataSettings(BaseModel):
         None, description="a prepared prompt/completion parquet (e.g. CodeAlpaca) for SFT instead of generated data")
 
 
-class EvaluationSettings(EvalSettings):
+class SweepEvaluation(EvalSettings):
     """How every checkpoint of the sweep is evaluated (one ``evaluate-checkpoints`` run)."""
 
     modes: list[Mode] = Field(default_factory=lambda: ["command", "flow"], description="command and/or flow")
@@ -117,7 +117,7 @@ class SweepConfig(RunPlacement):
     training: TrainSettings = Field(default_factory=TrainSettings, description="settings of every stage")
     stage_overrides: dict[Stage, dict[str, Any]] = Field(
         default_factory=dict, description="per technique, settings that differ from `training` (e.g. dpo: {epochs: 3})")
-    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
+    evaluation: SweepEvaluation = Field(default_factory=SweepEvaluation)
     early_stop: bool = Field(True, description="skip a branch's DPO/BoNBoN when its SFT stage degraded")
 
     @field_validator("pathways", "techniques", "objectives", "seeds", "lora_ranks")

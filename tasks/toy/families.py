@@ -3,7 +3,7 @@
 The toy world lets every codealign flow run with real signal on a CPU-only machine: tiny
 models trained on the ``train`` split solve some, not all, of the ``test`` (held-out) split.
 Each task is available as a Command-mode instruction, a Flow-mode signature + docstring, and
-a fill-in-the-middle problem, through the same :class:`~codealign.tasks.benchmarks.registry.Problem` record as the
+a fill-in-the-middle problem, through the same :class:`~codealign.tasks.problems.registry.Problem` record as the
 real benchmarks.
 
 A task is drawn from a seed; its split is decided by a hash of what it *is* (family, variant,
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from codealign.tasks.benchmarks.problem import Problem
+from codealign.tasks.problems.problem import Problem
 
 HELD_OUT_PERCENT = 20
 

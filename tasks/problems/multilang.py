@@ -19,9 +19,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from codealign.tasks.benchmarks.datafiles import DataFileError, read_user_file
-from codealign.tasks.benchmarks.problem import Problem
 from codealign.tasks.files import parse_jsonl
+from codealign.tasks.problems.datafiles import DataFileError, read_user_file
+from codealign.tasks.problems.problem import Problem
 from codealign.tasks.sandbox.toolchains import (
     GO_HELPER_PACKAGES,
     LANGUAGE_NAMES,

@@ -16,20 +16,20 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from codealign.tasks.benchmarks import local_files, multilang
-from codealign.tasks.benchmarks.datafiles import (
+from codealign.tasks.files import data_dir
+from codealign.tasks.plugins import load_plugin, plugin_names
+from codealign.tasks.problems import local_files, multilang
+from codealign.tasks.problems.datafiles import (
     DATA_FILES,
     DataFileError,
     read_data_file,
     read_data_jsonl,
 )
-from codealign.tasks.benchmarks.problem import (
+from codealign.tasks.problems.problem import (
     DifferentialTests,
     Problem,
     instruction_from_prompt,
 )
-from codealign.tasks.files import data_dir
-from codealign.tasks.plugins import load_plugin, plugin_names
 
 __all__ = [
     "BENCHMARKS",
@@ -91,7 +91,7 @@ MBPP_OUTPUT_NOT_NONE = frozenset({"check_str", "text_match_three", "text_starta_
 
 
 def _mbpp_plus() -> list[Problem]:
-    from codealign.tasks.benchmarks.mbpp_inputs import deserialize_mbpp_plus_inputs
+    from codealign.tasks.problems.mbpp_inputs import deserialize_mbpp_plus_inputs
 
     problems = []
     for rec in read_data_jsonl("MbppPlus-v0.2.0.jsonl.gz"):
@@ -257,7 +257,7 @@ def _load_cached(name: str, loader: Any) -> list[Problem]:
 
 
 # Benchmarks from user files, named "evoeval:PATH", "evalperf:PATH", "codal:PATH", "multipl-e:PATH"
-# (tasks/benchmarks/local_files.py): the table also answers those names.
+# (tasks/problems/local_files.py): the table also answers those names.
 _LOCAL_LOADERS: dict[str, Callable[[str, str], list[Problem]]] = {
     "evoeval": local_files.load_evoeval,
     "evalperf": lambda path, name: local_files.load_evalperf(path, name, shipped=load_benchmark),

@@ -4,12 +4,12 @@ Their data cannot be fetched here, so a user names the file: the benchmark names
 ``evoeval:PATH``, ``evalperf:PATH`` and ``codal:PATH`` are accepted wherever a benchmark is
 named (``codealign evaluate --benchmarks evoeval:/data/EvoEval_difficult.jsonl,humaneval+``,
 ``codealign exec --benchmark ...``, YAML configs), through a small hook in
-:mod:`codealign.tasks.benchmarks.registry`.  The whole name is the benchmark's name in samples, verdicts
+:mod:`codealign.tasks.problems.registry`.  The whole name is the benchmark's name in samples, verdicts
 and scores.  A relative PATH is resolved against the current directory of the process that
 loads it, so give absolute paths to runs whose work happens on Ray workers.  The file is read
 once per process (the registry's cache).
 
-Every loader validates the file and raises :class:`~codealign.tasks.benchmarks.registry.DataFileError`
+Every loader validates the file and raises :class:`~codealign.tasks.problems.registry.DataFileError`
 naming ``FILE:LINE`` (``FILE: row N`` for Parquet) and the field that is wrong.  Files may be
 gzip-compressed (detected by content).
 
@@ -96,15 +96,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from codealign.tasks.benchmarks.datafiles import DataFileError, read_user_file
-from codealign.tasks.benchmarks.mbpp_inputs import deserialize_mbpp_plus_inputs
-from codealign.tasks.benchmarks.problem import (
+from codealign.tasks.errors import CodealignError
+from codealign.tasks.files import parse_jsonl
+from codealign.tasks.problems.datafiles import DataFileError, read_user_file
+from codealign.tasks.problems.mbpp_inputs import deserialize_mbpp_plus_inputs
+from codealign.tasks.problems.problem import (
     DifferentialTests,
     Problem,
     instruction_from_prompt,
 )
-from codealign.tasks.errors import CodealignError
-from codealign.tasks.files import parse_jsonl
 
 KINDS = ("evoeval", "evalperf", "codal", "multipl-e")
 EVOEVAL_VARIANTS = ("difficult", "creative", "subtle", "combine", "tool_use", "verbose", "concise")
@@ -131,7 +131,7 @@ class JudgedProblem(Problem):
             f"the response for its coding preference {self.metadata.get('preference')!r}, against a "
             f"reference response), not by running tests, so the sandbox cannot score it. Sample it in "
             f"Command mode and rate the responses (samples.jsonl) with a judge; see "
-            f"tasks/benchmarks/local_files.py."
+            f"tasks/problems/local_files.py."
         )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +99,7 @@ DATA_FILES: dict[str, DataFile] = {
     ]
 }
 
-@lru_cache(maxsize=None)
+@cache
 def _verified_bytes(path: str, size: int, mtime_ns: int) -> bytes:
     name = Path(path).name
     expected = DATA_FILES[name]
