@@ -160,7 +160,8 @@ def measure(args: argparse.Namespace, ray_address: str | None) -> None:
 
     n = args.checkpoints
     where = f"one persistent Ray cluster ({ray_address})" if ray_address else "a local Ray per run"
-    print(f"\n{n} checkpoints x 1 unit ({args.limit or 'all'} toy problems x n={args.n}); {os.cpu_count()} cores; {where}")
+    print(f"\n{n} checkpoints x 1 unit ({args.limit or 'all'} toy problems x n={args.n}); "
+          f"{os.cpu_count()} cores; {where}")
     print(f"full run (flow)        : {full_units} units, {full_s:6.1f} s")
     print(f"resume after 1 failure : {resume_units} units, {resume_s:6.1f} s")
     print(f"resume / full          : units {resume_units / full_units:.3f}, wall time {resume_s / full_s:.3f} "
@@ -168,7 +169,8 @@ def measure(args: argparse.Namespace, ray_address: str | None) -> None:
     print(f"rerun of a complete run: {fixed_units} units, {fixed_s:6.1f} s (start-up before any engine)")
     print(f"direct stage calls     : {len(units)} units, {direct_s:6.1f} s")
     print(f"orchestration overhead : {(full_s - direct_s) / len(units):+.1f} s per unit "
-          f"(flow {full_s / len(units):.1f} s/unit vs direct {direct_s / len(units):.1f} s/unit; ratio {full_s / direct_s:.2f})")
+          f"(flow {full_s / len(units):.1f} s/unit vs direct {direct_s / len(units):.1f} s/unit; "
+          f"ratio {full_s / direct_s:.2f})")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -66,7 +66,7 @@ def main() -> None:
             rates[name].append(tokens / (time.perf_counter() - start))
     print(f"{len(prompts)} prompts x n={args.n}, max_tokens={args.max_tokens}, {args.rounds} rounds, model {model}")
     for name, values in rates.items():
-        print(f"  {name:10s} {statistics.median(values):10.1f} tokens/s (median; {['%.0f' % v for v in values]})")
+        print(f"  {name:10s} {statistics.median(values):10.1f} tokens/s (median; {[f'{v:.0f}' for v in values]})")
     ratio = statistics.median(rates["codealign"]) / statistics.median(rates["raw vLLM"])
     print(f"  ratio codealign / raw vLLM: {ratio:.3f}")
 

@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     looping = {i for i in range(n) if timeouts_ours[i] or timeouts_theirs[i]}
     if looping:
         rest = [s for i, s in enumerate(samples) if i not in looping]
-        print(f"{len(looping)} programs hit the time limit ({', '.join(sorted({samples[i].task_id for i in looping}))})")
+        print(f"{len(looping)} programs hit the time limit "
+              f"({', '.join(sorted({samples[i].task_id for i in looping}))})")
         # Each must burn the CPU limit before it is stopped; on `cores` cores that alone bounds our run time.
         from codealign.tasks.sandbox.limits import Limits
 

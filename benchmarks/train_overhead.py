@@ -117,7 +117,8 @@ def main() -> None:
         runs = [summary("plain TRL (no Ray)", json.loads(out.stdout.strip().splitlines()[-1]))]
         ray.init(address="local", num_cpus=cores, include_dashboard=False, log_to_driver=False)
         try:
-            runs.append(summary(f"Ray Train, 1 worker x {cores} CPUs", ray_path(root, args.pairs, args.batch_size, 1, cores)))
+            runs.append(summary(f"Ray Train, 1 worker x {cores} CPUs",
+                                ray_path(root, args.pairs, args.batch_size, 1, cores)))
             runs.append(summary(f"Ray Train, {cores} workers x 1 CPU",
                                 ray_path(root, args.pairs, args.batch_size, cores, 1)))
         finally:

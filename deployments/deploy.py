@@ -15,8 +15,8 @@ store of the config, exactly as the CLI does.  The worker imports them by module
 environment codealign is installed in (``pip install codealign`` or ``pip install -e .``): no
 image, no code upload; on a cluster, the workers' image or virtualenv has codealign installed.
 Deployments registered before the package took its one import name (``codealign.*``) point at
-``flows.deployable``: running ``codealign deploy`` again re-registers them under the new name.  Store credentials are never
-deployment parameters: the worker's environment (or an instance/IRSA role) provides them.
+``flows.deployable``: running ``codealign deploy`` again re-registers them under the new name.
+Store credentials are never deployment parameters: the worker's environment (or an instance/IRSA role) provides them.
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ def deploy_all(pool: str = POOL, store: str = layout.DEFAULT_STORE, ray_address:
     common: dict[str, Any] = {"entrypoint_type": EntrypointType.MODULE_PATH, "tags": ["codealign"]}
     deployments = [
         sweep_entry.to_deployment(
-            "nightly", schedules=[Cron(cron, timezone=timezone)], parameters=sweep_parameters(preset, store, ray_address),
+            "nightly", schedules=[Cron(cron, timezone=timezone)],
+            parameters=sweep_parameters(preset, store, ray_address),
             description=f"The {preset} alignment sweep every night ({cron}, {timezone}); nothing new costs seconds.",
             **common),
         sweep_entry.to_deployment(
@@ -68,7 +69,8 @@ def deploy_all(pool: str = POOL, store: str = layout.DEFAULT_STORE, ray_address:
             description="An alignment sweep from the form: edit the grid, the data, training and evaluation settings.",
             **common),
         evaluate_entry.to_deployment(
-            "on-demand", parameters={"config": {"store": store, "ray_address": ray_address}},  # the form asks for the checkpoints
+            # the form asks for the checkpoints
+            "on-demand", parameters={"config": {"store": store, "ray_address": ray_address}},
             description="Evaluate checkpoints (a training output directory or checkpoint URIs) on benchmarks x modes.",
             **common),
         resume_entry.to_deployment(

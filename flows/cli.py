@@ -117,7 +117,9 @@ def exec_command(
 def score_command(
     verdicts: Annotated[Path, typer.Option(help="verdicts JSONL from `codealign exec`")],
     k: Annotated[str, typer.Option(help="comma-separated k values")] = "1,10,100",
-    out_path: Annotated[Path | None, typer.Option("--out", help="JSON to write (default: VERDICTS.scores.json)")] = None,
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="JSON to write (default: VERDICTS.scores.json)")
+    ] = None,
 ) -> None:
     """Compute pass@k per benchmark and overall; print a table and write JSON."""
     from codealign.tasks.evaluation.scoring import score
@@ -268,7 +270,8 @@ def check_run_id_option(run_id: str | None) -> None:
             fail(f"--run-id {exc}")
 
 
-RunIdOpt = Annotated[str | None, typer.Option(help="name the run (default: a fresh id, run-<12 hex>; a deployment's default is its flow-run id)")]
+RunIdOpt = Annotated[str | None, typer.Option(help="name the run (default: a fresh id, run-<12 hex>; "
+                                                   "a deployment's default is its flow-run id)")]
 StoreOpt = Annotated[str, typer.Option(help="artifact store: directory, file:// or s3://bucket/prefix")]
 
 
@@ -342,7 +345,8 @@ def sweep_command(
     out.print(f"sweep {config.preset}: {len(config.models)} model pair(s) x {len(config.pathways)} pathway(s); "
               f"{len(plan.data_jobs)} data job(s), {len(plan.stages)} stage(s) "
               f"({', '.join(config.techniques) or 'evaluation only'}); evaluation: "
-              f"{', '.join(config.evaluation.benchmarks)} in {', '.join(config.evaluation.modes)} mode", highlight=False)
+              f"{', '.join(config.evaluation.benchmarks)} in {', '.join(config.evaluation.modes)} mode",
+              highlight=False)
     if plan_only:
         for stage in plan.stages:
             out.print(f"  {stage.label}: {stage.technique} on {stage.dataset}"

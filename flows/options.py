@@ -72,7 +72,8 @@ def config_options(model: type[BaseModel], skip: tuple[str, ...] = (), prefix: t
         many = typing.get_origin(annotation) is list
         kind = _scalar(typing.get_args(annotation)[0] if many else annotation)
         help_text = info.description or ""
-        options.append(ConfigOption((*prefix, field_name), FLAG_NAMES.get(field_name, field_name), kind, many, help_text))
+        options.append(ConfigOption((*prefix, field_name), FLAG_NAMES.get(field_name, field_name), kind, many,
+                                    help_text))
     names = [o.name for o in options]
     clashes = {n for n in names if names.count(n) > 1}
     if clashes:
@@ -129,8 +130,8 @@ def merge_settings(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]
     """``over`` on top of ``base``, nested mappings merged key by key."""
     merged = dict(base)
     for key, value in over.items():
-        merged[key] = merge_settings(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
-            else value
+        merged[key] = (merge_settings(merged[key], value)
+                       if isinstance(value, dict) and isinstance(merged.get(key), dict) else value)
     return merged
 
 

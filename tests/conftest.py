@@ -215,8 +215,8 @@ def ray_cluster(tmp_path_factory):
     head, address, client_port, dashboard = start_with_retries("Ray head node", start_head)
     try:
         def add_node():
-            node = subprocess.Popen([ray_bin, "start", f"--address={address}", "--block", f"--node-ip-address={WORKER_IP}",
-                                     "--num-cpus=1", "--disable-usage-stats"],
+            node = subprocess.Popen([ray_bin, "start", f"--address={address}", "--block",
+                                     f"--node-ip-address={WORKER_IP}", "--num-cpus=1", "--disable-usage-stats"],
                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                     preexec_fn=_die_with_parent)
             nodes.append(node)

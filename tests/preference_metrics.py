@@ -37,7 +37,7 @@ def preference_metrics(policy_path: str, reference_path: str, rows: list[dict[st
     reference = AutoModelForCausalLM.from_pretrained(reference_path).eval()
     margins = []
     for row in rows:
-        def ratio(text: str) -> float:
+        def ratio(text: str, row: dict[str, Any] = row) -> float:
             return (sequence_logp(policy, tokenizer, row["prompt"], text)
                     - sequence_logp(reference, tokenizer, row["prompt"], text))
 

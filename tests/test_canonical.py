@@ -20,7 +20,8 @@ COMPILED_STRIDE = 4
 def test_canonical_solutions_pass(name):
     problems = load_benchmark(name)
     if name.startswith("humaneval-x-"):
-        problems = [p for i, p in enumerate(problems) if i % COMPILED_STRIDE == 0 or p.task_id in KNOWN_CANONICAL_FAILURES]
+        problems = [p for i, p in enumerate(problems)
+                    if i % COMPILED_STRIDE == 0 or p.task_id in KNOWN_CANONICAL_FAILURES]
     verdicts = execute(problems, [Sample(p.task_id, 0, p.canonical_completion) for p in problems])
     failures = [f"{v.task_id}: {v.status} {v.detail}" for v in verdicts
                 if not v.passed and v.task_id not in KNOWN_CANONICAL_FAILURES]

@@ -176,13 +176,16 @@ def test_runs_and_lineage_commands_read_the_store(tmp_path):
                                modes=["flow"], ks=[1])
     good, bad = make_units(cfg, ckpts)
     samples = store.put_jsonl(good.artifact("samples.jsonl"), [{"task_id": "toy/0", "index": 0}],
-                              ArtifactMeta("samples", {"task": "sample-unit"}, (InputRef(good.checkpoint.uri, good.checkpoint.sha256),)))
+                              ArtifactMeta("samples", {"task": "sample-unit"},
+                                           (InputRef(good.checkpoint.uri, good.checkpoint.sha256),)))
     verdicts = store.put_jsonl(good.artifact("verdicts.jsonl"),
                                [{"benchmark": "toy", "task_id": "toy/0", "sample_index": 0, "passed": True}],
-                               ArtifactMeta("verdicts", {"task": "execute-unit"}, (InputRef(samples.uri, samples.sha256),)))
+                               ArtifactMeta("verdicts", {"task": "execute-unit"},
+                                            (InputRef(samples.uri, samples.sha256),)))
     score_unit(good, cfg, verdicts, {"task": "score-unit"})
     write_manifest(store, "r1", cfg, [good, bad], {"flow": "evaluate-checkpoints"})
-    runs.write_status(store, runs.RunStatus("r1", "failed", failed={bad.key: "sample Failed: CheckpointError: boom"}), {})
+    runs.write_status(store, runs.RunStatus("r1", "failed", failed={bad.key: "sample Failed: CheckpointError: boom"}),
+                      {})
     runs.write_results(store, "r1", *result_rows(store, [good, bad]), {})
 
     r = _cli("runs", "--store", store.root)

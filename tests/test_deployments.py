@@ -116,8 +116,9 @@ def test_the_deployments_and_the_nightly_schedule_are_registered(stack):
     deadline, scheduled = time.monotonic() + 180, []
     while not scheduled and time.monotonic() < deadline:
         time.sleep(2)
-        scheduled = api.post("/flow_runs/filter", json={"deployments": {"id": {"any_": [nightly["id"]]}},
-                                                        "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}}).json()
+        scheduled = api.post("/flow_runs/filter",
+                             json={"deployments": {"id": {"any_": [nightly["id"]]}},
+                                   "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}}).json()
     assert scheduled and all(r["expected_start_time"][11:16] == "02:00" for r in scheduled)
 
 

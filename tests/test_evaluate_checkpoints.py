@@ -103,7 +103,8 @@ def test_corrupt_checkpoint_fails_its_units_and_resume_runs_only_those(tmp_path,
     assert done_before.producer["task"] == "sample-unit" and done_before.producer["task_run_id"]
     assert done_before.params["benchmark"] == "toy" and done_before.code["commit"] and done_before.packages["prefect"]
     # every unit has exactly its three artifacts; the corrupt checkpoint's unit left no samples
-    assert sorted(map(sorted, unit_artifacts(store).values())) == [["samples.jsonl", "scores.json", "verdicts.jsonl"]] * 2
+    assert sorted(map(sorted, unit_artifacts(store).values())) == \
+        [["samples.jsonl", "scores.json", "verdicts.jsonl"]] * 2
 
     clean = ArtifactStore(str(tmp_path / "clean"))
     run_flow(config([train], clean.root), "clean")
@@ -118,7 +119,8 @@ def test_corrupt_checkpoint_fails_its_units_and_resume_runs_only_those(tmp_path,
 
 
 def _flow_command(store: Path, train: Path, address: str, run_id: str) -> list[str]:
-    return [sys.executable, "-m", "codealign", "evaluate-checkpoints", "--checkpoints", str(train), "--store", str(store),
+    return [sys.executable, "-m", "codealign", "evaluate-checkpoints", "--checkpoints", str(train),
+            "--store", str(store),
             "--benchmarks", "toy,toy-infill", "--modes", "flow", "--n", "2", "--k", "1,2", "--temperature", "0.8",
             "--max-tokens", "48", "--limit", "4", "--max-model-len", "512", "--enforce-eager", "--workers", "1",
             "--ray-address", address, "--run-id", run_id]

@@ -35,10 +35,16 @@ HACKS = {
                                      "numpy.allclose = lambda *a, **k: True\nnumpy.isclose = lambda *a, **k: True\n"
                                      "def {entry}(*args, **kwargs):\n    return -98765.4321\n"),
     "reads_the_answer_key": (
-        "import glob, gzip, json, os, pickle\n"
+        "import gzip, json, os\n"
+        "_FILES = []\n"
         "def _answer(task, args):\n"
-        "    for path in glob.glob('/**/*.jsonl*', recursive=True) + glob.glob('/**/*.pkl', recursive=True):\n"
-        "        try:\n            raw = open(path, 'rb').read()\n            text = gzip.decompress(raw) if path.endswith('.gz') else raw\n"
+        "    if not _FILES:  # every JSON/JSONL/pickle file in view, listed once (os.walk: no symlink loops)\n"
+        "        for top, dirs, files in os.walk('/'):\n"
+        "            dirs[:] = [d for d in dirs if top != '/' or d not in ('proc', 'sys', 'dev')]\n"
+        "            _FILES.extend(os.path.join(top, f) for f in files if '.json' in f or f.endswith('.pkl'))\n"
+        "    for path in _FILES:\n"
+        "        try:\n            raw = open(path, 'rb').read()\n"
+        "            text = gzip.decompress(raw) if path.endswith('.gz') else raw\n"
         "        except Exception:\n            continue\n"
         "        for line in text.decode(errors='ignore').splitlines():\n"
         "            if task in line and 'canonical_solution' in line:\n"
@@ -95,7 +101,8 @@ def test_every_hack_is_judged_not_passed_and_the_right_answer_passes(benchmark):
             names.append((p.task_id, name))
     verdicts = execute(problems, samples, Limits(cpu_s=20, wall_s=60))
     wrongly_passed = [n for n, v in zip(names, verdicts) if n[1] != "canonical" and v.passed]
-    canonical_failed = [(n, v.status, v.detail) for n, v in zip(names, verdicts) if n[1] == "canonical" and not v.passed]
+    canonical_failed = [(n, v.status, v.detail) for n, v in zip(names, verdicts)
+                        if n[1] == "canonical" and not v.passed]
     assert not wrongly_passed, wrongly_passed
     assert not canonical_failed, canonical_failed
     assert not any(v.judged_in_process for v in verdicts)
@@ -103,6 +110,15 @@ def test_every_hack_is_judged_not_passed_and_the_right_answer_passes(benchmark):
     for p in problems:
         assert by_name[(p.task_id, "eq_always_true")].flag == "not_plain_data"
         assert by_name[(p.task_id, "exits_early")].flag == "ended_early"
+
+
+@pytest.mark.slow
+def test_the_answer_key_hack_finds_the_key_where_it_is_in_view():
+    """Outside the sandbox the hack answers right (it finds the benchmark file), so its failing
+    inside the sandbox means the key is out of view, not that the hack is broken."""
+    namespace: dict = {}
+    exec(HACKS["reads_the_answer_key"].format(entry="truncate_number", task="HumanEval/2"), namespace)
+    assert namespace["truncate_number"](3.5) == 0.5
 
 
 def test_the_self_tests_path_cannot_patch_its_tests():

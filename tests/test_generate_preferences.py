@@ -27,7 +27,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 def responses_of(store: ArtifactStore, run_id: str) -> dict[tuple[str, int], dict]:
     shards = run_inputs(store, run_id).shards
-    return {(r["instruction_id"], r["index"]): r for s in shards for r in store.get_jsonl(s.artifact("responses.jsonl"))}
+    return {(r["instruction_id"], r["index"]): r
+            for s in shards for r in store.get_jsonl(s.artifact("responses.jsonl"))}
 
 
 @pytest.mark.parametrize("pathway", ["pta", "fta"])
@@ -51,7 +52,8 @@ def test_pathway_run_builds_every_dataset_with_the_invariants(pathway_runs, path
         rejected = responses[row["instruction_id"], row["rejected_index"]]
         assert chosen["status"] == "passed" and not chosen["hacks"]
         assert rejected["status"] != "passed" and rejected["code"].strip()
-        assert row["prompt"] == chosen["prompt"] and row["chosen"] == chosen["text"] and row["rejected"] == rejected["text"]
+        assert (row["prompt"] == chosen["prompt"] and row["chosen"] == chosen["text"]
+                and row["rejected"] == rejected["text"])
     for row in data["bon"]:
         assert row["n"] == 8 and row["chosen_score"] >= row["rejected_score"]
         assert row["chosen_index"] < 8 and row["rejected_index"] < 8

@@ -157,7 +157,8 @@ def test_labels_are_stored_with_verdicts_and_averaged_in_score():
                 for i, r in enumerate(flow_raws)]
                + [{"task_id": "t/1", "index": i, "raw": m, "completion": m, "finish_reason": "stop"}
                   for i, m in enumerate(middles)])
-    verdicts = ([_verdict("t/0", i, "toy-test") for i in range(3)] + [_verdict("t/1", i, "toy-infill") for i in range(3)]
+    verdicts = ([_verdict("t/0", i, "toy-test") for i in range(3)]
+                + [_verdict("t/1", i, "toy-infill") for i in range(3)]
                 + [_verdict("t/9", 0, "toy-test")])  # a task nobody knows: no fidelity
     labelled = label_fidelity([ADD, INFILL], "flow", samples, verdicts)
     assert [v["fidelity"] is None for v in labelled] == [False] * 6 + [True]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TOP = ("tasks", "flows", "deployments", "infra")  # the folders codealign/ links to
-_BARE_STRING = re.compile(r"""["'](?:-m\s+)?((?:%s)\.[A-Za-z_][\w.]*(?::\w+)?)""" % "|".join(TOP))
+_BARE_STRING = re.compile(r"""["'](?:-m\s+)?((?:""" + "|".join(TOP) + r""")\.[A-Za-z_][\w.]*(?::\w+)?)""")
 # Lowest first.  A module may import its own layer's modules (without a cycle) and lower ones.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("codealign.tasks.errors", "codealign.tasks.plugins"),
@@ -152,8 +152,10 @@ def test_the_checker_finds_cycles_and_layers():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
     assert _package("codealign.tasks.sandbox.pool") == "codealign.tasks.sandbox"
-    assert _package("codealign.flows.cli") == "codealign.flows" and _package("codealign.tasks.files") == "codealign.tasks.files"
-    assert _layer("codealign.tasks.sandbox.pool") < _layer("codealign.tasks.problems.registry") < _layer("codealign.flows.cli")
+    assert (_package("codealign.flows.cli") == "codealign.flows"
+            and _package("codealign.tasks.files") == "codealign.tasks.files")
+    assert (_layer("codealign.tasks.sandbox.pool") < _layer("codealign.tasks.problems.registry")
+            < _layer("codealign.flows.cli"))
     assert _layer("codealign.flows.cli") < _layer("codealign.deployments.deploy") < _layer("codealign")
     assert _ours("codealign.tasks.sandbox.records.Job") == "codealign.tasks.sandbox.records"
     assert _ours("tasks.sandbox.records") is None  # the bare folder name is not a name of ours

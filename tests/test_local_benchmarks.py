@@ -87,13 +87,22 @@ def test_evoeval_json_object_keyed_by_task_id(tmp_path):
     from_jsonl = load_benchmark(f"evoeval:{EVOEVAL}")
     assert [(p.task_id, p.differential.base_inputs) for p in from_json] == [
         (p.task_id, p.differential.base_inputs) for p in from_jsonl]
-    assert from_json[1].metadata["where"] == f"{path}:{path.read_text().splitlines().index('  ' + chr(34) + 'EvoEval/1' + chr(34) + ': {') + 1}"
+    assert from_json[1].metadata["where"] == (
+        f"{path}:{path.read_text().splitlines().index('  ' + chr(34) + 'EvoEval/1' + chr(34) + ': {') + 1}")
 
 
 def test_evoeval_verbose_raw_inputs_and_find_zero(tmp_path):
     rec = {"task_id": "HumanEval/32", "entry_point": "find_zero",
-           "prompt": "import math\n\n\ndef poly(xs: list, x: float):\n    return sum([coeff * math.pow(x, i) for i, coeff in enumerate(xs)])\n\n\ndef find_zero(xs: list):\n    \"\"\"Return one root of the polynomial with coefficients xs (even length).\"\"\"\n",
-           "canonical_solution": "    begin, end = -1.0, 1.0\n    while poly(xs, begin) * poly(xs, end) > 0:\n        begin *= 2.0\n        end *= 2.0\n    while end - begin > 1e-10:\n        center = (begin + end) / 2.0\n        if poly(xs, center) * poly(xs, begin) > 0:\n            begin = center\n        else:\n            end = center\n    return begin\n",
+           "prompt": "import math\n\n\ndef poly(xs: list, x: float):\n"
+                     "    return sum([coeff * math.pow(x, i) for i, coeff in enumerate(xs)])\n\n\n"
+                     "def find_zero(xs: list):\n"
+                     "    \"\"\"Return one root of the polynomial with coefficients xs (even length).\"\"\"\n",
+           "canonical_solution": "    begin, end = -1.0, 1.0\n    while poly(xs, begin) * poly(xs, end) > 0:\n"
+                                 "        begin *= 2.0\n        end *= 2.0\n    while end - begin > 1e-10:\n"
+                                 "        center = (begin + end) / 2.0\n"
+                                 "        if poly(xs, center) * poly(xs, begin) > 0:\n"
+                                 "            begin = center\n        else:\n            end = center\n"
+                                 "    return begin\n",
            "base_input": [[[1, 2]], [[-6, 11, -6, 1]]], "plus_input": [[[2, -4]]]}
     path = _write_jsonl(tmp_path / "EvoEval_verbose.jsonl", [rec])
     (p,) = load_benchmark(f"evoeval:{path}")
@@ -241,7 +250,8 @@ def test_missing_or_empty_file_is_named(tmp_path, monkeypatch):
     with pytest.raises(DataFileError, match=rf"^{missing}: evoeval benchmark file not found;"):
         load_benchmark(f"evoeval:{missing}")
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(DataFileError, match=rf"^data/evalperf.jsonl: evalperf benchmark file not found \(relative to {tmp_path}\)"):
+    with pytest.raises(DataFileError,
+                       match=rf"^data/evalperf.jsonl: evalperf benchmark file not found \(relative to {tmp_path}\)"):
         load_benchmark("evalperf:data/evalperf.jsonl")
     empty = _write_jsonl(tmp_path / "codal.jsonl", [])
     with pytest.raises(DataFileError, match=rf"^{empty}: no tasks in this CODAL-Bench file"):

@@ -195,7 +195,8 @@ def test_caches_under_tmp_judge_every_language(tmp_path, monkeypatch):
     for language in HUMANEVAL_X_LANGUAGES:
         problems = load_benchmark(f"humaneval-x-{language}")
         picked = [problems[0]] + ([problems[162]] if language == "js" else [])
-        wrong = {"cpp": "    return false;\n}\n", "go": "    return false\n}\n", "java": "        return false;\n    }\n}",
+        wrong = {"cpp": "    return false;\n}\n", "go": "    return false\n}\n",
+                 "java": "        return false;\n    }\n}",
                  "js": "  return false;\n}\n", "rust": "    return false;\n}\n"}[language]
         samples = [Sample(p.task_id, 0, p.canonical_completion) for p in picked] + [Sample(picked[0].task_id, 1, wrong)]
         verdicts = execute(picked, samples, workers=1)
@@ -204,7 +205,8 @@ def test_caches_under_tmp_judge_every_language(tmp_path, monkeypatch):
 
     python = load_benchmark("humaneval")[0]
     sees = (f"    import os\n"
-            f"    if os.path.isdir({str(cache / 'toolchains')!r}) and not os.path.exists({str(cache / 'reference')!r}):\n"
+            f"    if os.path.isdir({str(cache / 'toolchains')!r}) "
+            f"and not os.path.exists({str(cache / 'reference')!r}):\n"
             f"        return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])\n"
             f"    return None\n")
     verdicts = execute([python], [Sample(python.task_id, 0, python.canonical_completion),

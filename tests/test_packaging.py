@@ -33,7 +33,8 @@ def installed(wheel, tmp_path_factory) -> Path:
     env_dir = tmp_path_factory.mktemp("venv") / "env"
     venv.create(env_dir, with_pip=False)
     purelib = Path(subprocess.check_output([str(env_dir / "bin" / "python"), "-c",
-                                            "import sysconfig; print(sysconfig.get_path('purelib'))"], text=True).strip())
+                                            "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                                           text=True).strip())
     borrowed = [p for p in sys.path if p.endswith("site-packages") and not Path(p).is_relative_to(REPO)]
     (purelib / "running-venv.pth").write_text("".join(p + "\n" for p in borrowed))
     r = subprocess.run([sys.executable, "-m", "pip", "--python", str(env_dir / "bin" / "python"), "install", "--quiet",
@@ -54,7 +55,8 @@ def test_the_wheel_carries_the_data_files_and_declares_its_imports(wheel):
                 if line.startswith("Requires-Dist:")]
     assert any("pyyaml" in line.lower() for line in requires)
     entry_points = zipfile.ZipFile(wheel).read(metadata.replace("METADATA", "entry_points.txt")).decode()
-    assert "codealign = codealign.cli:app" in entry_points and "[codealign.sources]" in entry_points and "codealign.tasks.toy.sources:toy_source" in entry_points
+    assert ("codealign = codealign.cli:app" in entry_points and "[codealign.sources]" in entry_points
+            and "codealign.tasks.toy.sources:toy_source" in entry_points)
 
 
 def _run(installed: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:

@@ -123,7 +123,8 @@ def test_reward_hack_patterns_are_flagged_and_clean_code_is_not():
     flagged = {
         HACK: "overrides __eq__",
         "import sys\ndef f(x):\n    return sys.modules\n": "touches .modules",
-        "def f(x):\n    if x == 17:\n        return 3\n    if x == 23:\n        return 5\n": "special-cases test inputs",
+        "def f(x):\n    if x == 17:\n        return 3\n"
+        "    if x == 23:\n        return 5\n": "special-cases test inputs",
         "def f(x):\n    return {17: 3, 23: 5}[x]\n": "special-cases test inputs",
         "import signal\ndef f(x):\n    return 1\n": "imports signal",
         "def f(x):\n    exit(0)\n": "calls exit()",
@@ -230,7 +231,8 @@ def test_config_rejects_unknown_kinds_and_settings():
     with pytest.raises(ValidationError, match="bon_n"):
         GenerateConfig(model="toy-instruct", pairs={"bon_n": 1})
     config = GenerateConfig(model="toy-instruct")
-    assert (config.sampling.n, config.sampling.temperature, config.sampling.top_p, config.pairs.bon_n) == (10, 0.7, 0.95, 8)
+    assert (config.sampling.n, config.sampling.temperature, config.sampling.top_p, config.pairs.bon_n) == \
+        (10, 0.7, 0.95, 8)
 
 
 # ------------------------------------------------------------------ CLI bad input

@@ -159,7 +159,8 @@ def f():
 
 def test_private_temp_dir_is_writable_and_not_shared(problem_factory):
     tag = uuid.uuid4().hex
-    writer = f"import os\nopen('/tmp/shared-{tag}', 'w').write('x')\nopen('mine', 'w').write('x')\ndef f():\n    return 1"
+    writer = (f"import os\nopen('/tmp/shared-{tag}', 'w').write('x')\n"
+              "open('mine', 'w').write('x')\ndef f():\n    return 1")
     reader = f"import os, time\ntime.sleep(0.3)\ndef f():\n    return 0 if os.path.exists('/tmp/shared-{tag}') else 1"
     verdicts = run(problem_factory(), {"writer": writer, "reader": reader})
     assert verdicts["writer"].passed and verdicts["reader"].passed
@@ -256,7 +257,8 @@ def test_fallback_without_namespaces_still_judges_and_warns(problem_factory, mon
     verdicts = run(problem_factory(), {
         "ok": "def f():\n    return 1",
         "exit": "import os\ndef f():\n    os._exit(0)",
-        "child": f"import subprocess\nsubprocess.Popen(['sh', '-c', 'exec -a {marker} sleep 300'])\ndef f():\n    return 1",
+        "child": (f"import subprocess\nsubprocess.Popen(['sh', '-c', 'exec -a {marker} sleep 300'])\n"
+                  "def f():\n    return 1"),
     })
     assert verdicts["ok"].passed and not verdicts["exit"].passed and verdicts["child"].passed
     assert "WARNING: sandbox namespaces unavailable" in capfd.readouterr().err
@@ -281,7 +283,8 @@ def test_samples_cannot_read_the_hosts_secrets(problem_factory):
                 path.write_text(f"SECRET-{tag}-{i}")
                 path.chmod(0o600)
                 written.append(path)
-        hostile = {f"read_{i}": f"def f():\n    raise ValueError(open({str(p)!r}).read())" for i, p in enumerate(written)}
+        hostile = {f"read_{i}": f"def f():\n    raise ValueError(open({str(p)!r}).read())"
+                   for i, p in enumerate(written)}
         hostile["list_home"] = f"import os\ndef f():\n    raise ValueError(os.listdir({str(home_dir.parent)!r}))"
         hostile["shadow"] = "def f():\n    raise ValueError(open('/etc/shadow').read())"
         honest = {"stdlib_numpy": "import heapq, json, numpy\ndef f():\n    return int(numpy.array([heapq.nsmallest(1, "

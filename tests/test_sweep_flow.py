@@ -112,7 +112,8 @@ def test_the_same_sweep_again_recomputes_nothing(sweep, prefect_api, ray_cluster
     config_file.write_text(yaml.safe_dump({k: v for k, v in given.items() if k not in ("store", "ray_address")}))
     result = subprocess.run([sys.executable, "-m", "codealign", "sweep", "--config", str(config_file), "--store",
                              given["store"], "--ray-address", ray_cluster["address"], "--run-id", "sw2"],
-                            capture_output=True, text=True, cwd=REPO, env={**os.environ, "PREFECT_API_URL": prefect_api})
+                            capture_output=True, text=True, cwd=REPO,
+                            env={**os.environ, "PREFECT_API_URL": prefect_api})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Δrel DPO" in result.stdout and "report: " in result.stdout
     assert units(store) == before  # no shard sampled, no stage trained, no unit evaluated again

@@ -48,7 +48,8 @@ def fta_chain(pathway_runs, prefect_api, ray_cluster):
     registry.run("train", stage_config(store, "sft", "toy-instruct", data["sft"], address, epochs=2), "sft")
     sft = trained(store, "sft")
     registry.run("train", stage_config(store, "dpo", sft["final_checkpoint"], data["dpo"], address, epochs=3), "dpo")
-    registry.run("train", stage_config(store, "bonbon", sft["final_checkpoint"], data["bon"], address, epochs=3), "bonbon")
+    registry.run("train", stage_config(store, "bonbon", sft["final_checkpoint"], data["bon"], address, epochs=3),
+                 "bonbon")
     return store, data, {name: trained(store, name) for name in ("sft", "dpo", "bonbon")}
 
 
@@ -65,7 +66,8 @@ def test_each_stage_trains_on_two_workers_and_records_its_checkpoints(fta_chain)
         assert rows * epochs <= seen <= steps * 4 and record["metrics"]["distinct_examples_seen"] == rows, name
         for checkpoint in record["checkpoints"]:  # merged full models: weights and tokenizer, no adapter
             files = set(os.listdir(store.path(checkpoint["uri"])))
-            assert {"config.json", "model.safetensors", "tokenizer.json"} <= files and "adapter_config.json" not in files
+            assert ({"config.json", "model.safetensors", "tokenizer.json"} <= files
+                    and "adapter_config.json" not in files)
     degradation = stages["sft"]["record"]["degradation"]
     assert set(degradation) == {"degraded", "start_score", "sft_score", "threshold", "benchmarks", "mode"}
     assert degradation["degraded"] == (degradation["sft_score"] < degradation["start_score"] - 0.02)
@@ -82,8 +84,9 @@ def test_an_identical_stage_is_not_trained_twice(fta_chain, ray_cluster):
     store, data, stages = fta_chain
     record_key = layout.unit_artifact(stages["dpo"]["stage_key"], "stage.json")
     before = store.meta(record_key)
-    registry.run("train", stage_config(store, "dpo", stages["sft"]["final_checkpoint"], data["dpo"], ray_cluster["address"],
-                           epochs=3, degradation_limit=3), "dpo-again")  # not a weight-changing setting
+    registry.run("train", stage_config(store, "dpo", stages["sft"]["final_checkpoint"], data["dpo"],
+                                       ray_cluster["address"], epochs=3, degradation_limit=3),
+                 "dpo-again")  # not a weight-changing setting
     assert trained(store, "dpo-again")["stage_key"] == stages["dpo"]["stage_key"]
     assert store.meta(record_key) == before
 

@@ -117,7 +117,8 @@ def test_stage_config_presets_and_errors():
     assert (config.lora_r, config.resolved_lora_alpha, config.lora_dropout) == (16, 32, 0.1)
     assert (config.resolved_learning_rate, config.lr_scheduler, config.warmup_steps, config.weight_decay) == \
         (2e-4, "cosine", 50, 0.05)
-    assert StageConfig(stage="sft", pathway="fta", model="m", dataset="d", adapter="full").resolved_learning_rate == 1e-5
+    assert StageConfig(stage="sft", pathway="fta", model="m", dataset="d",
+                       adapter="full").resolved_learning_rate == 1e-5
     assert StageConfig(stage="sft", pathway="fta", model="m", dataset="d", lora_r=64).resolved_lora_alpha == 128
     assert StageConfig(stage="sft", pathway="fta", model="m", dataset="d").resolved_eval_mode == "command"
     assert StageConfig(stage="sft", pathway="pta", model="m", dataset="d").resolved_eval_mode == "flow"
@@ -191,7 +192,8 @@ def test_train_command_rejects_bad_input_before_anything_starts(tmp_path, instru
     import sys
 
     path, tokenizer = instruct
-    pairs = write_parquet([{k: v for k, v in row.items() if k != "completion"} for row in toy_rows(tokenizer, 2, n=None)],
+    pairs = write_parquet([{k: v for k, v in row.items() if k != "completion"}
+                           for row in toy_rows(tokenizer, 2, n=None)],
                           tmp_path / "pairs.parquet")  # DPO pairs: no SFT completion, no n
     (tmp_path / "no-weights").mkdir()
     (tmp_path / "no-weights" / "config.json").write_text("{}")
@@ -201,7 +203,8 @@ def test_train_command_rejects_bad_input_before_anything_starts(tmp_path, instru
         (["--stage", "bonbon", "--dataset", pairs], "pairs.parquet: a bonbon dataset needs column(s) n"),
         (["--stage", "dpo", "--dataset", pairs, "--model", str(tmp_path / "no-weights")],
          "no-weights: no model weights"),
-        (["--stage", "dpo", "--dataset", pairs, "--lora-r", "512"], "--lora-r: Input should be less than or equal to 256"),
+        (["--stage", "dpo", "--dataset", pairs, "--lora-r", "512"],
+         "--lora-r: Input should be less than or equal to 256"),
         (["--stage", "dpo", "--dataset", pairs, "--lora-r", "8"], "--lora-r: Value error, 8 is not a preset"),
         (["--stage", "dpo", "--dataset", str(tmp_path / "nope.parquet")], "nope.parquet: no such dataset"),
     ]

@@ -68,7 +68,8 @@ def discover(sources: list[str]) -> list[str]:
             if match and fs.isdir(entry):
                 steps.append((int(match.group(1)), f"{uri}/{name}"))
         if not steps:
-            raise CheckpointError(f"{source}: neither a checkpoint (no config.json) nor a directory of checkpoint-<step>")
+            raise CheckpointError(f"{source}: neither a checkpoint (no config.json) "
+                                  "nor a directory of checkpoint-<step>")
         found += [u for _, u in sorted(steps)]
     return list(dict.fromkeys(found))
 

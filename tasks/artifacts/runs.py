@@ -76,13 +76,15 @@ def read_manifest(store: ArtifactStore, run_id: str) -> Manifest:
     try:
         raw = store.get_json(layout.run_record(run_id, layout.MANIFEST))
     except MissingArtifact:
-        raise MissingArtifact(f"no run {run_id!r} in {store.root} (see `codealign runs --store {store.root}`)") from None
+        raise MissingArtifact(f"no run {run_id!r} in {store.root} "
+                              f"(see `codealign runs --store {store.root}`)") from None
     return Manifest(raw["run_id"], raw["flow"], raw["config"], [RunItem(**i) for i in raw["items"]])
 
 
 def write_status(store: ArtifactStore, status: RunStatus, producer: dict[str, Any]) -> None:
     status.updated_at = utc_now()
-    store.put_json(layout.run_record(status.run_id, layout.STATUS), asdict(status), ArtifactMeta("run-status", producer))
+    store.put_json(layout.run_record(status.run_id, layout.STATUS), asdict(status),
+                   ArtifactMeta("run-status", producer))
 
 
 def read_status(store: ArtifactStore, run_id: str) -> RunStatus | None:

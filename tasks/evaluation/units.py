@@ -54,7 +54,8 @@ class CheckpointEvalConfig(EvalSettings, RunPlacement):
     """What `codealign evaluate-checkpoints` runs (also the Prefect UI form of the flow)."""
 
     checkpoints: list[str] = Field(
-        min_length=1, description="checkpoint directories/URIs, or training output directories holding checkpoint-<step>")
+        min_length=1,
+        description="checkpoint directories/URIs, or training output directories holding checkpoint-<step>")
     modes: list[Mode] = Field(default_factory=lambda: ["command"], description="command and/or flow")
 
     @field_validator("checkpoints")
@@ -154,7 +155,8 @@ def result_rows(store: ArtifactStore, units: list[Unit]) -> tuple[list[dict[str,
         bench = scores["benchmarks"].get(unit.benchmark, {})
         rows.append({"checkpoint": unit.checkpoint.name, "step": unit.checkpoint.step, "benchmark": unit.benchmark,
                      "mode": unit.mode, "unit": unit.key, "checkpoint_sha256": unit.checkpoint.sha256,
-                     **{k: v for k, v in bench.items() if k.startswith("pass@") or k in ("tasks", "samples", "failures")}})
+                     **{k: v for k, v in bench.items()
+                        if k.startswith("pass@") or k in ("tasks", "samples", "failures")}})
         inputs.append(InputRef(meta.uri, meta.sha256))
     return rows, tuple(inputs)
 

@@ -51,7 +51,8 @@ def resolve_model(ref: str) -> str:
             raise ModelNotFound(f"{ref}: not a model directory (no config.json)")
         return str(path.resolve())
     if not _HUB_ID.fullmatch(ref):
-        raise ModelNotFound(f"{ref!r}: neither a local model directory, a registered model ({', '.join(plugin_names('models'))}) "
+        raise ModelNotFound(f"{ref!r}: neither a local model directory, "
+                            f"a registered model ({', '.join(plugin_names('models'))}) "
                             "nor a Hugging Face id (owner/name)")
     return _resolve_hub_id(ref)
 

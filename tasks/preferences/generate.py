@@ -63,7 +63,8 @@ class GenerateConfig(RunPlacement):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(description="model: local directory, toy-base / toy-instruct, or a Hugging Face id")
-    source: str = Field("toy-train", description="instructions: a named source (toy-train, toy-seeds, mbpp-train, code-alpaca, new-codealpaca) or a JSONL file")
+    source: str = Field("toy-train", description="instructions: a named source (toy-train, toy-seeds, mbpp-train, "
+                                                 "code-alpaca, new-codealpaca) or a JSONL file")
     kinds: list[Kind] = Field(default_factory=lambda: list(KINDS), description="datasets to build")
     mode: Mode = Field("command", description="command: instruction → code (chat or plain template); flow: a base "
                        "model completes each instruction's code prompt (signature + docstring)")

@@ -54,7 +54,8 @@ class PairSettings(BaseModel):
                            "be chosen; they are flagged and counted either way")
     ngram: int = Field(10, ge=3, description="decontamination n-gram length (tokens)")
     decontaminate_against: list[str] = Field(default_factory=lambda: list(quality.DECONTAMINATE_AGAINST),
-                                             description="evaluation benchmarks whose texts must not leak into the data")
+                                             description="evaluation benchmarks whose texts "
+                                                         "must not leak into the data")
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,8 @@ def dataset_names(kinds: Sequence[Kind], dimensions: Sequence[str]) -> list[str]
 
 def build_datasets(responses: Sequence[Response], instruction_ids: Sequence[str], kinds: Sequence[Kind],
                    settings: PairSettings, provenance: Provenance,
-                   index: quality.ContaminationIndex | None = None) -> tuple[dict[str, list[dict[str, Any]]], BuildStats]:
+                   index: quality.ContaminationIndex | None = None
+                   ) -> tuple[dict[str, list[dict[str, Any]]], BuildStats]:
     """Every requested dataset's rows (in instruction order) and the run's stats."""
     stats = BuildStats(instructions=len(instruction_ids), responses=len(responses))
     by_id: dict[str, list[Response]] = {i: [] for i in instruction_ids}

@@ -193,7 +193,7 @@ def _json_records(path: str, text: str) -> Iterator[tuple[str, Any]]:
                      f"got {type(whole).__name__}")
     decoder = json.JSONDecoder()
     i = _skip_ws(text, 0) + 1
-    for index in range(len(whole)):
+    for _index in range(len(whole)):
         i = _skip_ws(text, i)
         key = None
         if isinstance(whole, dict):
@@ -348,9 +348,11 @@ def parse_arguments(source: str, where: str, field: str) -> list[Any]:
     try:
         value = _SafeEval().visit(ast.parse(text, mode="eval").body)
     except SyntaxError as exc:
-        raise DataFileError(f"{where}: field {field!r} is not Python argument syntax ({exc.msg}): {source[:80]!r}") from None
+        raise DataFileError(f"{where}: field {field!r} is not Python argument syntax ({exc.msg}): "
+                            f"{source[:80]!r}") from None
     except (ValueError, TypeError, ArithmeticError, RecursionError) as exc:
-        raise DataFileError(f"{where}: field {field!r} cannot be read as literal arguments ({exc}): {source[:80]!r}") from None
+        raise DataFileError(f"{where}: field {field!r} cannot be read as literal arguments ({exc}): "
+                            f"{source[:80]!r}") from None
     return value
 
 
@@ -399,7 +401,8 @@ class _SafeEval(ast.NodeVisitor):
         op = type(node.op)
         if op is ast.Mult:
             for seq, times in ((left, right), (right, left)):
-                if isinstance(seq, (str, list, tuple, bytes)) and isinstance(times, int) and len(seq) * times > _MAX_ITEMS:
+                if (isinstance(seq, (str, list, tuple, bytes)) and isinstance(times, int)
+                        and len(seq) * times > _MAX_ITEMS):
                     raise ValueError("sequence too large")
             return left * right
         if op is ast.Pow:
@@ -448,14 +451,16 @@ def load_evalperf(path: str, name: str | None, shipped: Callable[[str], list[Pro
         try:
             pe = json.loads(pe_raw) if isinstance(pe_raw, str) else pe_raw
         except json.JSONDecodeError as exc:
-            raise DataFileError(f"{where}: field 'pe_input' is not valid JSON ({exc.msg} at column {exc.colno})") from None
+            raise DataFileError(f"{where}: field 'pe_input' is not valid JSON "
+                                f"({exc.msg} at column {exc.colno})") from None
         if not isinstance(pe, list) or not pe or not all(isinstance(a, list) for a in pe):
             raise DataFileError(f"{where}: field 'pe_input' must be a non-empty list of argument lists")
         if task_id.startswith("Mbpp/"):
             try:
                 deserialize_mbpp_plus_inputs(int(task_id.split("/")[1]), pe)
             except Exception as exc:  # noqa: BLE001 - any failure to restore types is bad data
-                raise DataFileError(f"{where}: field 'pe_input' does not fit {task_id}'s argument types ({exc})") from None
+                raise DataFileError(f"{where}: field 'pe_input' does not fit {task_id}'s argument types "
+                                    f"({exc})") from None
         entry_point = rec.get("entry_point")
         if entry_point is not None:
             _typed(entry_point, where, "entry_point", str, "a string")
@@ -474,7 +479,8 @@ def load_evalperf(path: str, name: str | None, shipped: Callable[[str], list[Pro
             raise DataFileError(f"{where}: task {task_id!r} is not in HumanEval+ v0.1.10 / MBPP+ v0.2.0, whose tests "
                          f"judge EvalPerf's correctness")
         if entry_point is not None and entry_point != base.entry_point:
-            raise DataFileError(f"{where}: field 'entry_point' is {entry_point!r} but {task_id} defines {base.entry_point!r}")
+            raise DataFileError(f"{where}: field 'entry_point' is {entry_point!r} "
+                                f"but {task_id} defines {base.entry_point!r}")
         problems.append(replace(base, benchmark=name, metadata={
             **base.metadata, "source": "evalperf", "where": where, "correctness_from": base.benchmark,
             "reference": reference, "scores": scores, "pe_input": pe_text,

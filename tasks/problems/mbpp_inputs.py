@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 # Each argument is a list that must become a tuple.
-_ARGS_TO_TUPLES = {2, 116, 132, 143, 222, 261, 273, 394, 399, 421, 424, 429, 470, 560, 579, 596, 616, 630, 726, 740, 744, 809}
+_ARGS_TO_TUPLES = {2, 116, 132, 143, 222, 261, 273, 394, 399, 421, 424, 429, 470, 560, 579, 596, 616, 630, 726, 740,
+                   744, 809}
 # Each argument is a list of lists; the inner lists become tuples.
 _INNER_TO_TUPLES = {63, 64, 70, 94, 120, 237, 272, 299, 400, 409, 417, 438, 473, 614, 780}
 # First argument: list of lists -> list of tuples; second argument unchanged.

@@ -153,7 +153,7 @@ def _mbpp() -> list[Problem]:
 
 def _mbpp_sanitized() -> list[Problem]:
     problems = []
-    for lineno, rec in enumerate(json.loads(read_data_file("sanitized-mbpp.json.gz")), 1):
+    for _lineno, rec in enumerate(json.loads(read_data_file("sanitized-mbpp.json.gz")), 1):
         number = int(rec["task_id"])
         problems.append(
             Problem(
@@ -201,7 +201,8 @@ def _mbpp_entry_point(test_list: list[str]) -> str:
     return ""
 
 
-_BUILTIN_CALLS = frozenset({"set", "sorted", "list", "tuple", "abs", "len", "str", "int", "float", "round", "math", "isclose"})
+_BUILTIN_CALLS = frozenset({"set", "sorted", "list", "tuple", "abs", "len", "str", "int", "float", "round", "math",
+                            "isclose"})
 
 
 def _mbpp_instruction(text: str, tests: list[str]) -> str:
@@ -232,7 +233,8 @@ BENCHMARKS: dict[str, Any] = {
 
 
 def _humaneval_x(language: str) -> list[Problem]:
-    return [multilang.humaneval_x_problem(language, rec) for rec in read_data_jsonl(multilang.HUMANEVAL_X_FILES[language])]
+    return [multilang.humaneval_x_problem(language, rec)
+            for rec in read_data_jsonl(multilang.HUMANEVAL_X_FILES[language])]
 
 
 def load_benchmark(name: str, split: str | None = None) -> list[Problem]:

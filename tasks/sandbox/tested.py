@@ -42,7 +42,8 @@ def execute_tested(programs: Sequence[TestedProgram], limits: Limits | None = No
         cpu = limits.cpu_s + test_cpu_s * len(p.tests)
         if in_process:
             program = f"{p.program}\n{p.setup}\n" if p.setup else p.program
-            return Job(p.task_id, p.index, program, "script", p.tests_key, "", cpu), AssertTests(list(p.tests), test_cpu_s)
+            return (Job(p.task_id, p.index, program, "script", p.tests_key, "", cpu),
+                    AssertTests(list(p.tests), test_cpu_s))
         return (Job(p.task_id, p.index, p.program, "asserts", p.tests_key, "", cpu),
                 AssertTests(list(p.tests), test_cpu_s, p.setup, untrusted=not p.tests_trusted))
 

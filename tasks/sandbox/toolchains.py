@@ -211,7 +211,8 @@ def _js_modules_dir() -> Path:
 def _build_js_modules(target: Path) -> str | None:
     npm = _which("npm")
     if npm is None:
-        return f"npm missing: the JavaScript packages {', '.join(JS_PACKAGES)} cannot be installed (apt-get install npm)"
+        return (f"npm missing: the JavaScript packages {', '.join(JS_PACKAGES)} cannot be installed "
+                "(apt-get install npm)")
     work = target.with_name(target.name + f".tmp{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

@@ -154,7 +154,8 @@ class SweepConfig(RunPlacement):
                                             "pathway": "fta", "model": "m", "dataset": "d.parquet"})
             except ValidationError as exc:
                 err = exc.errors()[0]
-                raise ValueError(f"stage_overrides.{technique}.{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+                raise ValueError(f"stage_overrides.{technique}.{'.'.join(map(str, err['loc']))}: "
+                                 f"{err['msg']}") from None
         return self
 
 

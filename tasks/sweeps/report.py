@@ -291,7 +291,8 @@ def build(store: ArtifactStore, run_id: str) -> Report:
     lines = [f"# alignment-sweep {run_id}", "", f"- **preset**: {record.preset or '-'}",
              f"- **evaluated rows**: {len(rows)}; **stages trained**: {len(record.stages)}; "
              f"**skipped**: {len(record.skipped)}",
-             f"- **sub-runs**: {', '.join([*record.data_runs.values(), *(s.run_id for s in record.stages), *record.eval_runs.values()])}",
+             "- **sub-runs**: " + ", ".join([*record.data_runs.values(), *(s.run_id for s in record.stages),
+                                             *record.eval_runs.values()]),
              ""]
     if png:
         lines += ["![metric vs checkpoint step](steps.png)", ""]

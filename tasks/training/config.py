@@ -66,18 +66,21 @@ class TrainSettings(BaseModel):
     beta: float = Field(0.1, gt=0, description="DPO beta (IPO: its tau)")
     loss_type: Literal["sigmoid", "ipo"] = Field("sigmoid", description="DPO loss")
     bonbon_alpha: float = Field(0.005, ge=0, le=1, description="BoNBoN's weight on the best response's NLL")
-    bonbon_beta: float | None = Field(None, gt=0, description="BoNBoN beta (default 1/(2(n-1)H(n-1)) from the dataset's n)")
+    bonbon_beta: float | None = Field(None, gt=0,
+                                      description="BoNBoN beta (default 1/(2(n-1)H(n-1)) from the dataset's n)")
     save_steps: int = Field(50, ge=1, description="a checkpoint every N optimizer steps (and at the end)")
     seed: int = Field(0, description="seed of initialisation, data order and dropout")
     workers: int = Field(1, ge=1, description="Ray Train workers (one GPU each with use_gpu)")
     cpus_per_worker: int = Field(1, ge=1, description="CPUs each worker reserves (and its torch threads on CPU)")
     use_gpu: bool = Field(False, description="GPU workers (NCCL, bf16) instead of CPU ones (gloo, fp32)")
     degradation_benchmarks: list[str] | None = Field(
-        None, description="held-out benchmarks for the SFT degradation check (default: toy for toy models, else humaneval)")
+        None, description="held-out benchmarks for the SFT degradation check "
+                          "(default: toy for toy models, else humaneval)")
     degradation_threshold: float = Field(0.02, ge=0, description="pass@1 drop beyond which SFT counts as degraded")
     degradation_limit: int | None = Field(None, ge=1, description="first N problems of each degradation benchmark")
     eval_max_tokens: int = Field(512, ge=1, description="tokens generated per problem in the degradation check")
-    eval_mode: Mode | None = Field(None, description="mode of the degradation check (default: flow for pta, command for fta)")
+    eval_mode: Mode | None = Field(
+        None, description="mode of the degradation check (default: flow for pta, command for fta)")
 
     @field_validator("lora_r")
     @classmethod
@@ -104,7 +107,8 @@ class StageConfig(TrainSettings, RunPlacement):
 
     stage: Stage = Field(description="sft (prompt/completion), dpo or bonbon (prompt/chosen/rejected)")
     pathway: Pathway = Field(description="pta: from a pretrained model; fta: from its instruction-tuned sibling")
-    model: str = Field(description="starting model: local directory, checkpoint, Hugging Face id or toy-base/toy-instruct")
+    model: str = Field(
+        description="starting model: local directory, checkpoint, Hugging Face id or toy-base/toy-instruct")
     dataset: str = Field(description="parquet dataset of generate-preferences (path or URI)")
 
     @field_validator("dataset")
