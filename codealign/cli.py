@@ -2,7 +2,7 @@
 
 Why here: the command line spans every layer (flows, then the deployments of those flows, and
 the stack they run on), so it is put together at the top, where importing all of them makes no
-cycle (tests/test_import_graph.py).
+cycle (tests/unit/test_import_graph.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Shared test set-up: the data directory and a throw-away cache for expected outputs."""
+"""Set-up every layer shares: the data directory, loopback-only Ray, the toy models, a GPU
+marker.  Layers: ``unit/`` (no servers), ``integration/`` (S3, Prefect and Ray on loopback; their
+fixtures in ``integration/conftest.py``), ``e2e/`` (the command line, the wheel, the browser)."""
 
 from __future__ import annotations
 
@@ -7,97 +9,36 @@ from pathlib import Path
 
 import pytest
 
-import codealign.flows  # noqa: E402,F401 - applies codealign's Prefect settings before any test imports Prefect
+import codealign.flows  # noqa: F401 - applies codealign's Prefect settings before any test imports Prefect
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("CODEALIGN_DATA_DIR", str(REPO.parent / "shared" / "datasets"))
 # Warm samplers left on the session's Ray cluster shut their engines down soon after their last use.
 os.environ.setdefault("CODEALIGN_SAMPLER_IDLE_S", "120")
-START_ATTEMPTS = 3
+# Ray rewrites 127.0.0.1 to the machine's routable address (its nodes are meant to be reached
+# from other hosts).  Tests stay on loopback: a local Ray started by a test uses the loopback
+# address (Ray's switch for single-host clusters), and the session cluster's nodes take other
+# loopback addresses, which Ray leaves as they are (integration/conftest.py).
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 
-def start_with_retries(what: str, start):
-    """Call ``start()`` (which starts a server and waits until it is ready, raising if it is
-    not) up to START_ATTEMPTS times: a port taken between choosing and binding it, or a slow
-    machine, costs a retry of the *start*, never a failed assertion."""
-    for attempt in range(1, START_ATTEMPTS + 1):
-        try:
-            return start()
-        except Exception as exc:  # noqa: BLE001 - any failure to start is retried, then raised
-            if attempt == START_ATTEMPTS:
-                raise RuntimeError(f"{what} did not start after {START_ATTEMPTS} attempts") from exc
-            print(f"{what} did not start ({exc}); attempt {attempt + 1} of {START_ATTEMPTS}")
-
-
-@pytest.fixture()
-def problem_factory():
-    """Build a tiny script-style problem whose test calls ``f()`` and checks it returns 1."""
-    from codealign.tasks.problems.problem import Problem
-
-    def make(test: str = "assert f() == 1", task_id: str = "t/0") -> Problem:
-        return Problem("toy-test", task_id, "", "", "f", "", test=test, completion_is_program=True)
-
-    return make
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory):
-    """An S3-compatible server (moto's standalone server) on 127.0.0.1, for the whole session;
-    the AWS variables point s3fs at it and at a credentials file."""
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
-    def start():
-        port = _free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        endpoint = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(endpoint, timeout=1)
-                return proc, endpoint
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    proc.kill()
-                    proc.wait()
-                    raise RuntimeError("moto S3 server not ready") from None
-                time.sleep(0.2)
-
-    proc, endpoint = start_with_retries("moto S3 server", start)
-    # Credentials as a real cluster gives them: a credentials file each node can read, named by
-    # a (non-secret) variable; the keys themselves are in no environment variable.
-    credentials = tmp_path_factory.mktemp("aws") / "credentials"
-    credentials.write_text("[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
-    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_SHARED_CREDENTIALS_FILE": str(credentials),
-           "AWS_DEFAULT_REGION": "us-east-1"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    import s3fs
-
-    s3fs.S3FileSystem.clear_instance_cache()
-    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint})
-    fs.mkdir("codealign-test")
+def _has_gpu() -> bool:
     try:
-        yield {"endpoint": endpoint, "bucket": "codealign-test", "env": env}
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # a broken torch install is no GPU
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.gpu`` tests run where a CUDA GPU is (``make gpu-check``), and are skipped,
+    saying why, everywhere else."""
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
+    if gpu_tests and not _has_gpu():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+        for item in gpu_tests:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
@@ -106,147 +47,6 @@ def toy_model_paths():
     from codealign.tasks.toy.models import build_toy_models
 
     return build_toy_models()
-
-
-def _engine(path) -> tuple:
-    from codealign.tasks.evaluation.pipeline import load_tokenizer
-    from codealign.tasks.generation.sampling import EngineSettings, get_engine
-
-    return get_engine(str(path), EngineSettings(max_model_len=512)), load_tokenizer(str(path)), str(path)
-
-
-@pytest.fixture(scope="session")
-def toy_base(toy_model_paths):
-    """(vLLM engine, tokenizer, path) for toy-base, one engine for the session."""
-    return _engine(toy_model_paths["toy-base"])
-
-
-@pytest.fixture(scope="session")
-def toy_instruct(toy_model_paths):
-    return _engine(toy_model_paths["toy-instruct"])
-
-
-@pytest.fixture(scope="session")
-def prefect_api():
-    """A temporary Prefect server (prefect_test_harness) for the whole session; yields its URL
-    so that flow processes started by a test can report to it too."""
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    from contextlib import ExitStack
-
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    with ExitStack() as stack:
-        start_with_retries("Prefect test server", lambda: stack.enter_context(
-            prefect_test_harness(server_startup_timeout=180)))
-        yield PREFECT_API_URL.value()
-
-
-def _die_with_parent() -> None:
-    """preexec_fn: SIGTERM this child when the test process dies, even by SIGKILL, so that
-    `ray start --block` still stops its node."""
-    import ctypes
-    import signal
-
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _wait_for_nodes(count: int, timeout: float = 120) -> None:
-    import time
-
-    import ray
-
-    deadline = time.monotonic() + timeout
-    while sum(1 for n in ray.nodes() if n.get("Alive")) != count:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"Ray cluster did not reach {count} alive nodes")
-        time.sleep(0.5)
-
-
-# Ray rewrites 127.0.0.1 to the machine's routable address (its nodes are meant to be reached
-# from other hosts).  Tests stay on loopback: a local Ray started by a test uses the loopback
-# address (Ray's switch for single-host clusters), and the session cluster's nodes take other
-# loopback addresses, which Ray leaves as they are.
-os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
-
-
-@pytest.fixture(scope="session")
-def ray_cluster(tmp_path_factory):
-    """A Ray head node on 127.0.0.2 (2 CPUs) for the session, started with the `ray` CLI; this
-    process is connected to it as a driver, so every flow in the session reuses its workers.
-    ``add_node()`` joins a second node (1 CPU, 127.0.0.3) and returns a function that stops it."""
-    import subprocess
-    import sys
-    import time
-
-    import ray
-
-    ray_bin = str(Path(sys.executable).with_name("ray"))
-    # `ray start` refuses to join a node to a cluster under the single-host switch
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
-           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    nodes: list[subprocess.Popen] = []
-
-    def start_head():
-        port, client_port, dashboard_port = _free_port(), _free_port(), _free_port()
-        head = subprocess.Popen([ray_bin, "start", "--head", "--block", f"--node-ip-address={HEAD_IP}",
-                                 f"--port={port}", "--num-cpus=2", f"--dashboard-host={HEAD_IP}",
-                                 f"--dashboard-port={dashboard_port}",
-                                 "--disable-usage-stats", f"--ray-client-server-port={client_port}"],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                preexec_fn=_die_with_parent)
-        address = f"{HEAD_IP}:{port}"
-        deadline = time.monotonic() + 120
-        while not ray.is_initialized():
-            try:
-                ray.init(address=address, log_to_driver=False)
-            except Exception:  # noqa: BLE001 - the head is still starting
-                if head.poll() is not None or time.monotonic() > deadline:
-                    _stop(head)
-                    raise RuntimeError("the Ray head node did not start") from None
-                time.sleep(1)
-        return head, address, client_port, f"http://{HEAD_IP}:{dashboard_port}"
-
-    # The dashboard serves Ray's state API (ray.util.state), which tests read to check what a
-    # cluster user can see.
-    head, address, client_port, dashboard = start_with_retries("Ray head node", start_head)
-    try:
-        def add_node():
-            node = subprocess.Popen([ray_bin, "start", f"--address={address}", "--block",
-                                     f"--node-ip-address={WORKER_IP}", "--num-cpus=1", "--disable-usage-stats"],
-                                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                    preexec_fn=_die_with_parent)
-            nodes.append(node)
-            _wait_for_nodes(2)
-
-            def stop():
-                node.terminate()
-                node.wait(60)
-                _wait_for_nodes(1)
-
-            return stop
-
-        yield {"address": address, "client": f"ray://{HEAD_IP}:{client_port}", "add_node": add_node,
-               "dashboard": dashboard}
-    finally:
-        ray.shutdown()
-        for proc in [*nodes, head]:
-            _stop(proc)
-
-
-def _stop(proc) -> None:
-    import subprocess
-
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -258,32 +58,3 @@ def _release_vllm_engines():
 
     if "codealign.tasks.generation.sampling" in sys.modules:
         sys.modules["codealign.tasks.generation.sampling"].release_engines()
-
-
-@pytest.fixture(scope="session")
-def pathway_runs(tmp_path_factory, toy_model_paths, prefect_api, ray_cluster):
-    """One run from toy-base (PTA: a base model completes code prompts, Flow mode) and one from
-    toy-instruct (FTA: instructions through its chat template) over the planted source."""
-    from preference_runs import config, generate, planted_source
-
-    from codealign.tasks.artifacts.store import ArtifactStore
-
-    root = tmp_path_factory.mktemp("preferences")
-    source = planted_source(root / "source.jsonl")
-    out = {}
-    for pathway, model, mode in (("pta", "toy-base", "flow"), ("fta", "toy-instruct", "command")):
-        store = root / f"store-{pathway}"
-        result = generate(config(model, source, store, mode=mode), pathway)
-        out[pathway] = (ArtifactStore(str(store)), result)
-    return root, source, out
-
-
-@pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path):
-    """An empty artifact store, once on the local filesystem and once on the test S3 server."""
-    from codealign.tasks.artifacts.store import ArtifactStore
-
-    if request.param == "local":
-        return ArtifactStore(str(tmp_path / "store"))
-    s3 = request.getfixturevalue("s3_server")
-    return ArtifactStore(f"s3://{s3['bucket']}/t-{tmp_path.name}")

@@ -23,7 +23,7 @@ from codealign.tasks.evaluation.generation_fidelity import (
 from codealign.tasks.evaluation.scoring import score
 from codealign.tasks.problems.problem import Problem
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PROMPT = 'def add(a, b):\n    """Return a plus b."""\n'
 ADD = Problem("toy-test", "t/0", PROMPT, "Write add(a, b) returning a + b.", "add", "    return a + b\n",
               test="assert add(1, 2) == 3\n")

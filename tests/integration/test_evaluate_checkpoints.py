@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from toy_checkpoints import make_checkpoints
 
 from codealign.tasks.artifacts import runs
 from codealign.tasks.artifacts.store import ArtifactStore, IntegrityError
@@ -30,16 +30,9 @@ from codealign.tasks.evaluation.units import (
 )
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
-def make_checkpoints(root: Path, toy_model_paths, steps) -> Path:
-    for step in steps:
-        target = root / f"checkpoint-{step}"
-        shutil.copytree(toy_model_paths["toy-base"], target)
-        (target / "trainer_state.json").write_text(json.dumps({"global_step": step}))  # not hashed
-        (target / "step.txt").write_text(str(step))  # hashed: a distinct checkpoint
-    return root
 
 
 def config(checkpoints, store, **overrides) -> CheckpointEvalConfig:

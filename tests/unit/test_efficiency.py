@@ -147,7 +147,7 @@ def test_score_command_prints_efficiency(tmp_path):
             {"task_id": "t/1", "sample_index": 0, "passed": True, "benchmark": "b", "efficiency": 1.5}]
     verdicts.write_text("".join(json.dumps(r) + "\n" for r in rows))
     r = subprocess.run([sys.executable, "-m", "codealign", "score", "--verdicts", str(verdicts), "--k", "1"],
-                       check=False, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+                       check=False, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
     assert r.returncode == 0, r.stderr
     assert "efficiency b: 1.000 (n_tasks=2)" in r.stdout, r.stdout
     assert "instructions: not" in r.stdout

@@ -80,7 +80,8 @@ def test_evaluate_other_languages_end_to_end(toy_base, tmp_path, mode):
     from pathlib import Path
 
     llm, tokenizer, path = toy_base
-    multipl_e = f"multipl-e:{Path(__file__).parent / 'fixtures' / 'multipl_e' / 'humaneval-js-reworded.jsonl'}"
+    fixture = Path(__file__).resolve().parents[1] / 'fixtures' / 'multipl_e' / 'humaneval-js-reworded.jsonl'
+    multipl_e = f"multipl-e:{fixture}"
     config = EvaluateConfig(model=path, benchmarks=["humaneval-x-js", "humaneval-x-cpp", multipl_e], mode=mode,
                             ks=[1], limit=2, sampling=SamplingSettings(n=2, temperature=0.8, max_tokens=96))
     scores = evaluate_model(config, tmp_path, llm=llm, tokenizer=tokenizer)

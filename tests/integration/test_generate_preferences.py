@@ -22,7 +22,7 @@ from codealign.tasks.preferences.pairs import build_datasets
 from codealign.tasks.preferences.responses import Response, judge_responses
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def responses_of(store: ArtifactStore, run_id: str) -> dict[tuple[str, int], dict]:

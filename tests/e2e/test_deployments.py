@@ -13,14 +13,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import _free_port
-from test_evaluate_checkpoints import make_checkpoints
+from servers import free_port
+from toy_checkpoints import make_checkpoints
 
 from codealign.tasks.artifacts import runs
 from codealign.tasks.artifacts.store import ArtifactStore
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (Playwright cannot download its own browsers here)
 ARTIFACTS = REPO / "out" / "test-artifacts"  # kept after the run: the browser's screenshot
@@ -46,8 +46,8 @@ def stack(tmp_path_factory, toy_model_paths):
     root = tmp_path_factory.mktemp("stack")
     state, store = root / "state", root / "store"
     command = [sys.executable, "-m", "codealign", "stack"]
-    up = subprocess.run([*command, "up", "--state-dir", str(state), "--prefect-port", str(_free_port()), "--ray-port",
-                         str(_free_port()), "--cpus", "2", "--store", str(store)],
+    up = subprocess.run([*command, "up", "--state-dir", str(state), "--prefect-port", str(free_port()), "--ray-port",
+                         str(free_port()), "--cpus", "2", "--store", str(store)],
                         cwd=REPO, capture_output=True, text=True, timeout=900)
     assert up.returncode == 0, up.stderr[-3000:]
     record = json.loads(up.stdout)

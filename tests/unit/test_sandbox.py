@@ -272,7 +272,7 @@ def test_samples_cannot_read_the_hosts_secrets(problem_factory):
     (home directories are covered; samples run as an unprivileged uid).  Honest samples using
     the standard library and numpy still pass."""
     tag = uuid.uuid4().hex
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     home_dir = Path.home() / f".codealign-canary-{tag}"
     canaries = [home_dir / "credentials", Path("/root") / f".codealign-root-canary-{tag}", repo / f".canary-{tag}"]
     written = []

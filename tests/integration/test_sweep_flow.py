@@ -18,7 +18,7 @@ from codealign.tasks.artifacts.store import ArtifactStore
 from codealign.tasks.sweeps.config import SweepConfig, load_preset
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def settings(source: Path, store: Path, address: str) -> dict:

@@ -22,7 +22,7 @@ from codealign.tasks.training.config import StageConfig, bonbon_default_beta
 from codealign.tasks.training.data import read_rows
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def stage_config(store: ArtifactStore, stage: str, model: str, dataset: str, address: str, **overrides) -> StageConfig:

@@ -15,7 +15,7 @@ from codealign.flows.options import ConfigError, build_config, config_options
 from codealign.tasks.evaluation.units import CheckpointEvalConfig
 from codealign.tasks.generation.models import ModelNotFound, resolve_model
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def codealign(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:

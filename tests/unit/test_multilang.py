@@ -18,7 +18,7 @@ from codealign.tasks.problems.registry import DataFileError, load_benchmark
 from codealign.tasks.sandbox import toolchains
 from codealign.tasks.sandbox.limits import Limits
 
-FIXTURES = Path(__file__).parent / "fixtures" / "multipl_e"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "multipl_e"
 
 
 @pytest.mark.parametrize("language", HUMANEVAL_X_LANGUAGES)

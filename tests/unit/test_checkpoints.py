@@ -26,7 +26,7 @@ from codealign.tasks.evaluation.units import (
     write_manifest,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _safetensors(payload: bytes = b"\0" * 16) -> bytes:
@@ -245,7 +245,7 @@ def test_a_benchmark_from_a_user_file_is_keyed_by_its_content(tmp_path):
     import shutil
 
     data = tmp_path / "EvoEval_difficult.jsonl"
-    shutil.copy(Path(__file__).parent / "fixtures" / "local_benchmarks" / "EvoEval_difficult.jsonl", data)
+    shutil.copy(Path(__file__).resolve().parents[1] / "fixtures" / "local_benchmarks" / "EvoEval_difficult.jsonl", data)
     ckpt = fingerprint(str(make_checkpoint(tmp_path / "checkpoint-1")))
     cfg = CheckpointEvalConfig(checkpoints=["x"], benchmarks=[f"evoeval:{data}", "toy"], modes=["flow"])
     before = [u.key for u in make_units(cfg, [ckpt])]

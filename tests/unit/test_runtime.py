@@ -12,7 +12,7 @@ from pathlib import Path
 from codealign.tasks.artifacts import layout, runs
 from codealign.tasks.artifacts.store import ArtifactStore
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _prefect_settings_after(script: str) -> list:

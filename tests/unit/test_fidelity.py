@@ -23,7 +23,7 @@ from codealign.tasks.generation.samples import Sample
 from codealign.tasks.problems.registry import load_benchmark
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _spin() -> None:

@@ -13,7 +13,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TOP = ("tasks", "flows", "deployments", "infra")  # the folders codealign/ links to
 _BARE_STRING = re.compile(r"""["'](?:-m\s+)?((?:""" + "|".join(TOP) + r""")\.[A-Za-z_][\w.]*(?::\w+)?)""")
 # Lowest first.  A module may import its own layer's modules (without a cycle) and lower ones.

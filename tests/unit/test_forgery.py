@@ -154,7 +154,7 @@ def test_a_sample_searching_the_filesystem_finds_no_benchmark_data(problem_facto
               "            path = os.path.join(root, name)\n"
               "            if ('.jsonl' in name and any(k in name.lower() for k in ('humaneval', 'mbpp')))\\\n"
               "                    or (name.endswith('.pkl') and 'reference' in root)\\\n"
-              "                    or path.endswith(('tasks/toy/families.py', 'tests/test_forgery.py')):\n"
+              "                    or path.endswith(('tasks/toy/families.py', 'tests/unit/test_forgery.py')):\n"
               "                found.append(path)\n"
               "    return found\n")
     v = _run(problem_factory("assert f() == []"), search, Limits(cpu_s=60, wall_s=120))

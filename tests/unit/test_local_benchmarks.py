@@ -17,7 +17,7 @@ from codealign.tasks.problems.local_files import (
 )
 from codealign.tasks.problems.registry import BENCHMARKS, DataFileError, load_benchmark
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "local_benchmarks"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "local_benchmarks"
 EVOEVAL = FIXTURES / "EvoEval_difficult.jsonl"
 EVALPERF = FIXTURES / "evalperf.jsonl"
 CODAL = FIXTURES / "codal-bench.jsonl"
@@ -146,7 +146,7 @@ def _check_codal(problems, name, where_suffix):
             "claude-3-sonnet-20240229": r["claude-3-sonnet-20240229_response"]}
         assert p.metadata["where"].endswith(where_suffix(i))
     assert problems[2].metadata["judge_dimension"] == "instruction_following"
-    judge_rubrics = Path(__file__).resolve().parent.parent / "tasks" / "preferences" / "templates" / "judge"
+    judge_rubrics = Path(__file__).resolve().parents[2] / "tasks" / "preferences" / "templates" / "judge"
     assert all((judge_rubrics / f"{p.metadata['judge_dimension']}.txt").is_file() for p in problems)
 
 

@@ -1,0 +1,38 @@
+"""Starting servers in tests: a free loopback port, retries of a start (never of an
+assertion), stopping a child process.  Imported by the layers' conftest files and tests."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+
+START_ATTEMPTS = 3
+
+
+def start_with_retries(what: str, start):
+    """Call ``start()`` (which starts a server and waits until it is ready, raising if it is
+    not) up to START_ATTEMPTS times: a port taken between choosing and binding it, or a slow
+    machine, costs a retry of the *start*, never a failed assertion."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            return start()
+        except Exception as exc:  # any failure to start is retried, then raised
+            if attempt == START_ATTEMPTS:
+                raise RuntimeError(f"{what} did not start after {START_ATTEMPTS} attempts") from exc
+            print(f"{what} did not start ({exc}); attempt {attempt + 1} of {START_ATTEMPTS}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
