@@ -44,8 +44,11 @@ class StackError(CodealignError, RuntimeError):
     exit_code = 1
 
 
-def default_state_dir() -> Path:
-    return Path(os.environ.get("CODEALIGN_STACK_DIR", Path.home() / ".cache" / "codealign" / "stack"))
+def state_path(state_dir: Path | None = None) -> Path:
+    """Where the stack keeps its pids, logs and database: ``state_dir``, else $CODEALIGN_STACK_DIR,
+    else ~/.cache/codealign/stack."""
+    default = Path(os.environ.get("CODEALIGN_STACK_DIR", Path.home() / ".cache" / "codealign" / "stack"))
+    return (state_dir or default).resolve()
 
 
 def service_env(state: Path, prefect_port: int) -> dict[str, str]:
@@ -210,7 +213,7 @@ def up_command(
     no_deploy: Annotated[bool, typer.Option("--no-deploy", help="start the services only")] = False,
 ) -> None:
     """Start (or find running) every service, waiting until each answers; print their addresses."""
-    record = up((state_dir or default_state_dir()).resolve(), prefect_port, ray_port, cpus, store, not no_deploy)
+    record = up(state_path(state_dir), prefect_port, ray_port, cpus, store, not no_deploy)
     print(json.dumps(record, indent=2))
     print(f"UI: {record['ui']}   flows: export PREFECT_API_URL={record['api']}", file=sys.stderr)
 
@@ -218,7 +221,7 @@ def up_command(
 @stack_app.command("status")
 def status_command(state_dir: StateDir = None) -> None:
     """The running stack's addresses and which services are alive (exit 3 when it is down)."""
-    record_file = (state_dir or default_state_dir()).resolve() / "stack.json"
+    record_file = state_path(state_dir) / "stack.json"
     if not record_file.exists():
         print("local stack: down")
         raise typer.Exit(3)
@@ -229,4 +232,4 @@ def status_command(state_dir: StateDir = None) -> None:
 @stack_app.command("down")
 def down_command(state_dir: StateDir = None) -> None:
     """Stop the worker, the server and the Ray node (SIGTERM, then SIGKILL after 30 s)."""
-    down((state_dir or default_state_dir()).resolve())
+    down(state_path(state_dir))
