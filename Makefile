@@ -13,7 +13,9 @@ PY := $(VENV)/bin/python
 
 .PHONY: venv toolchains browser sweep demo test bench clean-venv
 
-$(VENV)/.installed: pyproject.toml
+# No prerequisite: the path already names the dependencies' hash (a fresh clone's newer
+# pyproject.toml must not reinstall into a venv that has them).
+$(VENV)/.installed:
 	@mkdir -p $(dir $(VENV))
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip

@@ -22,6 +22,7 @@ import pickle
 import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from codealign.tasks.files import atomic_open, cache_dir
@@ -43,7 +44,7 @@ from codealign.tasks.sandbox.toolchains import compiled_tests
 
 # Generous limits for computing expected outputs from trusted canonical code.
 _RECORD_LIMITS = Limits(cpu_s=120, wall_s=600, memory_mb=8192)
-_REFERENCE_FORMAT = "5"  # 5: outputs as the judge decodes them; problems judged in process
+_REFERENCE_FORMAT = "6"  # 6: one file per task; 5: outputs as the judge decodes them; problems judged in process
 # A task's CPU limit is at least this multiple of its canonical solution's CPU time (evalplus'
 # ground-truth time factor), so tasks whose reference is slow keep a wide margin while the
 # default floor (Limits.cpu_s) keeps infinite loops cheap.
@@ -81,74 +82,93 @@ def _differential_job(problem: Problem, reference: dict[str, Any] | None) -> Dif
     )
 
 
-def _fingerprint(problems: Sequence[Problem]) -> str:
+def _fingerprint(problem: Problem) -> str:
+    """Everything a problem's reference run depends on: its canonical solution and inputs."""
     h = hashlib.sha256(_REFERENCE_FORMAT.encode())
-    for p in problems:
-        d = p.differential
-        h.update(repr((p.task_id, p.canonical_solution, d.flavor if d else None, d.atol if d else None,
-                       d.output_not_none if d else None)).encode())
-        h.update(pickle.dumps((d.base_inputs, d.plus_inputs) if d else None, protocol=4))
+    d = problem.differential
+    h.update(repr((problem.task_id, problem.canonical_solution, d.flavor if d else None, d.atol if d else None,
+                   d.output_not_none if d else None)).encode())
+    h.update(pickle.dumps((d.base_inputs, d.plus_inputs) if d else None, protocol=4))
     return h.hexdigest()[:24]
+
+
+def _reference_path(problem: Problem) -> Path:
+    """One file per task, named by its fingerprint: running a subset of a benchmark (``--limit``,
+    a test's few tasks) neither misses nor evicts the runs of the others."""
+    def flat(name: str) -> str:  # a benchmark from a user file is named with its path
+        return re.sub(r"[^\w.+-]", "_", name)
+
+    return cache_dir() / "reference" / flat(problem.benchmark) / f"{flat(problem.task_id)}-{_fingerprint(problem)}.pkl"
+
+
+def _keep(path: Path, run: dict[str, Any]) -> None:
+    """Write a task's reference run and remove its older versions (same task, other data)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, binary=True) as f:
+        pickle.dump(run, f, protocol=pickle.HIGHEST_PROTOCOL)
+    task = path.name.rsplit("-", 1)[0]
+    for old in path.parent.glob(f"{glob.escape(task)}-*.pkl"):
+        if old != path and old.name.rsplit("-", 1)[0] == task:
+            old.unlink(missing_ok=True)
 
 
 def reference_runs(problems: Sequence[Problem], pool: SandboxPool) -> dict[str, dict[str, Any]]:
     """Run each problem's canonical solution once: its CPU time (``cpu_s``, which sets the
     task's CPU-limit floor) and, for differential problems, its outputs on every input (the
-    expected outputs).  Keyed by task id; cached per benchmark and data version under
-    ``cache_dir()`` (older versions are removed)."""
-    by_benchmark: dict[str, list[Problem]] = {}
+    expected outputs).  Keyed by task id; cached per task and data version under
+    ``cache_dir()/reference`` (older versions are removed)."""
+    result: dict[str, dict[str, Any]] = {}
+    missing: dict[str, list[Problem]] = {}
     for p in problems:
         if p.language != "python":  # compile time would dominate; compiled runs use the limits given
             continue
-        by_benchmark.setdefault(p.benchmark, []).append(p)
-    result: dict[str, dict[str, Any]] = {}
-    for benchmark, group in by_benchmark.items():
-        folder = cache_dir() / "reference"
-        # a benchmark from a user file is named with its path: one flat file name per benchmark
-        stem = re.sub(r"[^\w.+-]", "_", benchmark)
-        path = folder / f"{stem}-{_fingerprint(group)}.pkl"
-        if path.is_file():
+        path = _reference_path(p)
+        try:
             with path.open("rb") as f:
-                result.update(pickle.load(f))
-            continue
+                result[p.task_id] = pickle.load(f)
+        except FileNotFoundError:
+            missing.setdefault(p.benchmark, []).append(p)
+    for benchmark, group in missing.items():
         print(f"codealign: running {benchmark}'s canonical solutions once ({len(group)} tasks, cached afterwards)",
               file=sys.stderr)
-        jobs = []
-        by_id = {p.task_id: p for p in group}
+        runs = _run_canonicals(benchmark, group, pool)
         for p in group:
-            if p.differential is not None:
-                job = Job(p.task_id, -1, p.canonical_solution, "record", _tests_key(p) + "#record", p.benchmark)
-                jobs.append((job, _differential_job(p, None)))
-            else:
-                jobs.append(job_and_tests(p, Sample(p.task_id, -1, p.canonical_completion)))
-        runs: dict[str, dict[str, Any]] = {}
-        retry = []
-        for verdict in pool.run(jobs, _RECORD_LIMITS):
-            p = by_id[verdict.task_id]
-            if verdict.status != "passed" and p.differential is None:
-                retry.append((p, verdict))  # tests the judge cannot proxy: judged in process
-                continue
-            if verdict.status != "passed":
-                raise RuntimeError(f"{benchmark} {verdict.task_id}: canonical solution failed "
-                                   f"({verdict.status}: {verdict.detail})")
-            runs[verdict.task_id] = {**(verdict.outputs or {}), "cpu_s": verdict.cpu_s, "fallback": None}
-        in_process = [job_and_tests(p, Sample(p.task_id, -1, p.canonical_completion), in_process=True)
-                      for p, _ in retry]
-        reasons = {p.task_id: f"{v.status}: {v.detail}" for p, v in retry}
-        for verdict in pool.run(in_process, _RECORD_LIMITS):
-            if verdict.status != "passed":
-                raise RuntimeError(f"{benchmark} {verdict.task_id}: canonical solution failed "
-                                   f"({verdict.status}: {verdict.detail})")
-            runs[verdict.task_id] = {"cpu_s": verdict.cpu_s, "fallback": reasons[verdict.task_id]}
-        with atomic_open(path, binary=True) as f:
-            pickle.dump(runs, f, protocol=pickle.HIGHEST_PROTOCOL)
-        # Older versions of this benchmark only: "humaneval-*.pkl" would also match the
-        # "humaneval-infill-*" caches, so compare the name without its fingerprint.
-        for old in folder.glob(f"{glob.escape(stem)}-*.pkl"):
-            if old != path and old.name.rsplit("-", 1)[0] == stem:
-                old.unlink(missing_ok=True)
+            _keep(_reference_path(p), runs[p.task_id])
         result.update(runs)
     return result
+
+
+def _run_canonicals(benchmark: str, group: list[Problem], pool: SandboxPool) -> dict[str, dict[str, Any]]:
+    """The reference runs of ``group``: in the sandbox, or judged in process for tests the
+    judge cannot proxy (flagged with the reason in ``fallback``)."""
+    jobs = []
+    by_id = {p.task_id: p for p in group}
+    for p in group:
+        if p.differential is not None:
+            job = Job(p.task_id, -1, p.canonical_solution, "record", _tests_key(p) + "#record", p.benchmark)
+            jobs.append((job, _differential_job(p, None)))
+        else:
+            jobs.append(job_and_tests(p, Sample(p.task_id, -1, p.canonical_completion)))
+    runs: dict[str, dict[str, Any]] = {}
+    retry = []
+    for verdict in pool.run(jobs, _RECORD_LIMITS):
+        p = by_id[verdict.task_id]
+        if verdict.status != "passed" and p.differential is None:
+            retry.append((p, verdict))  # tests the judge cannot proxy: judged in process
+            continue
+        if verdict.status != "passed":
+            raise RuntimeError(f"{benchmark} {verdict.task_id}: canonical solution failed "
+                               f"({verdict.status}: {verdict.detail})")
+        runs[verdict.task_id] = {**(verdict.outputs or {}), "cpu_s": verdict.cpu_s, "fallback": None}
+    in_process = [job_and_tests(p, Sample(p.task_id, -1, p.canonical_completion), in_process=True)
+                  for p, _ in retry]
+    reasons = {p.task_id: f"{v.status}: {v.detail}" for p, v in retry}
+    for verdict in pool.run(in_process, _RECORD_LIMITS):
+        if verdict.status != "passed":
+            raise RuntimeError(f"{benchmark} {verdict.task_id}: canonical solution failed "
+                               f"({verdict.status}: {verdict.detail})")
+        runs[verdict.task_id] = {"cpu_s": verdict.cpu_s, "fallback": reasons[verdict.task_id]}
+    return runs
 
 
 def canonical_references(problems: Sequence[Problem], workers: int | None = None) -> dict[str, dict[str, Any]]:

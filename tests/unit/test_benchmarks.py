@@ -87,16 +87,31 @@ def test_corrupt_file_is_rejected_by_sha256(tmp_path, monkeypatch):
         load_benchmark("humaneval-infill-single")
 
 
-def test_reference_cache_keeps_other_benchmarks(tmp_path, monkeypatch):
-    """Caching one benchmark's canonical runs must not evict another whose name it prefixes."""
+def test_reference_cache_is_per_task_and_a_subset_evicts_nothing(tmp_path, monkeypatch, capsys):
+    """Canonical runs are cached per task: running a subset (``--limit``, a test's few tasks)
+    reuses the cached tasks and keeps the others; a task whose data changed is run again and its
+    old version removed; benchmarks whose names prefix each other keep their own."""
+    import dataclasses
+
     from codealign.tasks.evaluation.execute import reference_runs
     from codealign.tasks.sandbox.pool import SandboxPool
 
     monkeypatch.setenv("CODEALIGN_CACHE_DIR", str(tmp_path))
-    toy, infill = load_benchmark("toy")[:2], load_benchmark("toy-infill")[:2]
+    toy, infill = load_benchmark("toy")[:3], load_benchmark("toy-infill")[:2]
+
+    def cached() -> list[str]:
+        return sorted(f"{p.parent.name}/{p.name.rsplit('-', 1)[0]}" for p in (tmp_path / "reference").glob("*/*.pkl"))
+
     with SandboxPool(1) as pool:
-        reference_runs(infill, pool)
+        first = reference_runs(toy[:2], pool)
+        reference_runs(infill, pool)  # the same task ids, another benchmark
+        capsys.readouterr()
+        assert reference_runs(toy[:1], pool) == {toy[0].task_id: first[toy[0].task_id]}  # from the cache
+        assert "running" not in capsys.readouterr().err
         reference_runs(toy, pool)
-        reference_runs(toy[:1], pool)  # a new version of "toy" replaces the old one
-    names = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "reference").glob("*.pkl"))
-    assert names == ["toy", "toy-infill"]
+        assert "(1 tasks, cached afterwards)" in capsys.readouterr().err  # only the one not cached yet
+        changed = dataclasses.replace(toy[0], canonical_completion=toy[0].canonical_completion + "\n# v2\n")
+        reference_runs([changed], pool)
+    flat = [t.task_id.replace("/", "_") for t in toy]
+    assert cached() == sorted([*(f"toy/{t}" for t in flat), *(f"toy-infill/{t.task_id.replace('/', '_')}"
+                                                               for t in infill)])
