@@ -21,16 +21,10 @@ from typing import Any
 
 from prefect import flow
 from prefect_ray import RayTaskRunner
-from prefect_ray.context import remote_options
 
+from codealign.flows import runtime
 from codealign.flows.evaluate_checkpoints import evaluate_checkpoints
 from codealign.flows.generate_preferences import generate_preferences
-from codealign.flows.runtime import (
-    end_run,
-    fingerprint_task,
-    forwarded_env,
-    open_run,
-)
 from codealign.flows.train import train_flow
 from codealign.tasks.artifacts import layout, runs
 from codealign.tasks.artifacts.lineage import ArtifactMeta, InputRef
@@ -73,7 +67,7 @@ def _eval_config(config: SweepConfig, checkpoints: list[str], shots: int, modes:
 def alignment_sweep(config: SweepConfig, run_id: str | None = None) -> dict[str, Any]:
     """Generate data, train every stage of the grid and evaluate every checkpoint; pieces that
     are already in the store are reused.  Fails (after the others ran) if any piece failed."""
-    logger, store, run_id, made_by, status = open_run(FLOW_NAME, config, run_id)
+    logger, store, run_id, made_by, status = runtime.open_run(FLOW_NAME, config, run_id)
     plan = sweep_plan.expand(config)
     items = [RunItem(j.label, f"data {j.label}", item_done(run_id, j.label)) for j in plan.data_jobs]
     items += [RunItem(s.label, f"{s.technique} {s.label}", item_done(run_id, s.label)) for s in plan.stages]
@@ -87,8 +81,8 @@ def alignment_sweep(config: SweepConfig, run_id: str | None = None) -> dict[str,
         store.put_json(item_done(run_id, label), outcome, ArtifactMeta("sweep-item", made_by))
 
     record = SweepRecord(run_id, config.preset)
-    with remote_options(num_cpus=1, runtime_env={"env_vars": forwarded_env()}):
-        starts = {(p.name, pw): fingerprint_task.submit(resolve_model(p.start(pw)))
+    with runtime.ray_options():
+        starts = {(p.name, pw): runtime.fingerprint_task.submit(resolve_model(p.start(pw)))
                   for p in config.models for pw in config.pathways}
         for (pair, pathway), future in starts.items():
             checkpoint = future.result()
@@ -154,7 +148,7 @@ def alignment_sweep(config: SweepConfig, run_id: str | None = None) -> dict[str,
                          store.meta(layout.run_record(sub, layout.RESULTS)).sha256)
                 for shots, sub in record.eval_runs.items() if shots in eval_rows))
     try:
-        return end_run(store, status, rows, inputs, made_by)
+        return runtime.end_run(store, status, rows, inputs, made_by)
     finally:
         published = report.publish(store, run_id, made_by)
         logger.info(f"report: {published.markdown_uri}")

@@ -18,16 +18,7 @@ from prefect import flow
 from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
-from codealign.flows.runtime import (
-    end_run,
-    fingerprint_task,
-    forwarded_env,
-    open_run,
-    producer,
-    ray_task,
-    record_failures,
-    sandbox_cpus,
-)
+from codealign.flows import runtime
 from codealign.flows.samplers import SamplerQueue, run_on, start_samplers
 from codealign.tasks.artifacts import runs
 from codealign.tasks.artifacts.checkpoints import discover
@@ -38,30 +29,30 @@ from codealign.tasks.evaluation.units import CheckpointEvalConfig, Unit
 FLOW_NAME = "evaluate-checkpoints"
 
 
-@ray_task("sample-unit")
+@runtime.ray_task("sample-unit")
 def sample_task(unit: Unit, config: CheckpointEvalConfig, sampler: Any) -> ArtifactRef:
-    return run_on(sampler, ev.sample_unit, unit, config, producer=producer(FLOW_NAME, "sample-unit"))
+    return run_on(sampler, ev.sample_unit, unit, config, producer=runtime.producer(FLOW_NAME, "sample-unit"))
 
 
-@ray_task("execute-unit")
+@runtime.ray_task("execute-unit")
 def execute_task(unit: Unit, config: CheckpointEvalConfig, samples: ArtifactRef) -> ArtifactRef:
-    return ev.execute_unit(unit, config, samples, producer(FLOW_NAME, "execute-unit"))
+    return ev.execute_unit(unit, config, samples, runtime.producer(FLOW_NAME, "execute-unit"))
 
 
-@ray_task("score-unit")
+@runtime.ray_task("score-unit")
 def score_task(unit: Unit, config: CheckpointEvalConfig, verdicts: ArtifactRef) -> ArtifactRef:
-    return ev.score_unit(unit, config, verdicts, producer(FLOW_NAME, "score-unit"))
+    return ev.score_unit(unit, config, verdicts, runtime.producer(FLOW_NAME, "score-unit"))
 
 
 @flow(name=FLOW_NAME, task_runner=RayTaskRunner(), persist_result=True, log_prints=True)
 def evaluate_checkpoints(config: CheckpointEvalConfig, run_id: str | None = None) -> dict[str, Any]:
     """Evaluate every checkpoint on every benchmark and mode; only units not already complete
     in the store are run.  Fails (after recording them) if any unit failed."""
-    logger, store, run_id, made_by, status = open_run(FLOW_NAME, config, run_id)
+    logger, store, run_id, made_by, status = runtime.open_run(FLOW_NAME, config, run_id)
 
-    with remote_options(num_cpus=1, runtime_env={"env_vars": forwarded_env()}):
+    with runtime.ray_options():
         uris = discover(config.checkpoints)
-        prints = [(uri, fingerprint_task.submit(uri)) for uri in uris]
+        prints = [(uri, runtime.fingerprint_task.submit(uri)) for uri in uris]
         samplers = start_samplers(len(uris), config.engine.tensor_parallel_size)  # warm up while hashing
         checkpoints = []
         for uri, future in prints:
@@ -78,7 +69,7 @@ def evaluate_checkpoints(config: CheckpointEvalConfig, run_id: str | None = None
         logger.info(f"run {run_id}: {len(checkpoints)} checkpoints, {len(units)} units, {len(pending)} to run")
 
         # An execute task reserves as many CPUs as its sandbox pool has workers.
-        cpus = sandbox_cpus(config.workers)
+        cpus = runtime.sandbox_cpus(config.workers)
         execute_config = config.model_copy(update={"workers": cpus})
         queue = SamplerQueue(samplers, [u.checkpoint.sha256 for u in pending])
         try:
@@ -91,9 +82,9 @@ def evaluate_checkpoints(config: CheckpointEvalConfig, run_id: str | None = None
                     verdicts = execute_task.submit(unit, execute_config, samples)
                 scores = score_task.submit(unit, config, verdicts)
                 chains.append((unit.key, (("sample", samples), ("execute", verdicts), ("score", scores))))
-            record_failures(status, chains)
+            runtime.record_failures(status, chains)
         finally:
             queue.stop()
 
     rows, scored = ev.result_rows(store, units)
-    return end_run(store, status, rows, scored, made_by)
+    return runtime.end_run(store, status, rows, scored, made_by)

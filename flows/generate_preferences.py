@@ -20,16 +20,7 @@ from prefect import flow
 from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
-from codealign.flows.runtime import (
-    end_run,
-    fingerprint_task,
-    forwarded_env,
-    open_run,
-    producer,
-    ray_task,
-    record_failures,
-    sandbox_cpus,
-)
+from codealign.flows import runtime
 from codealign.flows.samplers import SamplerQueue, run_on, start_samplers
 from codealign.tasks.artifacts import runs
 from codealign.tasks.artifacts.lineage import InputRef
@@ -41,32 +32,33 @@ from codealign.tasks.preferences.generate import GenerateConfig, RunInputs, Shar
 FLOW_NAME = "generate-preferences"
 
 
-@ray_task("sample-shard")
+@runtime.ray_task("sample-shard")
 def sample_task(shard: Shard, inputs: RunInputs, sampler: Any) -> ArtifactRef:
     return run_on(sampler, gp.sample_shard, shard, inputs.config, inputs.model, inputs.source, inputs.judge,
-                  producer=producer(FLOW_NAME, "sample-shard"))
+                  producer=runtime.producer(FLOW_NAME, "sample-shard"))
 
 
-@ray_task("judge-shard")
+@runtime.ray_task("judge-shard")
 def judge_task(shard: Shard, config: GenerateConfig, samples: ArtifactRef) -> ArtifactRef:
-    return gp.judge_shard(shard, config, samples, producer(FLOW_NAME, "judge-shard"))
+    return gp.judge_shard(shard, config, samples, runtime.producer(FLOW_NAME, "judge-shard"))
 
 
-@ray_task("build-datasets")
+@runtime.ray_task("build-datasets")
 def build_task(run_id: str, inputs: RunInputs) -> list[dict[str, Any]]:
     return gp.build_run_datasets(ArtifactStore(inputs.config.store), run_id, inputs.config, inputs.model,
-                                 inputs.source, inputs.shards, producer(FLOW_NAME, "build-datasets"))
+                                 inputs.source, inputs.shards, runtime.producer(FLOW_NAME, "build-datasets"))
 
 
 @flow(name=FLOW_NAME, task_runner=RayTaskRunner(), persist_result=True, log_prints=True)
 def generate_preferences(config: GenerateConfig, run_id: str | None = None) -> dict[str, Any]:
     """Sample, execute and gate responses shard by shard (only shards not already complete in
     the store), then build the datasets.  Fails (after recording them) if any shard failed."""
-    logger, store, run_id, made_by, status = open_run(FLOW_NAME, config, run_id)
+    logger, store, run_id, made_by, status = runtime.open_run(FLOW_NAME, config, run_id)
 
-    with remote_options(num_cpus=1, runtime_env={"env_vars": forwarded_env()}):
-        model_future = fingerprint_task.submit(resolve_model(config.model))
-        judge_future = fingerprint_task.submit(resolve_model(config.judge_model)) if config.judge_model else None
+    with runtime.ray_options():
+        model_future = runtime.fingerprint_task.submit(resolve_model(config.model))
+        judge_future = (runtime.fingerprint_task.submit(resolve_model(config.judge_model))
+                        if config.judge_model else None)
         source = gp.load_checked_source(config)
         samplers = start_samplers(1, config.engine.tensor_parallel_size)  # warm up while hashing
         model, judge = model_future.result(), judge_future.result() if judge_future else None
@@ -77,7 +69,7 @@ def generate_preferences(config: GenerateConfig, run_id: str | None = None) -> d
         pending = [s for s in shards if not gp.is_complete(store, s)]
         logger.info(f"run {run_id}: {len(source.instructions)} instructions from {source.name}, "
                     f"{len(shards)} shards, {len(pending)} to run")
-        cpus = sandbox_cpus(config.workers)
+        cpus = runtime.sandbox_cpus(config.workers)
         judge_config = config.model_copy(update={"workers": cpus})
         queue = SamplerQueue(samplers, [model.sha256] * len(pending))
         try:
@@ -89,11 +81,11 @@ def generate_preferences(config: GenerateConfig, run_id: str | None = None) -> d
                 with remote_options(num_cpus=cpus):  # as many CPUs as its sandbox pool has workers
                     judged = judge_task.submit(shard, judge_config, samples)
                 chains.append((shard.key, (("sample", samples), ("judge", judged))))
-            record_failures(status, chains)
+            runtime.record_failures(status, chains)
         finally:
             queue.stop()
         rows: list[dict[str, Any]] = []
         if not status.failed:
             rows = build_task.submit(run_id, inputs).result()
 
-    return end_run(store, status, rows, tuple(InputRef(r["uri"], r["sha256"]) for r in rows), made_by)
+    return runtime.end_run(store, status, rows, tuple(InputRef(r["uri"], r["sha256"]) for r in rows), made_by)

@@ -19,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.filesystems import LocalFileSystem, RemoteFileSystem
 from prefect.runtime import flow_run, task_run
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect_ray.context import remote_options
 
 from codealign.tasks.artifacts import layout, runs
 from codealign.tasks.artifacts.checkpoints import Checkpoint, fingerprint
@@ -77,6 +78,12 @@ def forwarded_env() -> dict[str, str]:
     if api := PREFECT_API_URL.value():
         env["PREFECT_API_URL"] = api
     return env
+
+
+def ray_options(num_cpus: float = 1):
+    """What every Ray task a flow submits inside it gets: ``num_cpus`` and the forwarded
+    environment (:func:`forwarded_env`).  Nested ``remote_options`` calls change the CPUs only."""
+    return remote_options(num_cpus=num_cpus, runtime_env={"env_vars": forwarded_env()})
 
 
 def sandbox_cpus(requested: int | None) -> int:

@@ -26,17 +26,9 @@ from typing import Any
 import ray
 from prefect import flow, get_run_logger
 from prefect_ray import RayTaskRunner
-from prefect_ray.context import remote_options
 
+from codealign.flows import runtime
 from codealign.flows.evaluate_checkpoints import evaluate_checkpoints
-from codealign.flows.runtime import (
-    end_run,
-    fingerprint_task,
-    forwarded_env,
-    open_run,
-    producer,
-    ray_task,
-)
 from codealign.tasks.artifacts import runs
 from codealign.tasks.artifacts.checkpoint_cache import local_copy
 from codealign.tasks.artifacts.checkpoints import validate
@@ -148,10 +140,10 @@ def fit_stage(spec: StageSpec, made_by: dict[str, Any], log: Any) -> dict[str, A
     return {"metrics": metrics, "examples_seen": seen}
 
 
-@ray_task("train-stage")
+@runtime.ray_task("train-stage")
 def train_task(spec: StageSpec) -> dict[str, Any]:
     logger = get_run_logger()
-    return fit_stage(spec, producer(FLOW_NAME, "train-stage"), logger.info)
+    return fit_stage(spec, runtime.producer(FLOW_NAME, "train-stage"), logger.info)
 
 
 def degradation_benchmarks(config: StageConfig) -> list[str]:
@@ -183,10 +175,10 @@ def check_degradation(spec: StageSpec, final: dict[str, Any], run_id: str) -> st
 def train_flow(config: StageConfig, run_id: str | None = None) -> dict[str, Any]:
     """Train one stage unless an identical stage (same model and data content, same settings)
     is complete in the store; then, after SFT, check it for degradation."""
-    logger, store, run_id, made_by, status = open_run(FLOW_NAME, config, run_id)
+    logger, store, run_id, made_by, status = runtime.open_run(FLOW_NAME, config, run_id)
     data = check_dataset(config.dataset, config.stage)
-    with remote_options(num_cpus=1, runtime_env={"env_vars": forwarded_env()}):
-        model = fingerprint_task.submit(resolve_model(config.model)).result()
+    with runtime.ray_options():
+        model = runtime.fingerprint_task.submit(resolve_model(config.model)).result()
     validate(model.uri)  # no weights, a corrupt file: fail now, naming it, before any worker starts
     spec = stages.make_stage(config, model, data)
     manifest = Manifest(run_id, FLOW_NAME, config.model_dump(mode="json"), [spec.as_item()])
@@ -199,7 +191,7 @@ def train_flow(config: StageConfig, run_id: str | None = None) -> dict[str, Any]
         logger.info(f"run {run_id}: stage {spec.key} ({spec.label()}): {data.rows} examples, "
                     f"{config.workers} worker(s), {'GPU' if config.use_gpu else 'CPU'}")
         # The task only waits on Ray Train's workers: it holds no CPU of its own.
-        with remote_options(num_cpus=0, runtime_env={"env_vars": forwarded_env()}):
+        with runtime.ray_options(num_cpus=0):
             trained = train_task.submit(spec).result()
         checkpoints = stages.stage_checkpoints(store, spec)
         degradation = None
@@ -219,4 +211,4 @@ def train_flow(config: StageConfig, run_id: str | None = None) -> dict[str, Any]
            "dataset": record.dataset["uri"], "final_checkpoint": record.final_checkpoint,
            "checkpoints": len(record.checkpoints), "degraded": (record.degradation or {}).get("degraded"),
            "last_loss": record.metrics.get("loss"), "examples_seen": record.metrics.get("examples_seen")}
-    return end_run(store, status, [row], (InputRef(record_ref.uri, record_ref.sha256),), made_by)
+    return runtime.end_run(store, status, [row], (InputRef(record_ref.uri, record_ref.sha256),), made_by)

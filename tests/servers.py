@@ -1,10 +1,16 @@
 """Starting servers in tests: a free loopback port, retries of a start (never of an
-assertion), stopping a child process.  Imported by the layers' conftest files and tests."""
+assertion), stopping a child process, killing a run at a chosen moment.  Imported by the
+layers' conftest files and tests."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 START_ATTEMPTS = 3
 
@@ -36,3 +42,22 @@ def stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def sigkill_when(command: list[str], env: dict[str, str], cwd: Path, ready: Callable[[], bool], what: str,
+                 timeout: float = 400) -> None:
+    """Run ``command`` in a session of its own and SIGKILL the whole session (the flow process
+    and everything it started) as soon as ``ready()`` holds; fail, with the run's stderr, if it
+    ends first or ``ready`` does not hold within ``timeout`` seconds."""
+    proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, f"no {what} in time"
+            time.sleep(0.1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # also on failure: nothing of the run outlives the test
+        proc.wait()
+        proc.stderr.close()

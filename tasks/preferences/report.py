@@ -3,8 +3,9 @@ instructions, rows per dataset, drops per gate), and the same table for the term
 
 from __future__ import annotations
 
-import io
 from typing import Any
+
+from codealign.tasks.plots import png_bytes, pyplot
 
 
 def table_rows(stats: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -36,12 +37,7 @@ def markdown(stats: dict[str, Any], run_id: str, header: dict[str, str]) -> str:
 
 
 def png(stats: dict[str, Any], run_id: str) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    fig, axes = pyplot().subplots(1, 3, figsize=(16, 4.5))
     axes[0].hist(stats["pass_rates"], bins=[i / 10 for i in range(11)], color="#4477aa", edgecolor="white")
     axes[0].set(title="pass rate over instructions", xlabel="share of responses passing", ylabel="instructions")
     names = list(stats["datasets"])
@@ -56,9 +52,4 @@ def png(stats: dict[str, Any], run_id: str) -> bytes:
     axes[2].barh(list(gates) or ["none"], list(gates.values()) or [0], color="#ee6677")
     axes[2].set(title="drops per gate", xlabel="count")
     axes[2].invert_yaxis()
-    fig.suptitle(f"generate-preferences {run_id}")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    return buffer.getvalue()
+    return png_bytes(fig, f"generate-preferences {run_id}", dpi=90)

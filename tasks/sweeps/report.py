@@ -17,7 +17,6 @@ with the sweep record), so the report can be rebuilt from the store at any time.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 from codealign.tasks.artifacts import layout, runs
 from codealign.tasks.artifacts.lineage import ArtifactMeta, InputRef
 from codealign.tasks.artifacts.store import ArtifactStore
+from codealign.tasks.plots import png_bytes, pyplot
 from codealign.tasks.sweeps.results import SweepRecord, read_record
 
 TECHNIQUES = (("base", "Base"), ("sft", "SFT"), ("dpo", "DPO"), ("bonbon", "BoNBoN"))
@@ -251,13 +251,8 @@ def steps_png(rows: list[dict[str, Any]], run_id: str) -> bytes | None:
     panels = sorted({(r["benchmark"], r["mode"]) for r in plain})
     if not panels:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     metric = _first_k(plain)
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
     for ax, (benchmark, mode) in zip(axes[0], panels):
         mine = [r for r in plain if r["benchmark"] == benchmark and r["mode"] == mode]
         for stage in sorted({r["stage"] for r in mine if r["stage"]}):
@@ -272,12 +267,7 @@ def steps_png(rows: list[dict[str, Any]], run_id: str) -> bytes | None:
             ax.scatter([0], [r[metric]], marker="s", color="black")
         ax.set(title=f"{benchmark}, {mode} mode", xlabel="training step along the pathway", ylabel=metric)
         ax.legend(fontsize=7)
-    fig.suptitle(f"alignment-sweep {run_id}: {metric} per checkpoint")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return buffer.getvalue()
+    return png_bytes(fig, f"alignment-sweep {run_id}: {metric} per checkpoint", dpi=100)
 
 
 def build(store: ArtifactStore, run_id: str) -> Report:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from killed_runs import kill_then_resume
 from toy_checkpoints import make_checkpoints
 
 from codealign.tasks.artifacts import runs
@@ -124,30 +124,10 @@ def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path, toy_
     train = make_checkpoints(tmp_path / "train", toy_model_paths, [1, 2])
     store_dir = tmp_path / "store"
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(_flow_command(store_dir, train, ray_cluster["address"], "killed"), env=env, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     units = store_dir / "units"
-    deadline = time.monotonic() + 400
-    try:
-        while not list(units.glob("*/scores.json.meta.json")):  # a complete unit (sidecar written last)
-            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "no unit completed in time"
-            time.sleep(0.2)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the flow process and anything it started (also on failure)
-        proc.wait()
-    store = ArtifactStore(str(store_dir))
-    before = runs.summarize(store, "killed")
-    assert before.state == "running" and 1 <= before.complete < before.items == 4, before
-    kept = {key: store.meta(key) for key in store.list("units")}
-
-    from codealign.flows import registry
-
-    registry.resume(store.root, "killed", ray_cluster["address"])
-    after = runs.summarize(store, "killed")
-    assert (after.state, after.complete, after.failed) == ("completed", 4, [])
-    for key, meta in kept.items():  # everything finished before the kill was kept as it was
-        assert store.meta(key) == meta, key
+    store = kill_then_resume(_flow_command(store_dir, train, ray_cluster["address"], "killed"), env, REPO,
+                             lambda: bool(list(units.glob("*/scores.json.meta.json"))),  # sidecar written last
+                             "complete unit", store_dir, ray_cluster["address"], items=4)
     artifacts = unit_artifacts(store)
     assert len(artifacts) == 4 and all(sorted(a) == ["samples.jsonl", "scores.json", "verdicts.jsonl"]
                                        for a in artifacts.values())

@@ -6,13 +6,11 @@ from toy seeds; determinism; a planted reward hack; SIGKILL mid-run and resume."
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from killed_runs import kill_then_resume
 from preference_runs import ALL, NAMES, NAMES_DIMENSIONS, config, generate
 
 from codealign.tasks.artifacts import runs
@@ -166,29 +164,9 @@ def test_sigkill_mid_run_then_resume_redoes_only_unfinished_shards(tmp_path, toy
                "--max-model-len", "512", "--enforce-eager", "--workers", "1", "--store", str(store_dir),
                "--ray-address", ray_cluster["address"], "--run-id", "killed"]
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    deadline = time.monotonic() + 400
-    try:
-        while not list((store_dir / "units").glob("*/responses.jsonl.meta.json")):
-            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "no shard completed in time"
-            time.sleep(0.2)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    store = ArtifactStore(str(store_dir))
-    before = runs.summarize(store, "killed")
-    assert before.state == "running" and 1 <= before.complete < before.items == 6, before
-    kept = {key: store.meta(key) for key in store.list("units")}
-
-    from codealign.flows import registry
-
-    registry.resume(store.root, "killed", ray_cluster["address"])
-    after = runs.summarize(store, "killed")
-    assert (after.state, after.complete, after.failed) == ("completed", 6, [])
-    for key, meta in kept.items():  # finished before the kill: kept as it was, not redone
-        assert store.meta(key) == meta, key
+    store = kill_then_resume(command, env, REPO,
+                             lambda: bool(list((store_dir / "units").glob("*/responses.jsonl.meta.json"))),
+                             "completed shard", store_dir, ray_cluster["address"], items=6)
     responses = responses_of(store, "killed")
     assert len(responses) == 24 * 4  # every response once
     assert [r["dataset"] for r in runs.read_results(store, "killed")] == ["sft", "dpo"]

@@ -7,14 +7,12 @@ back to the training data and the model that sampled it; SIGKILL mid-stage and r
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from servers import sigkill_when
 
 from codealign.tasks.artifacts import layout, runs
 from codealign.tasks.artifacts.store import ArtifactStore
@@ -163,17 +161,8 @@ def test_sigkill_mid_stage_then_resume_sees_every_example_once(tmp_path, toy_mod
                "--degradation-limit", "4", "--eval-max-tokens", "120", "--ray-address", ray_cluster["address"],
                "--run-id", "killed"]
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    deadline = time.monotonic() + 400
-    try:
-        while len(list(store_dir.glob("units/*/train-state/checkpoint_*"))) < 2:
-            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "no checkpoint in time"
-            time.sleep(0.1)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    sigkill_when(command, env, REPO, lambda: len(list(store_dir.glob("units/*/train-state/checkpoint_*"))) >= 2,
+                 "checkpoint")
     store = ArtifactStore(str(store_dir))
     assert runs.summarize(store, "killed").complete == 0
     exported = {k: store.meta(k) for k in store.list("units") if "/checkpoints/" in k}

@@ -18,7 +18,7 @@ TOP = ("tasks", "flows", "deployments", "infra")  # the folders codealign/ links
 _BARE_STRING = re.compile(r"""["'](?:-m\s+)?((?:""" + "|".join(TOP) + r""")\.[A-Za-z_][\w.]*(?::\w+)?)""")
 # Lowest first.  A module may import its own layer's modules (without a cycle) and lower ones.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("codealign.tasks.errors", "codealign.tasks.plugins"),
+    ("codealign.tasks.errors", "codealign.tasks.plugins", "codealign.tasks.plots"),
     ("codealign.tasks.files",),
     ("codealign.tasks.artifacts",),
     ("codealign.tasks.sandbox",),
