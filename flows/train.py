@@ -210,5 +210,6 @@ def train_flow(config: StageConfig, run_id: str | None = None) -> dict[str, Any]
     row = {"stage_key": spec.key, "stage": record.stage, "pathway": record.pathway, "model": record.model["uri"],
            "dataset": record.dataset["uri"], "final_checkpoint": record.final_checkpoint,
            "checkpoints": len(record.checkpoints), "degraded": (record.degradation or {}).get("degraded"),
-           "last_loss": record.metrics.get("loss"), "examples_seen": record.metrics.get("examples_seen")}
+           "last_loss": record.metrics.get("loss"), "examples_seen": record.metrics.get("examples_seen"),
+           "truncated_rows": record.metrics.get("truncated_rows")}
     return runtime.end_run(store, status, [row], (InputRef(record_ref.uri, record_ref.sha256),), made_by)

@@ -125,6 +125,8 @@ def print_stage(out: Console, store_root: str, run_id: str) -> None:
 
     for row in read_results(ArtifactStore(store_root), run_id):
         degraded = "" if row["degraded"] is None else f"; degraded: {row['degraded']}"
+        if row.get("truncated_rows"):  # cut by max_length: their completions lost their ends
+            degraded += f"; {row['truncated_rows']} rows cut at max_length"
         out.print(f"{row['stage']} ({row['pathway']}) stage {row['stage_key']}: {row['checkpoints']} checkpoints, "
                   f"{row['examples_seen']} examples, last loss {row['last_loss']}{degraded}\n"
                   f"final checkpoint: {row['final_checkpoint']}", highlight=False, markup=False, soft_wrap=True)

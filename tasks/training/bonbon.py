@@ -1,12 +1,17 @@
-"""BoNBoN alignment (Gui, Garbacea, Veitch 2024), exactly as the paper and its official code:
+"""BoNBoN alignment (Gui, Garbacea, Veitch 2024), as the paper's formula states it:
 
     loss = alpha * NLL(best) + (1 - alpha) * (h - 1 / (2 beta))^2
     h    = [log pi(best) - log pi_ref(best)] - [log pi(worst) - log pi_ref(worst)]
 
 with **sequence-summed** log-probabilities in both terms (TRL's ``loss_type=["sft", "ipo"]``
-averages per token, which changes both the NLL's scale and IPO's target).  The trainer is
-TRL's DPOTrainer with this loss in place of DPO's: data, reference model, PEFT handling and
-logging stay TRL's.
+averages per token, which changes both the NLL's scale and IPO's target).
+
+The authors' public training code differs: it also adds DPO's log-sigmoid term to the loss.
+We follow the paper: its analysis (the best-of-n distribution as the target, ``1/(2 beta)`` as
+the log-ratio gap that target implies) is what this loss is derived from, and the extra term,
+which the paper does not state, would pull towards DPO's optimum instead.  The trainer is TRL's
+DPOTrainer with this loss in place of DPO's: data, reference model, PEFT handling and logging
+stay TRL's.
 """
 
 from __future__ import annotations
@@ -65,6 +70,10 @@ class BoNBoNTrainer(DPOTrainer):
             gather((chosen_rewards > rejected_rewards).float()).mean().item())
         self._metrics[mode]["logps/chosen"].append(gather(chosen.detach()).mean().item())
         self._metrics[mode]["logps/rejected"].append(gather(rejected.detach()).mean().item())
-        if return_outputs:
-            raise NotImplementedError("BoNBoNTrainer computes no logits for compute_metrics")
-        return loss
+        if not return_outputs:
+            return loss
+        # compute_metrics wants logits, which the fused LM head above does not build: one more
+        # forward pass without gradients, as TRL's own DPO loss does.
+        with torch.no_grad():
+            outputs = model(**{k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS})
+        return loss, outputs

@@ -129,7 +129,10 @@ class StageConfig(TrainSettings, RunPlacement):
     def result_settings(self) -> dict[str, Any]:
         """What changes the trained weights (the model and dataset count by content, elsewhere;
         workers stay: they set the global batch).  Not where it runs or how it is checked."""
-        return json.loads(self.model_dump_json(exclude={"store", "ray_address", "model", "dataset",
-                                                        "degradation_benchmarks", "cpus_per_worker",
-                                                        "degradation_threshold", "degradation_limit", "eval_mode",
-                                                        "eval_max_tokens"}))
+        settings = json.loads(self.model_dump_json(exclude={"store", "ray_address", "model", "dataset",
+                                                            "degradation_benchmarks", "cpus_per_worker",
+                                                            "degradation_threshold", "degradation_limit",
+                                                            "eval_mode", "eval_max_tokens"}))
+        if self.stage in ("dpo", "bonbon"):  # TRL's DPOTrainer sets every dropout, LoRA's included, to 0
+            settings.pop("lora_dropout")  # (DPOConfig.disable_dropout): changing it changes nothing
+        return settings

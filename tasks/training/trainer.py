@@ -183,6 +183,30 @@ def export_model(checkpoint_dir: str, start_path: str, adapter: str, tokenizer: 
     tokenizer.save_pretrained(out_dir)
 
 
+def truncated_rows(dataset: Any, max_length: int, eos_token_id: int | None) -> int:
+    """Rows that TRL cuts to ``max_length`` keeping their start (``truncation_mode="keep_start"``),
+    counted on TRL's own tokenized rows: preference rows before the collator cuts them (prompt
+    plus the longer of chosen and rejected), SFT rows after their preparation cut them (full
+    length, and not ending with EOS)."""
+    columns = set(dataset.column_names)
+    if {"prompt_ids", "chosen_ids", "rejected_ids"} <= columns:
+        return sum(len(p) + max(len(c), len(r)) > max_length
+                   for p, c, r in zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"]))
+    return sum(len(ids) >= max_length and ids[-1] != eos_token_id for ids in dataset["input_ids"])
+
+
+def _log_once(values: dict[str, Any]) -> Any:
+    """A callback that puts ``values`` into the trainer's log history when training starts, so
+    they reach Ray Train's reported metrics (which merge the whole history)."""
+    from transformers import TrainerCallback
+
+    class LogOnce(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            state.log_history.append(dict(values))
+
+    return LogOnce()
+
+
 def build_trainer(spec: StageSpec, start_path: str, output_dir: str, store: ArtifactStore | None,
                   producer: dict[str, Any], progress: Callable[[str], None] = print) -> Any:
     """The stage's TRL trainer on this process's share of the work (``store=None``: no export)."""
@@ -211,6 +235,12 @@ def build_trainer(spec: StageSpec, start_path: str, output_dir: str, store: Arti
                                                        bonbon_beta=spec.bonbon_beta, **common)
     trainer.ids = ids
     trainer.remove_callback(PrinterCallback)  # raw log dicts; Progress prints readable lines
+    truncated = truncated_rows(trainer.train_dataset, c.max_length, tokenizer.eos_token_id)
+    if truncated:
+        progress(f"{c.stage}: {truncated} of {len(trainer.train_dataset)} rows are longer than max_length "
+                 f"{c.max_length}; TRL keeps their start, so their completion loses its end (EOS included) and "
+                 "teaches the model not to stop: raise --max-length")
+    trainer.add_callback(_log_once({"truncated_rows": truncated}))  # into the stage record's metrics
     trainer.data_collator = _IndexedCollator(trainer.data_collator)
     return trainer
 

@@ -62,6 +62,7 @@ def test_each_stage_trains_on_two_workers_and_records_its_checkpoints(fta_chain)
         seen = record["metrics"]["examples_seen"]
         # every example, every epoch; a last batch short of 2 x 2 is padded with repeats (even batches)
         assert rows * epochs <= seen <= steps * 4 and record["metrics"]["distinct_examples_seen"] == rows, name
+        assert record["metrics"]["truncated_rows"] == 0, name  # counted, and max_length fits the toy data
         for checkpoint in record["checkpoints"]:  # merged full models: weights and tokenizer, no adapter
             files = set(os.listdir(store.path(checkpoint["uri"])))
             assert ({"config.json", "model.safetensors", "tokenizer.json"} <= files

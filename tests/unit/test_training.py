@@ -75,7 +75,7 @@ def instruct(toy_model_paths):
 def stage(tmp_path: Path, model: str, rows: list[dict], kind: str, **settings):
     data = write_parquet(rows, tmp_path / f"{kind}.parquet")
     config = StageConfig(stage=kind, pathway="fta", model=model, dataset=data, store=str(tmp_path / "store"),
-                         batch_size=2, save_steps=2, warmup_steps=0, max_length=256, **settings)
+                         **{"batch_size": 2, "save_steps": 2, "warmup_steps": 0, "max_length": 256, **settings})
     return make_stage(config, fingerprint(model), check_dataset(data, kind))
 
 
@@ -100,6 +100,10 @@ def test_bonbon_trainer_loss_uses_sequence_summed_log_probs(tmp_path, instruct):
     trainer.model.eval()
     with torch.no_grad():
         loss = float(trainer.compute_loss(trainer.model, batch))
+        # what Trainer.evaluate asks for when compute_metrics is set: the loss and the logits
+        with_outputs, outputs = trainer.compute_loss(trainer.model, batch, return_outputs=True)
+    assert float(with_outputs) == pytest.approx(loss)
+    assert outputs.logits.shape[:2] == batch["input_ids"].shape
 
     def logps(model, key):
         return torch.tensor([sequence_logp(model, tokenizer, rows[i]["prompt"], rows[i][key]) for i in order])
@@ -110,6 +114,28 @@ def test_bonbon_trainer_loss_uses_sequence_summed_log_probs(tmp_path, instruct):
     assert loss == pytest.approx(float(expected), rel=1e-4)
     per_token = float(logps(trainer.model, "chosen").mean())  # what a per-token mean would not give
     assert abs(per_token) > 5
+
+
+@pytest.mark.parametrize("kind", ["sft", "dpo"])
+def test_rows_cut_by_max_length_are_counted_and_reported(tmp_path, instruct, kind):
+    """TRL keeps a too-long row's start, so its completion loses its end and EOS: such rows are
+    counted on TRL's own tokenized rows, said in the progress lines and put in the metrics."""
+    from codealign.tasks.training.trainer import build_trainer, truncated_rows
+
+    path, tokenizer = instruct
+    rows = toy_rows(tokenizer, 4)
+    lengths = sorted(len(tokenizer(r["prompt"] + r["completion"])["input_ids"]) for r in rows)
+    limit = (lengths[0] + lengths[-1]) // 2  # cuts some rows, not all
+    lines: list[str] = []
+    trainer = build_trainer(stage(tmp_path, path, rows, kind, adapter="full", max_length=max(16, limit)),
+                            path, str(tmp_path / "out"), None, {}, progress=lines.append)
+    cut = truncated_rows(trainer.train_dataset, max(16, limit), tokenizer.eos_token_id)
+    assert 0 < cut < 4
+    assert any(f"{cut} of 4 rows are longer than max_length" in line for line in lines), lines
+    assert truncated_rows(trainer.train_dataset, 4096, tokenizer.eos_token_id) == 0
+    roomy = build_trainer(stage(tmp_path / "roomy", path, rows, kind, adapter="full", max_length=4096),
+                          path, str(tmp_path / "out2"), None, {}, progress=lines.append)
+    assert truncated_rows(roomy.train_dataset, 4096, tokenizer.eos_token_id) == 0
 
 
 def test_stage_config_presets_and_errors():
@@ -128,6 +154,16 @@ def test_stage_config_presets_and_errors():
         with pytest.raises(ValueError, match=match):
             StageConfig.model_validate({"stage": "sft", "pathway": "fta", "model": "m", "dataset": "d", **bad})
     assert StageConfig(stage="sft", pathway="fta", model="m", dataset="d", lora_r=8, lora_alpha=16).lora_r == 8
+
+
+def test_lora_dropout_keys_only_the_stages_that_use_it():
+    """TRL's DPOTrainer zeroes every dropout (LoRA's too), so a DPO/BoNBoN stage that differs
+    only in ``lora_dropout`` is the same stage; SFT uses it, so there it is another stage."""
+    def settings(stage: str, dropout: float) -> dict:
+        return StageConfig(stage=stage, pathway="fta", model="m", dataset="d", lora_dropout=dropout).result_settings()
+
+    assert settings("dpo", 0.1) == settings("dpo", 0.3) and settings("bonbon", 0.1) == settings("bonbon", 0.3)
+    assert settings("sft", 0.1) != settings("sft", 0.3)
 
 
 def test_dataset_checks_name_the_file_and_problem(tmp_path, instruct):
