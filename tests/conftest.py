@@ -13,6 +13,12 @@ import codealign.flows  # noqa: F401 - applies codealign's Prefect settings befo
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("CODEALIGN_DATA_DIR", str(REPO.parent / "shared" / "datasets"))
+# Prefect builds its console log handler on its first full import, writing to the sys.stderr of
+# that moment.  Imported here, that is the session's stream; first imported inside a test's
+# CliRunner invocation (tests/e2e/test_cli.py), it would be the runner's stream, closed when the
+# invocation ends, and every later in-process flow run would fail on its first log line.
+import prefect.main  # noqa: E402, F401
+
 # Warm samplers left on the session's Ray cluster shut their engines down soon after their last use.
 os.environ.setdefault("CODEALIGN_SAMPLER_IDLE_S", "120")
 # Ray rewrites 127.0.0.1 to the machine's routable address (its nodes are meant to be reached
