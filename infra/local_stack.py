@@ -106,11 +106,18 @@ def _ray_ready(address: str, env: dict[str, str]) -> bool:
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs.  A zombie does not: the services outlive the ``stack up``
+    process that started them, so whoever reaps them (PID 1) may do it late, and ``down`` would
+    otherwise wait the whole grace period for a process that has already exited."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:  # no /proc (macOS): the signal is all there is to go by
+        return True
 
 
 def _terminate(pid: int, grace: float = 30) -> None:
