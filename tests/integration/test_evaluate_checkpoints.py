@@ -180,32 +180,30 @@ def test_two_node_cluster_spreads_samplers(tmp_path, toy_model_paths, prefect_ap
     assert runs.summarize(store, "two").complete == 2
 
 
-@pytest.mark.parametrize("where", ["local", "ray-client"])
-def test_cli_runs_on_a_local_ray_or_through_ray_client(tmp_path, toy_model_paths, prefect_api, ray_cluster, where):
-    """No --ray-address: the flow process starts (and stops) a Ray instance of its own;
-    ray://host:port: it drives the session's cluster through Ray Client."""
-    train = make_checkpoints(tmp_path / "train", toy_model_paths, [1])
-    store = tmp_path / "store"
-    cmd = _flow_command(store, train, ray_cluster["client"], "r")
-    if where == "local":
-        cmd = cmd[: cmd.index("--ray-address")] + cmd[cmd.index("--run-id"):]
-    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PYTHONPATH": str(REPO)}
-    r = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+QUIET_NOISE = ("(pid=", "vllm", "Starting temporary server", "Stopping temporary server", "Beginning flow run")
+
+
+def assert_quiet(r: subprocess.CompletedProcess, log: Path, units: int) -> None:
+    """A quiet terminal: the progress display, the result table, where the log is; Ray's worker
+    prefixes, vLLM's notes and Prefect's server lines went to the run's log instead."""
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "2/2 units complete" in r.stderr
-    # a quiet terminal: the progress display, the result table, where the log is; Ray's worker
-    # prefixes, vLLM's notes and Prefect's server lines went to the run's log instead
+    assert f"{units}/{units} units complete" in r.stderr
     terminal = r.stdout + r.stderr
-    log = store / "runs" / "r" / "terminal.log"
-    assert f"log: {log}" in terminal and "evaluate-checkpoints r" in terminal
-    for noise in ("(pid=", "vllm", "Starting temporary server", "Stopping temporary server", "Beginning flow run"):
+    assert f"log: {log}" in terminal and f"evaluate-checkpoints {log.parent.name}" in terminal
+    for noise in QUIET_NOISE:
         assert noise not in terminal, noise
     assert len(terminal.splitlines()) < 40, terminal
     assert "Beginning flow run" in log.read_text() and "Finished in state Completed" in log.read_text()
-    if where == "local":  # --verbose: everything, as it comes
-        verbose = subprocess.run([*cmd[:3], "--verbose", *cmd[3:-1], "r-verbose"], env=env, cwd=REPO,
-                                 capture_output=True, text=True, timeout=600)
-        assert verbose.returncode == 0 and "Beginning flow run" in verbose.stdout + verbose.stderr
+
+
+def test_cli_drives_a_cluster_through_ray_client_quietly(tmp_path, toy_model_paths, prefect_api, ray_cluster):
+    """ray://host:port: the flow drives the session's cluster through Ray Client."""
+    train = make_checkpoints(tmp_path / "train", toy_model_paths, [1])
+    store = tmp_path / "store"
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PYTHONPATH": str(REPO)}
+    r = subprocess.run(_flow_command(store, train, ray_cluster["client"], "r"), env=env, cwd=REPO,
+                       capture_output=True, text=True, timeout=600)
+    assert_quiet(r, store / "runs" / "r" / "terminal.log", units=2)
     st = ArtifactStore(str(store))
     assert runs.summarize(st, "r").state == "completed"
     assert sorted(row["benchmark"] for row in st.get_json("runs/r/results.json")["rows"]) == ["toy", "toy-infill"]
@@ -329,11 +327,13 @@ def test_two_concurrent_runs_over_the_same_checkpoints_compute_each_unit_once(tm
     train = make_checkpoints(tmp_path / "train", toy_model_paths, [1, 2])
     store_dir = tmp_path / "store"
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen(_flow_command(store_dir, train, ray_cluster["address"], run_id), env=env, cwd=REPO,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-             for run_id in ("night-a", "night-b")]
-    errors = [p.communicate(timeout=600)[1] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for e in errors]
+    commands = [_flow_command(store_dir, train, ray_cluster["address"], run_id) for run_id in ("night-a", "night-b")]
+    commands[0].insert(3, "--verbose")  # everything as it comes, on the terminal; night-b stays quiet
+    procs = [subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for command in commands]
+    outputs = ["".join(p.communicate(timeout=600)) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for e in outputs]
+    assert "Beginning flow run" in outputs[0] and "Beginning flow run" not in outputs[1]
     store = ArtifactStore(str(store_dir))
     for run_id in ("night-a", "night-b"):
         assert runs.summarize(store, run_id).complete == 4
@@ -365,19 +365,21 @@ def test_two_concurrent_runs_over_the_same_checkpoints_compute_each_unit_once(tm
     assert sorted(line.split(" (")[0] for line in lines) == sorted(expected), "each artifact computed once"
 
 
-def test_cli_run_without_a_prefect_server_starts_one_for_the_whole_run(tmp_path, toy_model_paths):
-    """No PREFECT_API_URL: the CLI starts one temporary server and the Ray workers report to it
-    (they used to start one each); every task run of the flow run is recorded there."""
+def test_cli_run_without_a_prefect_server_or_cluster_starts_one_of_each_for_the_run(tmp_path, toy_model_paths):
+    """No PREFECT_API_URL and no --ray-address: the CLI starts one temporary Prefect server and a
+    Ray instance of its own for the run, and the Ray workers report to that server (they used to
+    start one each); the terminal stays quiet, and every task run is recorded on the server."""
     train = make_checkpoints(tmp_path / "train", toy_model_paths, [1, 2])
     store = tmp_path / "store"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     env.update(PYTHONPATH=str(REPO), PREFECT_HOME=str(tmp_path / "prefect-home"), RAY_DEDUP_LOGS="0")
     cmd = _flow_command(store, train, "", "one-server")
-    cmd = cmd[:3] + ["--verbose"] + cmd[3: cmd.index("--ray-address")] + cmd[cmd.index("--run-id"):]
+    cmd = cmd[: cmd.index("--ray-address")] + cmd[cmd.index("--run-id"):]
     r = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
-    out = r.stdout + r.stderr
-    assert r.returncode == 0, out[-3000:]
-    assert out.count("Starting temporary server") == 1, [line for line in out.splitlines() if "temporary" in line]
+    log = store / "runs" / "one-server" / "terminal.log"
+    assert_quiet(r, log, units=4)
+    starts = [line for line in log.read_text().splitlines() if "Starting temporary server" in line]
+    assert len(starts) == 1, starts  # the workers' output reaches the log too: none started its own
 
     # the run's records, read back through a server over the same database
     probe = ("import asyncio, json\n"
