@@ -28,10 +28,20 @@ def start_with_retries(what: str, start):
             print(f"{what} did not start ({exc}); attempt {attempt + 1} of {START_ATTEMPTS}")
 
 
+# Ports Ray's components take by default whatever other ports a node is given (dashboard agent
+# 52365, dashboard 8265, Ray Client 10001, metrics 8080): a server given one of them by
+# free_port() would make the Ray node that starts next fail ("used by other components").
+RAY_DEFAULT_PORTS = frozenset({52365, 52366, 8265, 10001, 8080, 6379})
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port, never one of Ray's default ports."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in RAY_DEFAULT_PORTS:
+            return port
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from servers import free_port
+from servers import free_port, start_with_retries
 from toy_checkpoints import make_checkpoints
 
 from codealign.tasks.artifacts import runs
@@ -46,11 +46,16 @@ def stack(tmp_path_factory, toy_model_paths):
     root = tmp_path_factory.mktemp("stack")
     state, store = root / "state", root / "store"
     command = [sys.executable, "-m", "codealign", "stack"]
-    up = subprocess.run([*command, "up", "--state-dir", str(state), "--prefect-port", str(free_port()), "--ray-port",
-                         str(free_port()), "--cpus", "2", "--store", str(store)],
-                        cwd=REPO, capture_output=True, text=True, timeout=900)
-    assert up.returncode == 0, up.stderr[-3000:]
-    record = json.loads(up.stdout)
+
+    def start() -> dict:
+        up = subprocess.run([*command, "up", "--state-dir", str(state), "--prefect-port", str(free_port()),
+                             "--ray-port", str(free_port()), "--cpus", "2", "--store", str(store)],
+                            cwd=REPO, capture_output=True, text=True, timeout=900)
+        if up.returncode != 0:  # e.g. a port taken meanwhile (up stops what it started): try again
+            raise RuntimeError(up.stderr[-3000:])
+        return json.loads(up.stdout)
+
+    record = start_with_retries("the local stack", start)
     try:
         with httpx.Client(base_url=record["api"], timeout=30, transport=RetryUnavailable()) as api:
             yield {**record, "root": root, "store": ArtifactStore(str(store)), "http": api}
