@@ -102,7 +102,7 @@ def test_every_command_says_bad_input_in_one_line_and_exits_2(tmp_path, args, me
     """codealign's error root is caught once, where the CLI starts: one line, exit 2, no trace."""
     from typer.testing import CliRunner
 
-    from codealign.flows import cli
+    from codealign import cli
 
     result = CliRunner().invoke(cli.app, [a.format(tmp=tmp_path) for a in args])
     lines = result.output.strip().splitlines()
@@ -113,7 +113,7 @@ def test_every_command_says_bad_input_in_one_line_and_exits_2(tmp_path, args, me
 def test_a_bug_is_one_line_and_exit_1_and_its_traceback_needs_verbose(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from codealign.flows import cli
+    from codealign import cli
     from codealign.tasks.evaluation import scoring
 
     def broken(*args, **kwargs):

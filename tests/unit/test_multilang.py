@@ -160,10 +160,11 @@ def test_demo_lists_each_language_and_the_canonicals_that_cannot_pass(tmp_path, 
     each known-broken canonical with its reason, exit 0 (only unexplained failures fail it)."""
     from typer.testing import CliRunner
 
-    from codealign.flows import cli
+    from codealign import cli
+    from codealign.flows import sandbox_commands
     from codealign.tasks.problems import registry
 
-    monkeypatch.setattr(cli, "BENCHMARKS", {"humaneval-x-js": registry.BENCHMARKS["humaneval-x-js"]})
+    monkeypatch.setattr(sandbox_commands, "BENCHMARKS", {"humaneval-x-js": registry.BENCHMARKS["humaneval-x-js"]})
     result = CliRunner().invoke(cli.app, ["demo", "--out", str(tmp_path), "--workers", "2"])
     assert result.exit_code == 0, result.output
     assert "humaneval-x-js 162/164" in result.output

@@ -43,7 +43,7 @@ def test_settings_set_after_prefect_is_imported_are_ignored():
 def test_run_records_live_under_the_store_root(tmp_path, monkeypatch):
     """The default store is ./store, with runs/<id>/ and units/<key>/ directly under it (no
     runs/runs), and command outputs (demo, evaluate) default to ./out, outside it."""
-    from codealign.flows import cli
+    from codealign.flows import run_commands, sandbox_commands
     from codealign.tasks.artifacts.checkpoints import Checkpoint
     from codealign.tasks.evaluation.units import (
         CheckpointEvalConfig,
@@ -62,8 +62,9 @@ def test_run_records_live_under_the_store_root(tmp_path, monkeypatch):
     import inspect
 
     defaults = {name: {p.name: p.default for p in inspect.signature(fn).parameters.values()}
-                for name, fn in (("demo", cli.demo_command), ("evaluate", cli.evaluate_command),
-                                 ("runs", cli.runs_command), ("resume", cli.resume_command))}
+                for name, fn in (("demo", sandbox_commands.demo_command),
+                                 ("evaluate", sandbox_commands.evaluate_command),
+                                 ("runs", run_commands.runs_command), ("resume", run_commands.resume_command))}
     assert defaults["demo"]["out_dir"] == Path("out/demo") and defaults["evaluate"]["out_dir"] == Path("out/evaluate")
     assert defaults["runs"]["store"] == defaults["resume"]["store"] == layout.DEFAULT_STORE == "./store"
 

@@ -1,0 +1,112 @@
+"""The commands that start a flow: each checks its input before any server or cluster starts,
+then runs the flow through :func:`codealign.flows.cli.run_flow_command` (quiet, resumable)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from codealign.flows.cli import RunIdOpt, check_run_id_option, fail, out, run_flow_command
+from codealign.flows.options import with_config_options
+from codealign.tasks.evaluation.units import CheckpointEvalConfig
+from codealign.tasks.preferences.generate import GenerateConfig
+from codealign.tasks.training.config import StageConfig
+
+
+@with_config_options(CheckpointEvalConfig, on_error=fail)
+def evaluate_checkpoints_command(
+    config: CheckpointEvalConfig,
+    run_id: RunIdOpt = None,
+) -> None:
+    """Evaluate every checkpoint x benchmark x mode (Prefect flow on Ray); resumable."""
+    from codealign.tasks.artifacts.checkpoints import discover
+
+    check_run_id_option(run_id)
+    discover(config.checkpoints)  # bad paths fail here, before any server or cluster starts
+    run_flow_command("evaluate-checkpoints", config, run_id)
+
+
+@with_config_options(GenerateConfig, on_error=fail)
+def generate_command(
+    config: GenerateConfig,
+    run_id: RunIdOpt = None,
+) -> None:
+    """Sample n responses per instruction, execute them, and build SFT / DPO / BoNBoN /
+    non-functional datasets with quality gates (Prefect flow `generate-preferences` on Ray)."""
+    from codealign.tasks.generation.models import resolve_model
+    from codealign.tasks.preferences.generate import load_checked_source
+
+    check_run_id_option(run_id)
+    load_checked_source(config)  # bad input fails here, before any server or cluster starts
+    resolve_model(config.model)
+    if config.judge_model:
+        resolve_model(config.judge_model)
+    run_flow_command("generate-preferences", config, run_id)
+
+
+@with_config_options(StageConfig, on_error=fail)
+def train_command(config: StageConfig, run_id: RunIdOpt = None) -> None:
+    """Train one stage (SFT, DPO or BoNBoN; LoRA or full) on Ray Train workers (Prefect flow
+    `train`); checkpoints go to the store, merged, with lineage.  Resumable after a kill."""
+    from codealign.tasks.artifacts.checkpoints import validate
+    from codealign.tasks.generation.models import resolve_model
+    from codealign.tasks.training.data import check_dataset
+
+    check_run_id_option(run_id)
+    # bad input fails here, before any server, cluster or worker starts
+    check_dataset(config.dataset, config.stage)
+    validate(resolve_model(config.model))
+    run_flow_command("train", config, run_id)
+
+
+def sweep_command(
+    preset: Annotated[str, typer.Option(help="toy (offline, CPU), paper-001, paper-002 or paper-003")] = "toy",
+    config_file: Annotated[Path | None, typer.Option("--config", help="YAML overriding the preset's settings "
+                                                        "(nested as in the config)")] = None,
+    store: Annotated[str | None, typer.Option(help="artifact store (default: the preset's, ./store)")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="'auto' or ray://host:port (default: a local Ray)")] = None,
+    plan_only: Annotated[bool, typer.Option("--plan", help="print the grid and exit")] = False,
+    run_id: RunIdOpt = None,
+) -> None:
+    """Run an alignment sweep (Prefect flow `alignment-sweep`): generate preference data, train
+    SFT / DPO / BoNBoN along both pathways, evaluate every checkpoint, write the report."""
+    from codealign.tasks.generation.models import resolve_model
+    from codealign.tasks.sweeps.plan import expand
+
+    check_run_id_option(run_id)
+    config = load_sweep_config(preset, config_file, store, ray_address)
+    plan = expand(config)
+    out.print(f"sweep {config.preset}: {len(config.models)} model pair(s) x {len(config.pathways)} pathway(s); "
+              f"{len(plan.data_jobs)} data job(s), {len(plan.stages)} stage(s) "
+              f"({', '.join(config.techniques) or 'evaluation only'}); evaluation: "
+              f"{', '.join(config.evaluation.benchmarks)} in {', '.join(config.evaluation.modes)} mode",
+              highlight=False)
+    if plan_only:
+        for stage in plan.stages:
+            out.print(f"  {stage.label}: {stage.technique} on {stage.dataset}"
+                      + (f", from {stage.after}" if stage.after else ", from the starting model"), highlight=False)
+        return
+    # bad input fails here, before any server or cluster starts
+    for pair in config.models:
+        for pathway in config.pathways:
+            resolve_model(pair.start(pathway))
+    run_flow_command("alignment-sweep", config, run_id)
+
+
+def load_sweep_config(preset: str, config_file: Path | None, store: str | None, ray_address: str | None) -> Any:
+    """Preset < YAML file < flags, validated; an error names the preset or file and the field."""
+    from pydantic import ValidationError
+
+    from codealign.flows.options import merge_settings, read_config_file
+    from codealign.tasks.sweeps.config import SweepConfig, SweepError, read_preset
+
+    settings = merge_settings(read_preset(preset), read_config_file(config_file) if config_file else {})
+    settings.update({k: v for k, v in (("store", store), ("ray_address", ray_address)) if v is not None})
+    try:
+        return SweepConfig.model_validate(settings)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = str(config_file) if config_file else f"preset {preset}"
+        raise SweepError(f"{where}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
