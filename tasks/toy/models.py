@@ -191,8 +191,14 @@ def train_tokenizer(texts: list[str], config: ToyModelConfig, out: Path):  # -> 
     return fast
 
 
-def _sft(model, tokenizer, dataset, config: ToyModelConfig, epochs: float, out: Path) -> None:
+def _sft(model, tokenizer, dataset, config: ToyModelConfig, epochs: float, out: Path, what: str) -> None:
+    from transformers import PrinterCallback, TrainerCallback
     from trl import SFTConfig, SFTTrainer
+
+    class LossLines(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs) -> None:
+            if logs and "loss" in logs:
+                _log(f"{what}: step {state.global_step}/{state.max_steps}, loss {logs['loss']:.3f}")
 
     args = SFTConfig(
         output_dir=str(out / "_trainer"),
@@ -216,6 +222,10 @@ def _sft(model, tokenizer, dataset, config: ToyModelConfig, epochs: float, out: 
         disable_tqdm=True,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    # Transformers prints raw log dicts ({'loss': ...}) to stdout; readable lines on stderr instead,
+    # where the other libraries' output goes (the run's log, under a quiet `codealign` command).
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(LossLines())
     trainer.train()
     shutil.rmtree(out / "_trainer", ignore_errors=True)
 
@@ -266,7 +276,7 @@ def _build(work: Path, config: ToyModelConfig, started: float) -> None:
     _log(f"toy-base: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
          f"{len(prompts)} training examples")
     _sft(model, tokenizer, Dataset.from_dict({"prompt": prompts, "completion": completions}), config,
-         config.base_epochs, work)
+         config.base_epochs, work, "toy-base")
     model.save_pretrained(work / "toy-base")
     tokenizer.save_pretrained(work / "toy-base")
 
@@ -280,7 +290,7 @@ def _build(work: Path, config: ToyModelConfig, started: float) -> None:
     prompts, completions = pairs
     _log(f"toy-instruct: {len(prompts)} instruction pairs (with {len(self_prompts)} self-align stage examples)")
     _sft(model, tokenizer, Dataset.from_dict({"prompt": prompts, "completion": completions}), config,
-         config.instruct_epochs, work)
+         config.instruct_epochs, work, "toy-instruct")
     model.save_pretrained(work / "toy-instruct")
     tokenizer.save_pretrained(work / "toy-instruct")
 

@@ -62,3 +62,17 @@ def test_toy_training_prompts_are_what_the_evaluator_sends(toy_model_paths):
         assert plain_instruction_example(task)[0] == build_prompt(to_problem(task), PromptSpec("command"), base)
         (prompt,), _ = instruct_pairs([task], 0, instruct)
         assert prompt == build_prompt(to_problem(task), PromptSpec("command"), instruct)
+
+
+def test_building_the_toy_models_prints_readable_progress_on_stderr_only(tmp_path, capfd):
+    """The first `make sweep` builds the toy models: their training says step and loss on stderr
+    (where the other libraries' output goes), never Transformers' raw log dicts on stdout."""
+    from codealign.tasks.toy.models import ToyModelConfig, build_toy_models
+
+    tiny = ToyModelConfig(train_per_family=12, vocab_size=600, hidden_size=32, intermediate_size=64, num_layers=1,
+                          num_heads=2, max_length=128, base_epochs=1, instruct_epochs=0.2, batch_size=2)
+    paths = build_toy_models(root=tmp_path, config=tiny)
+    assert all((p / "config.json").is_file() for p in paths.values())
+    out, err = capfd.readouterr()
+    assert "'loss'" not in out + err and "{'" not in out
+    assert "codealign: toy-base: step 25/" in err and ", loss " in err
