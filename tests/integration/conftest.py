@@ -165,9 +165,26 @@ def ray_cluster(tmp_path_factory):
         yield {"address": address, "client": f"ray://{HEAD_IP}:{client_port}", "add_node": add_node,
                "dashboard": dashboard}
     finally:
+        _kill_warm_samplers()
         ray.shutdown()
         for proc in [*nodes, head]:
             stop(proc)
+
+
+def _kill_warm_samplers() -> None:
+    """Kill the session's warm samplers first: stopping a node that still hosts a vLLM engine
+    waits out Ray's grace period for its worker (~30 s at the end of every session)."""
+    import ray
+    from ray.util import list_named_actors
+
+    from codealign.flows.samplers import SAMPLER_NAMESPACE
+
+    for actor in list_named_actors(all_namespaces=True):
+        if actor["namespace"] == SAMPLER_NAMESPACE:
+            try:
+                ray.kill(ray.get_actor(actor["name"], namespace=SAMPLER_NAMESPACE))
+            except ValueError:  # gone meanwhile (its idle release)
+                pass
 
 
 @pytest.fixture(scope="session")
