@@ -38,7 +38,7 @@ def _has_gpu() -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
-    """``@pytest.mark.gpu`` tests run where a CUDA GPU is (``make gpu-check``), and are skipped,
+    """``@pytest.mark.gpu`` tests run where a CUDA GPU is (``pytest -m gpu``), and are skipped,
     saying why, everywhere else."""
     gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
     if gpu_tests and not _has_gpu():
