@@ -57,7 +57,10 @@ def service_env(state: Path, prefect_port: int) -> dict[str, str]:
             "PREFECT_UI_API_URL": api, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_SERVER_API_HOST": HOST, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1",
             # loopback only: no token (a driver on this machine connects without one)
-            "RAY_AUTH_MODE": "disabled"}
+            "RAY_AUTH_MODE": "disabled",
+            # on SIGTERM Ray drains a node for 30 s, for Ray Serve's in-flight requests; codealign
+            # runs no Serve app, so `stack down` stops the head at once
+            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
 
 
 def _spawn(name: str, command: list[str], state: Path, env: dict[str, str]) -> subprocess.Popen:

@@ -119,7 +119,10 @@ def ray_cluster(tmp_path_factory):
     ray_bin = str(Path(sys.executable).with_name("ray"))
     # `ray start` refuses to join a node to a cluster under the single-host switch
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
-           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1",
+           # no 30 s drain (for Ray Serve's requests) when a node is stopped: a second node's stop
+           # and the session's end are immediate
+           "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
     os.environ["RAY_AUTH_MODE"] = "disabled"
     nodes: list[subprocess.Popen] = []
 
