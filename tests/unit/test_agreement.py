@@ -101,10 +101,15 @@ def _extra_solutions(benchmark: str) -> dict[str, str]:
         }
     if benchmark != "humaneval+":
         return {}
-    original_96 = {p.task_id: p for p in load_benchmark("humaneval")}["HumanEval/96"].canonical_completion
+    # Slower than the ground truth on every input (0.03 s of CPU per call), far below each input's
+    # >= 1 s limit.  (HumanEval's own naive prime check took ~0.6 s on dozens of inputs: too near
+    # the floor, and CI saw it time out on a busy machine.)
+    slow_96 = ("    import time\n    start = time.process_time()\n"
+               "    while time.process_time() - start < 0.03:\n        pass\n"
+               + {p.task_id: p for p in load_benchmark("humaneval+")}["HumanEval/96"].canonical_completion)
     return {
         **honest_humaneval,
-        "HumanEval/96": original_96,  # naive prime check: ~10x the ground truth's time
+        "HumanEval/96": slow_96,
         "HumanEval/4": ("    import math\n    mean = math.fsum(numbers) / len(numbers)\n"
                         "    return math.fsum(abs(x - mean) for x in numbers) / len(numbers)\n"),
         "HumanEval/21": ("    lo, hi = min(numbers), max(numbers)\n    scale = 1.0 / (hi - lo)\n"
