@@ -61,8 +61,9 @@ sweep: venv
 demo: venv toolchains
 	$(VENV)/bin/codealign demo
 
+# Two workers, one per layer group (tests/conftest.py: XDIST_GROUPS).
 test: venv toolchains browser
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 bench: venv
 	$(PY) benchmarks/sandbox_throughput.py

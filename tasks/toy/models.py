@@ -238,14 +238,19 @@ def toy_model(name: str) -> str:
 def build_toy_models(root: Path | None = None, config: ToyModelConfig | None = None,
                      force: bool = False) -> dict[str, Path]:
     """Build (or reuse) toy-base and toy-instruct; returns their directories."""
+    from filelock import FileLock
+
     config = config or ToyModelConfig()
     root = Path(root or default_root()) / cache_key(config)
     paths = {"toy-base": root / "toy-base", "toy-instruct": root / "toy-instruct"}
-    if not force and all((p / "config.json").is_file() for p in paths.values()) and (root / "DONE").is_file():
-        return paths
-    started = time.monotonic()
-    with atomic_directory(root) as work:
-        _build(work, config, started)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    # Processes that ask at once (test workers, a sweep's Ray tasks) wait for one build.
+    with FileLock(str(root) + ".lock"):
+        if not force and all((p / "config.json").is_file() for p in paths.values()) and (root / "DONE").is_file():
+            return paths
+        started = time.monotonic()
+        with atomic_directory(root) as work:
+            _build(work, config, started)
     _log(f"toy models built in {time.monotonic() - started:.0f}s: {root}")
     return paths
 
