@@ -61,9 +61,9 @@ sweep: venv
 demo: venv toolchains
 	$(VENV)/bin/codealign demo
 
-# Two workers, one per layer group (tests/conftest.py: XDIST_GROUPS).
+# Two workers, one per layer group (tests/conftest.py: pytest_xdist_make_scheduler).
 test: venv toolchains browser
-	$(PY) -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadscope $(PYTEST_ARGS)
 
 bench: venv
 	$(PY) benchmarks/sandbox_throughput.py

@@ -37,20 +37,33 @@ def _has_gpu() -> bool:
         return False
 
 
-# `make test` runs two pytest-xdist workers (`-n 2 --dist loadgroup`), one per group: the
+# `make test` runs two pytest-xdist workers (`-n 2 --dist loadscope`), one per group: the
 # integration layer (its session servers and Ray cluster, its module-scoped flow runs, in file
 # order) on one, the unit and end-to-end layers on the other.  Most of the suite waits (servers,
 # engines, subprocesses) rather than computes, so the two overlap on two cores; each group runs
 # its tests in the order a single process would, so a session fixture still starts once.
-XDIST_GROUPS = {"integration": "integration", "unit": "local", "e2e": "local"}
+# (pytest-xdist's own `loadgroup` ignores `xdist_group` marks under pytest 9: it runs every
+# test anywhere, servers twice.)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """A scheduler whose scopes are the two groups above (pytest-xdist assigns each scope to one
+    worker, its tests in collection order); other `--dist` modes keep pytest-xdist's own."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class LayerScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "integration" if nodeid.startswith("tests/integration/") else "local"
+
+    return LayerScheduling(config, log)
 
 
 def pytest_collection_modifyitems(config, items):
-    """Each test joins its layer's xdist group (above).  ``@pytest.mark.gpu`` tests run where a
-    CUDA GPU is (``pytest -m gpu``), and are skipped, saying why, everywhere else."""
-    for item in items:
-        layer = item.path.relative_to(REPO / "tests").parts[0]
-        item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS.get(layer, "local")))
+    """``@pytest.mark.gpu`` tests run where a CUDA GPU is (``pytest -m gpu``), and are skipped,
+    saying why, everywhere else."""
     gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
     if gpu_tests and not _has_gpu():
         skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
