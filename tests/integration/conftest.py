@@ -166,7 +166,7 @@ def ray_cluster(tmp_path_factory):
             return stop
 
         yield {"address": address, "client": f"ray://{HEAD_IP}:{client_port}", "add_node": add_node,
-               "dashboard": dashboard}
+               "dashboard": dashboard, "head_pid": head.pid}
     finally:
         _kill_warm_samplers()
         ray.shutdown()

@@ -212,14 +212,23 @@ def test_cli_drives_a_cluster_through_ray_client_quietly(tmp_path, toy_model_pat
 # ---------------------------------------------------------------- a shared cluster (issue 13)
 
 
-def _sandbox_workers() -> int:
-    """Sandbox worker interpreters alive on this machine (not counting their own children)."""
+def _sandbox_workers(root_pid: int) -> int:
+    """Sandbox worker interpreters alive under ``root_pid`` (the session cluster's head node: not
+    the unit tests' pools, which the other test worker runs at the same time), not counting
+    their own children."""
     import psutil
 
     workers = set()
-    for proc in psutil.process_iter(["pid", "ppid", "cmdline"]):
-        if "codealign.tasks.sandbox.worker" in " ".join(proc.info["cmdline"] or []):
-            workers.add((proc.info["pid"], proc.info["ppid"]))
+    try:
+        descendants = psutil.Process(root_pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return 0
+    for proc in descendants:
+        try:
+            if "codealign.tasks.sandbox.worker" in " ".join(proc.cmdline()):
+                workers.add((proc.pid, proc.ppid()))
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            continue
     pids = {pid for pid, _ in workers}
     return sum(1 for _, ppid in workers if ppid not in pids)
 
@@ -248,7 +257,7 @@ def test_execute_units_reserve_the_cores_their_sandbox_pools_use(tmp_path, toy_m
 
     def watch():
         while not stop.is_set():
-            peak[0] = max(peak[0], _sandbox_workers())
+            peak[0] = max(peak[0], _sandbox_workers(ray_cluster["head_pid"]))
             time.sleep(0.05)
 
     watcher = threading.Thread(target=watch)
