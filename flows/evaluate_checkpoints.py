@@ -1,9 +1,10 @@
 """Prefect flow ``evaluate-checkpoints``: every checkpoint × benchmark × mode, on Ray, resumable.
 
     discover checkpoints ─► fingerprint (Ray tasks) ─► units ─► manifest
-        for each unit not complete in the store:
-            sample-unit  ──► execute-unit ──► score-unit        (Prefect tasks on Ray)
-            (on the vLLM sampler actor of its checkpoint)
+        for each (checkpoint, mode) with units not complete in the store:
+            sample-units (on the vLLM sampler actor of its checkpoint; a prompt that several
+            benchmarks share is sampled once) ──► per unit: execute-unit ──► score-unit
+                                                                 (Prefect tasks on Ray)
         ─► results.json + status.json; the flow fails if any unit failed
 
 The stages are plain functions (tasks/evaluation/units.py); each stage's output is an artifact
@@ -29,14 +30,14 @@ from codealign.tasks.evaluation.units import CheckpointEvalConfig, Unit
 FLOW_NAME = "evaluate-checkpoints"
 
 
-@runtime.ray_task("sample-unit")
-def sample_task(unit: Unit, config: CheckpointEvalConfig, sampler: Any) -> ArtifactRef:
-    return run_on(sampler, ev.sample_unit, unit, config, producer=runtime.producer(FLOW_NAME, "sample-unit"))
+@runtime.ray_task("sample-units")
+def sample_task(units: list[Unit], config: CheckpointEvalConfig, sampler: Any) -> dict[str, ArtifactRef]:
+    return run_on(sampler, ev.sample_units, units, config, producer=runtime.producer(FLOW_NAME, "sample-units"))
 
 
 @runtime.ray_task("execute-unit")
-def execute_task(unit: Unit, config: CheckpointEvalConfig, samples: ArtifactRef) -> ArtifactRef:
-    return ev.execute_unit(unit, config, samples, runtime.producer(FLOW_NAME, "execute-unit"))
+def execute_task(unit: Unit, config: CheckpointEvalConfig, samples: dict[str, ArtifactRef]) -> ArtifactRef:
+    return ev.execute_unit(unit, config, samples[unit.key], runtime.producer(FLOW_NAME, "execute-unit"))
 
 
 @runtime.ray_task("score-unit")
@@ -74,14 +75,15 @@ def evaluate_checkpoints(config: CheckpointEvalConfig, run_id: str | None = None
         queue = SamplerQueue(samplers, [u.checkpoint.sha256 for u in pending])
         try:
             chains = []
-            for unit in pending:
+            for group in ev.sampling_groups(pending):  # sample once per checkpoint and mode, judge per unit
                 with remote_options(num_cpus=0):  # it only waits on its sampler
-                    samples = queue.submit(unit.checkpoint.sha256, lambda sampler, after, unit=unit:
-                                           sample_task.submit(unit, config, sampler, wait_for=after))
-                with remote_options(num_cpus=cpus):
-                    verdicts = execute_task.submit(unit, execute_config, samples)
-                scores = score_task.submit(unit, config, verdicts)
-                chains.append((unit.key, (("sample", samples), ("execute", verdicts), ("score", scores))))
+                    samples = queue.submit(group[0].checkpoint.sha256, lambda sampler, after, group=group:
+                                           sample_task.submit(group, config, sampler, wait_for=after))
+                for unit in group:
+                    with remote_options(num_cpus=cpus):
+                        verdicts = execute_task.submit(unit, execute_config, samples)
+                    scores = score_task.submit(unit, config, verdicts)
+                    chains.append((unit.key, (("sample", samples), ("execute", verdicts), ("score", scores))))
             runtime.record_failures(status, chains)
         finally:
             queue.stop()

@@ -67,7 +67,10 @@ def sweep_command(
                                                         "(nested as in the config)")] = None,
     store: Annotated[str | None, typer.Option(help="artifact store (default: the preset's, ./store)")] = None,
     ray_address: Annotated[str | None, typer.Option(help="'auto' or ray://host:port (default: a local Ray)")] = None,
-    plan_only: Annotated[bool, typer.Option("--plan", help="print the grid and exit")] = False,
+    plan_only: Annotated[bool, typer.Option("--plan", help="print what the sweep will do (pieces, their work, "
+                                                        "what the store holds, estimates, the critical path) "
+                                                        "and exit")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="with --plan: the plan as JSON")] = False,
     run_id: RunIdOpt = None,
 ) -> None:
     """Run an alignment sweep (Prefect flow `alignment-sweep`): generate preference data, train
@@ -78,15 +81,27 @@ def sweep_command(
     check_run_id_option(run_id)
     config = load_sweep_config(preset, config_file, store, ray_address)
     plan = expand(config)
+    if as_json and not plan_only:
+        fail("--json goes with --plan")
+    if plan_only and as_json:
+        from codealign.tasks.sweeps import forecast
+
+        print(forecast.dumps(forecast.forecast(config, run_id)))
+        return
     out.print(f"sweep {config.preset}: {len(config.models)} model pair(s) x {len(config.pathways)} pathway(s); "
               f"{len(plan.data_jobs)} data job(s), {len(plan.stages)} stage(s) "
               f"({', '.join(config.techniques) or 'evaluation only'}); evaluation: "
               f"{', '.join(config.evaluation.benchmarks)} in {', '.join(config.evaluation.modes)} mode",
               highlight=False)
     if plan_only:
+        from codealign.tasks.rendering import print_forecast
+        from codealign.tasks.sweeps import forecast
+
+        result = forecast.forecast(config, run_id)
         for stage in plan.stages:
             out.print(f"  {stage.label}: {stage.technique} on {stage.dataset}"
                       + (f", from {stage.after}" if stage.after else ", from the starting model"), highlight=False)
+        print_forecast(out, result)
         return
     # bad input fails here, before any server or cluster starts
     for pair in config.models:

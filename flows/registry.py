@@ -51,7 +51,7 @@ FLOWS: dict[str, FlowEntry] = {e.name: e for e in (
               GenerateConfig, "shards", print_preference_stats),
     FlowEntry("train", "codealign.flows.train:train_flow", StageConfig, "stages", print_stage),
     FlowEntry("alignment-sweep", "codealign.flows.alignment_sweep:alignment_sweep", SweepConfig,
-              "pieces (data jobs, stages, evaluation)", print_report),
+              "pieces (data jobs, stages, evaluations)", print_report),
 )}
 
 

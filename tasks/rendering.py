@@ -149,3 +149,34 @@ def print_preference_stats(out: Console, store_root: str, run_id: str) -> None:
     for gate, count in gates.items():
         out.print(f"{gate}: {count}", highlight=False, markup=False)
     out.print(f"report: {store.uri(layout.run_dataset(run_id, 'report.md'))}", highlight=False, markup=False)
+
+
+def print_forecast(out: Console, result: Any) -> None:
+    """A sweep's plan (tasks/sweeps/forecast.py): one row per piece, the totals, the critical path."""
+    def cell(value: Any) -> str:
+        return "unknown" if value is None else f"{value:,}" if isinstance(value, int) else str(value)
+
+    table = Table(title="sweep plan", show_lines=False)
+    for column in ("piece", "needs", "generation requests", "(apart)", "executions", "examples × epochs",
+                   "eval units", "in store", "est. s", "GPU-h"):
+        table.add_column(column, justify="left" if column in ("piece", "needs", "in store") else "right")
+    for p in result.pieces:
+        training = f"{cell(p.examples)} × {p.epochs}" if p.kind == "stage" else "-"
+        table.add_row(p.label, ", ".join(p.needs) or "-", cell(p.generation_requests),
+                      cell(p.generation_requests_separate), cell(p.executions), training,
+                      cell(p.evaluation_units) if p.kind == "eval" else "-", p.in_store, cell(p.seconds),
+                      cell(p.gpu_hours))
+    out.print(table)
+    def total(name: str) -> str:
+        known, unknown = result.total(name)
+        if unknown == len(result.pieces):
+            return "unknown"
+        known_text = f"{known:,.0f}" if name != "gpu_hours" else f"{known:,.2f}"
+        return known_text + (f" + unknown for {unknown} piece(s)" if unknown else "")
+
+    out.print(f"generation requests: {total('generation_requests')} sampling each shared prompt once; "
+              f"{total('generation_requests_separate')} sampling each benchmark apart", highlight=False)
+    out.print(f"estimate: {total('seconds')} s of pieces, {total('gpu_hours')} GPU-hours"
+              + ("" if result.rates else " (no earlier sweep in this store measured a throughput)"), highlight=False)
+    seconds = "unknown" if result.critical_path_seconds is None else f"{result.critical_path_seconds:,} s"
+    out.print(f"critical path ({seconds}): {' → '.join(result.critical_path)}", highlight=False)

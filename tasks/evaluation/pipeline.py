@@ -51,7 +51,13 @@ def sample_model(model: str, mode: Mode, settings: EvalSettings, problems: dict[
     prompts = [build_prompt(p, spec, tokenizer, model, shots) for p in flat]
     stops = [stop_sequences(p, spec, tokenizer) for p in flat]
     llm = llm or get_engine(model, settings.engine)
-    outputs = generate(llm, prompts, settings.sampling, stops)
+    # Sample once, judge many: a prompt (with its stops) that several problems share — HumanEval
+    # and HumanEval+, task by task — is generated once.  Each prompt's seed comes from its text,
+    # so its samples are what sampling it alone would give.
+    distinct = list(dict.fromkeys(zip(prompts, map(tuple, stops))))
+    generated = generate(llm, [p for p, _ in distinct], settings.sampling, [list(s) for _, s in distinct])
+    by_request = dict(zip(distinct, generated))
+    outputs = [by_request[(p, tuple(s))] for p, s in zip(prompts, stops)]
     records = []
     for problem, prompt, stop, gens in zip(flat, prompts, stops, outputs):
         for i, g in enumerate(gens):

@@ -186,24 +186,56 @@ def _produce(store: ArtifactStore, unit: Unit, name: str, make: Callable[[], Art
 
 
 def sample_unit(unit: Unit, config: CheckpointEvalConfig, producer: dict[str, Any]) -> ArtifactRef:
-    """Stage 1: sample the unit's prompts with this process's engine for its checkpoint,
-    started here after any engine for another checkpoint is shut down (a sampler moves from
-    checkpoint to checkpoint and holds one).  A corrupt checkpoint fails before that, naming
-    its file."""
+    """Stage 1 for one unit (:func:`sample_units` of just that unit)."""
+    return sample_units([unit], config, producer)[unit.key]
+
+
+def sample_units(units: list[Unit], config: CheckpointEvalConfig, producer: dict[str, Any]) -> dict[str, ArtifactRef]:
+    """Stage 1: sample the prompts of ``units`` — one checkpoint, one mode — together, with this
+    process's engine for the checkpoint, started here after any engine for another checkpoint
+    is shut down (a sampler moves from checkpoint to checkpoint and holds one).  Benchmarks
+    whose prompts coincide (HumanEval and HumanEval+, task by task) share each prompt's
+    samples (:func:`~codealign.tasks.evaluation.pipeline.sample_model`).  Each unit's
+    ``samples.jsonl`` is still its own artifact, under its own lease: a unit already sampled
+    (by an earlier run, or another run meanwhile) is reused.  A corrupt checkpoint fails before
+    any engine starts, naming its file."""
     from codealign.tasks.generation.sampling import release_engines
 
+    if len({(u.checkpoint.sha256, u.mode) for u in units}) > 1:
+        raise ValueError("sample_units samples units of one checkpoint and one mode")
     store = ArtifactStore(config.store)
+    sampled: dict[str, list[Any]] = {}
 
-    def make() -> ArtifactRef:
-        validate(unit.checkpoint.uri)
-        path = local_copy(unit.checkpoint)
-        release_engines(keep=path)
-        records = sample_model(path, unit.mode, config, config.select_problems([unit.benchmark]))
-        checkpoint = InputRef(unit.checkpoint.uri, unit.checkpoint.sha256)
-        return store.put_jsonl(unit.artifact("samples.jsonl"), [asdict(r) for r in records],
-                               _meta("samples", unit, config, (checkpoint,), producer))
+    def records_for(unit: Unit) -> list[Any]:
+        if unit.benchmark not in sampled:  # the first unit to sample: every unit not yet sampled
+            validate(unit.checkpoint.uri)
+            path = local_copy(unit.checkpoint)
+            release_engines(keep=path)
+            todo = [u.benchmark for u in units
+                    if u.benchmark not in sampled and not store.exists(u.artifact("samples.jsonl"))]
+            todo = list(dict.fromkeys([unit.benchmark, *todo]))
+            for benchmark in todo:
+                sampled[benchmark] = []
+            for record in sample_model(path, unit.mode, config, config.select_problems(todo)):
+                sampled[record.benchmark].append(record)
+        return sampled[unit.benchmark]
 
-    return _produce(store, unit, "samples.jsonl", make)
+    def maker(unit: Unit) -> Callable[[], ArtifactRef]:
+        def make() -> ArtifactRef:
+            checkpoint = InputRef(unit.checkpoint.uri, unit.checkpoint.sha256)
+            return store.put_jsonl(unit.artifact("samples.jsonl"), [asdict(r) for r in records_for(unit)],
+                                   _meta("samples", unit, config, (checkpoint,), producer))
+        return make
+
+    return {unit.key: _produce(store, unit, "samples.jsonl", maker(unit)) for unit in units}
+
+
+def sampling_groups(units: list[Unit]) -> list[list[Unit]]:
+    """Units grouped by (checkpoint, mode), in the order given: each group is sampled at once."""
+    groups: dict[tuple[str, str], list[Unit]] = {}
+    for unit in units:
+        groups.setdefault((unit.checkpoint.sha256, unit.mode), []).append(unit)
+    return list(groups.values())
 
 
 def execute_unit(unit: Unit, config: CheckpointEvalConfig, samples: ArtifactRef,

@@ -119,6 +119,8 @@ class SweepConfig(RunPlacement):
         default_factory=dict, description="per technique, settings that differ from `training` (e.g. dpo: {epochs: 3})")
     evaluation: SweepEvaluation = Field(default_factory=SweepEvaluation)
     early_stop: bool = Field(True, description="skip a branch's DPO/BoNBoN when its SFT stage degraded")
+    max_parallel: int = Field(4, ge=1, description="pieces (data jobs, stages, evaluations) run at once, at most; "
+                              "fewer when the cluster cannot hold that many training stages")
 
     @field_validator("pathways", "techniques", "objectives", "seeds", "lora_ranks")
     @classmethod

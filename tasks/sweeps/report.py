@@ -282,7 +282,9 @@ def build(store: ArtifactStore, run_id: str) -> Report:
              f"- **evaluated rows**: {len(rows)}; **stages trained**: {len(record.stages)}; "
              f"**skipped**: {len(record.skipped)}",
              "- **sub-runs**: " + ", ".join([*record.data_runs.values(), *(s.run_id for s in record.stages),
-                                             *record.eval_runs.values()]),
+                                             *record.all_eval_runs()]),
+             *([f"- **time**: the pieces took {cp['sum_seconds']:.0f} s in all; critical path "
+                f"{cp['seconds']:.0f} s ({' → '.join(cp['pieces'])})"] if (cp := record.critical_path) else []),
              ""]
     if png:
         lines += ["![metric vs checkpoint step](steps.png)", ""]

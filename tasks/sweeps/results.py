@@ -56,25 +56,31 @@ class SweepRecord:
     starts: list[StartModel] = field(default_factory=list)
     stages: list[TrainedStage] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
-    eval_runs: dict[int, str] = field(default_factory=dict)  # ICL shots -> evaluate-checkpoints run id
+    # ICL shots -> evaluate-checkpoints run ids (the starting models' run, then one per stage)
+    eval_runs: dict[int, list[str]] = field(default_factory=dict)
+    pieces: list[dict[str, Any]] = field(default_factory=list)  # schedule.PieceTiming of each piece, as it ended
+    # {"seconds", "pieces", "sum_seconds"}: the longest chain of dependent pieces against all pieces' time
+    critical_path: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "eval_runs": {str(k): v for k, v in self.eval_runs.items()}}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SweepRecord:
+        # records written before evaluation ran per branch hold one run id per shot count
+        eval_runs = {int(k): [v] if isinstance(v, str) else list(v) for k, v in data["eval_runs"].items()}
         return cls(data["run_id"], data.get("preset"), data["data_runs"], [StartModel(**s) for s in data["starts"]],
                    [TrainedStage(**s) for s in data["stages"]], [Skipped(**s) for s in data["skipped"]],
-                   {int(k): v for k, v in data["eval_runs"].items()})
+                   eval_runs, data.get("pieces", []), data.get("critical_path"))
+
+    def all_eval_runs(self) -> list[str]:
+        return [run for runs in self.eval_runs.values() for run in runs]
 
     def stage(self, label: str) -> TrainedStage | None:
         return next((s for s in self.stages if s.label == label), None)
 
-    def checkpoints_to_evaluate(self, final_only: bool) -> list[str]:
-        uris = [s.uri for s in self.starts]
-        for stage in self.stages:
-            uris += [c["uri"] for c in (stage.checkpoints[-1:] if final_only else stage.checkpoints)]
-        return list(dict.fromkeys(uris))
+    def start_uris(self) -> list[str]:
+        return list(dict.fromkeys(s.uri for s in self.starts))
 
 
 def read_record(store: ArtifactStore, run_id: str) -> SweepRecord:

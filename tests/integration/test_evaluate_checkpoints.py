@@ -93,7 +93,7 @@ def test_corrupt_checkpoint_fails_its_units_and_resume_runs_only_those(tmp_path,
     fixed = {u.checkpoint.name: u for u in recorded_units(store, "r1")}["checkpoint-10"]
     assert store.meta(fixed.artifact("samples.jsonl")).producer["flow_run_id"] == status.flow_run_ids[-1]
     assert done_before.producer["flow_run_id"] == status.flow_run_ids[0]
-    assert done_before.producer["task"] == "sample-unit" and done_before.producer["task_run_id"]
+    assert done_before.producer["task"] == "sample-units" and done_before.producer["task_run_id"]
     assert done_before.params["benchmark"] == "toy" and done_before.code["commit"] and done_before.packages["prefect"]
     # every unit has exactly its three artifacts; the corrupt checkpoint's unit left no samples
     assert sorted(map(sorted, unit_artifacts(store).values())) == \

@@ -1,7 +1,9 @@
 """The alignment-sweep flow for real: Prefect server, the session's Ray cluster, the toy
-models.  A small toy sweep (FTA: data → SFT → DPO → evaluation of every checkpoint) writes its
-record, results and report; the same sweep again (through the CLI, as a nightly run would)
-recomputes nothing; a changed DPO setting retrains only the DPO stage."""
+models.  A small toy sweep of two seeds (FTA: data → SFT → DPO → evaluation of every
+checkpoint) runs its branches concurrently; it is SIGKILLed through the CLI after its first
+piece and resumed, and writes its record (with each piece's times), results and report; the
+same sweep again, one piece at a time (as a nightly run would, through the CLI), recomputes
+nothing and gives the same results; a changed DPO setting retrains only the DPO stage."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from killed_runs import kill_then_resume
 
 from codealign.tasks.artifacts import layout, runs
 from codealign.tasks.artifacts.store import ArtifactStore
@@ -19,16 +22,20 @@ from codealign.tasks.sweeps.config import SweepConfig, load_preset
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
+SEEDS = ["s0", "s1"]
+PIECES = 11  # per seed: data, sft, dpo and their evaluations; and the starting model's evaluation
 
 
 def settings(source: Path, store: Path, address: str) -> dict:
-    """The toy preset made small: FTA only, SFT then DPO, 12 instructions x 4 responses."""
+    """The toy preset made small: FTA only, two seeds, SFT then DPO, 12 instructions x 4
+    responses; one Ray Train worker per stage, so the session cluster's 2 CPUs hold two stages."""
     return {
-        "pathways": ["fta"], "techniques": ["sft", "dpo"], "store": str(store), "ray_address": address,
+        "pathways": ["fta"], "techniques": ["sft", "dpo"], "seeds": [0, 1], "max_parallel": 2,
+        "store": str(store), "ray_address": address,
         "data": {"source": str(source), "limit": 12, "shard_size": 8,
                  "sampling": {"n": 4, "temperature": 0.8, "top_p": 0.95, "max_tokens": 160},
                  "engine": {"max_model_len": 512, "enforce_eager": True}},
-        "training": {"workers": 2, "batch_size": 2, "epochs": 1, "warmup_steps": 0, "save_steps": 2,
+        "training": {"workers": 1, "batch_size": 4, "epochs": 1, "warmup_steps": 0, "save_steps": 2,
                      "max_length": 384, "degradation_limit": 12, "eval_max_tokens": 160},
         "stage_overrides": {"sft": {"save_steps": 1}},  # two SFT checkpoints: each is evaluated
         "evaluation": {"benchmarks": ["toy"], "modes": ["command"], "checkpoints": "all", "limit": 12, "ks": [1],
@@ -40,52 +47,87 @@ def units(store: ArtifactStore) -> set[str]:
     return {k.split("/")[1] for k in store.list(layout.UNITS)}
 
 
+def sweep_command(config_file: Path, given: dict, run_id: str) -> list[str]:
+    return [sys.executable, "-m", "codealign", "sweep", "--config", str(config_file), "--store", given["store"],
+            "--ray-address", given["ray_address"], "--run-id", run_id]
+
+
 @pytest.fixture(scope="module")
 def sweep(pathway_runs, prefect_api, ray_cluster, tmp_path_factory):
-    from codealign.flows import registry
-
+    """The sweep started through the CLI, SIGKILLed once its first piece is done, resumed."""
     root = tmp_path_factory.mktemp("sweep")
     given = settings(pathway_runs[1], root / "store", ray_cluster["address"])
-    config = load_preset("toy", **given)
-    result = registry.run("alignment-sweep", config, "sw1")
-    store = ArtifactStore(config.store)
-    return root, given, store, result
+    config_file = root / "sweep.yaml"
+    config_file.write_text(yaml.safe_dump({k: v for k, v in given.items() if k not in ("store", "ray_address")}))
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PYTHONPATH": str(REPO)}
+    items = root / "store" / "runs" / "sw1" / "items"
+    store = kill_then_resume(sweep_command(config_file, given, "sw1"), env, REPO,
+                             lambda: items.is_dir() and any(items.glob("*.json.meta.json")), "finished piece",
+                             root / "store", ray_cluster["address"], items=PIECES)
+    return root, given, store, config_file
 
 
 def test_a_toy_sweep_trains_evaluates_and_reports(sweep):
     from codealign.tasks.sweeps import report
     from codealign.tasks.sweeps.results import read_record
 
-    _, _, store, result = sweep
-    assert result["complete"] == result["units"] == 4  # data job, sft, dpo, evaluation
+    _, _, store, _ = sweep
     record = read_record(store, "sw1")
-    assert record.data_runs == {"toy-fta-s0": "sw1-toy-fta-s0-data"}
-    assert [s.label for s in record.stages] == ["toy-fta-s0-r16-sft", "toy-fta-s0-r16-functional-dpo"]
-    sft, dpo = record.stages
+    assert record.data_runs == {f"toy-fta-{s}": f"sw1-toy-fta-{s}-data" for s in SEEDS}
+    labels = [f"toy-fta-{s}-r16-{t}" for s in SEEDS for t in ("sft", "functional-dpo")]
+    assert [s.label for s in record.stages] == labels
+    sft, dpo = record.stages[:2]
     assert dpo.after == sft.label and sft.degradation is not None and record.skipped == []
     # the DPO stage started from the SFT model's last checkpoint, trained on the data run's dpo pairs
     stage = store.get_json(layout.unit_artifact(dpo.stage_key, "stage.json"))
     assert stage["model"]["sha256"] == sft.checkpoints[-1]["sha256"]
     assert stage["dataset"]["uri"] == store.uri(layout.run_dataset("sw1-toy-fta-s0-data", "dpo.parquet"))
+    assert record.stages[0].stage_key != record.stages[2].stage_key  # the seeds' branches differ
 
     rows = runs.read_results(store, "sw1")
-    evaluated = {(r["technique"], r["step"]) for r in rows}
-    expected = {("base", 0)} | {(s.technique, c["step"]) for s in record.stages for c in s.checkpoints}
+    evaluated = {(r["technique"], r["seed"], r["step"]) for r in rows}
+    expected = {("base", None, 0)} | {(s.technique, s.seed, c["step"]) for s in record.stages for c in s.checkpoints}
     assert evaluated == expected and len(sft.checkpoints) >= 2  # every checkpoint, not only the last
-    eval_rows = runs.read_results(store, "sw1-eval")
+    assert record.eval_runs == {0: ["sw1-eval-starts", *(f"sw1-eval-{s.label}" for s in record.stages)]}
+    eval_rows = [r for sub in record.all_eval_runs() for r in runs.read_results(store, sub)]
     by_sha = {r["checkpoint_sha256"]: r["pass@1"] for r in eval_rows}
     assert all(r["pass@1"] == by_sha[r["checkpoint_sha256"]] for r in rows)
 
     built = report.build(store, "sw1")
     table = next(t for t in built.tables if t.name == "alignment-toy-functional-s0-r16-command")
     cells = {row[0]: row[1] for row in table.rows}
-    final = {r["technique"]: r["pass@1"] for r in rows if r["final"]}
+    final = {r["technique"]: r["pass@1"] for r in rows if r["final"] and r["seed"] in (0, None)}
     assert cells["Base"] == f"{final['base']:.3f}" and cells["SFT"] == f"{final['sft']:.3f}"
     assert cells["DPO"] == f"{final['dpo']:.3f}" and cells["BoNBoN"] == "-"
     rel = (final["dpo"] - final["base"]) / final["base"]
     assert cells["Δrel DPO"] == f"{100 * rel:+.1f}%"
     assert (Path(store.path(store.uri("runs/sw1/report/report.md")))).read_text() == built.markdown
     assert store.exists("runs/sw1/report/steps.png")
+
+
+def test_the_branches_ran_concurrently_and_each_piece_records_its_times(sweep):
+    """The resumed run's pieces: each with its start and end, in the record and in the store;
+    together they took longer than the run did, which only overlapping pieces can."""
+    from codealign.tasks.sweeps.results import read_record
+
+    _, _, store, _ = sweep
+    pieces = read_record(store, "sw1").pieces
+    assert len(pieces) == PIECES and {p["state"] for p in pieces} == {"completed"}
+    assert all(p["ended_at"] >= p["started_at"] for p in pieces)
+    for p in pieces:
+        assert store.get_json(layout.run_record("sw1", f"pieces/{p['label']}.json")) == p
+    span = max(p["ended_at"] for p in pieces) - min(p["started_at"] for p in pieces)
+    assert sum(p["ended_at"] - p["started_at"] for p in pieces) > span
+    # the critical path: a chain of pieces, each needing the one before, no longer than all of them
+    from codealign.tasks.sweeps import schedule
+    from codealign.tasks.sweeps.plan import expand
+
+    _, given, _, _ = sweep
+    needs = {p.label: p.needs for p in schedule.pieces(expand(load_preset("toy", **given)))}
+    path = read_record(store, "sw1").critical_path
+    assert all(a in needs[b] for a, b in zip(path["pieces"], path["pieces"][1:]))
+    assert 0 < path["seconds"] <= path["sum_seconds"]
+    assert f"critical path {path['seconds']:.0f} s" in store.get("runs/sw1/report/report.md").decode()
 
 
 def test_the_report_is_a_prefect_artifact(sweep):
@@ -104,21 +146,19 @@ def test_the_report_is_a_prefect_artifact(sweep):
     assert "runs/sw1/report/report.md" in artifacts[-1].data
 
 
-def test_the_same_sweep_again_recomputes_nothing(sweep, prefect_api, ray_cluster):
-    """A nightly run with no new input: every piece is found in the store (run via the CLI)."""
-    root, given, store, _ = sweep
+def test_the_same_sweep_again_one_piece_at_a_time_recomputes_nothing_and_agrees(sweep, prefect_api):
+    """A nightly run with no new input, serial this time: every piece is found in the store
+    (run via the CLI), and its results are the concurrent run's."""
+    root, given, store, config_file = sweep
     before = units(store)
-    config_file = root / "nightly.yaml"
-    config_file.write_text(yaml.safe_dump({k: v for k, v in given.items() if k not in ("store", "ray_address")}))
-    result = subprocess.run([sys.executable, "-m", "codealign", "sweep", "--config", str(config_file), "--store",
-                             given["store"], "--ray-address", ray_cluster["address"], "--run-id", "sw2"],
-                            capture_output=True, text=True, cwd=REPO,
+    serial = root / "serial.yaml"
+    serial.write_text(yaml.safe_dump({**yaml.safe_load(config_file.read_text()), "max_parallel": 1}))
+    result = subprocess.run(sweep_command(serial, given, "sw2"), capture_output=True, text=True, cwd=REPO,
                             env={**os.environ, "PREFECT_API_URL": prefect_api})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Δrel DPO" in result.stdout and "report: " in result.stdout
     assert units(store) == before  # no shard sampled, no stage trained, no unit evaluated again
-    first, second = runs.read_results(store, "sw1"), runs.read_results(store, "sw2")
-    assert second == first
+    assert runs.read_results(store, "sw2") == runs.read_results(store, "sw1")
 
 
 def test_a_changed_dpo_setting_retrains_only_dpo(sweep):
@@ -127,7 +167,7 @@ def test_a_changed_dpo_setting_retrains_only_dpo(sweep):
 
     _, given, store, _ = sweep
     before = units(store)
-    config = SweepConfig.model_validate({**load_preset("toy", **given).model_dump(),
+    config = SweepConfig.model_validate({**load_preset("toy", **given).model_dump(), "seeds": [0],
                                          "stage_overrides": {**given["stage_overrides"], "dpo": {"beta": 0.3}}})
     registry.run("alignment-sweep", config, "sw3")
     old, new = read_record(store, "sw1"), read_record(store, "sw3")

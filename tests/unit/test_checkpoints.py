@@ -252,3 +252,41 @@ def test_a_benchmark_from_a_user_file_is_keyed_by_its_content(tmp_path):
     data.write_text(data.read_text().replace("\n", "\n\n", 1))  # another version of the file
     after = [u.key for u in make_units(cfg, [ckpt])]
     assert after[0] != before[0] and after[1] == before[1]  # the shipped benchmark's unit is unchanged
+
+
+def test_units_of_one_checkpoint_and_mode_are_sampled_in_one_call_each_keeping_its_artifact(tmp_path, monkeypatch):
+    """sample_units: one sampling call for every unit of the group not yet sampled; each unit's
+    samples.jsonl its own artifact; a unit sampled before is reused, not sampled again."""
+    from codealign.tasks.artifacts.store import ArtifactStore
+    from codealign.tasks.evaluation import units as ev
+    from codealign.tasks.generation.samples import SampleRecord
+
+    calls = []
+
+    def fake_sample_model(path, mode, config, problems):
+        calls.append(sorted(problems))
+        return [SampleRecord(name, p.task_id, 0, "prompt", "raw", None, "solution", 1, 0.0, "stop")
+                for name, group in problems.items() for p in group]
+
+    monkeypatch.setattr(ev, "sample_model", fake_sample_model)
+    monkeypatch.setattr("codealign.tasks.generation.sampling.release_engines", lambda keep=None: None)
+    ckpt = fingerprint(str(make_checkpoint(tmp_path / "ckpt")))
+    store = ArtifactStore(str(tmp_path / "store"))
+    cfg = CheckpointEvalConfig(checkpoints=[str(tmp_path / "ckpt")], store=store.root, limit=2,
+                               benchmarks=["toy", "humaneval", "humaneval+"], modes=["command", "flow"], ks=[1])
+    units = make_units(cfg, [ckpt])
+    groups = ev.sampling_groups(units)
+    assert [[(u.benchmark, u.mode) for u in g] for g in groups] == [
+        [("toy", "command"), ("humaneval", "command"), ("humaneval+", "command")],
+        [("toy", "flow"), ("humaneval", "flow"), ("humaneval+", "flow")]]
+
+    first = ev.sample_unit(groups[0][1], cfg, {"task": "sample-units"})  # humaneval alone, earlier
+    assert calls == [["humaneval"]]
+    refs = ev.sample_units(groups[0], cfg, {"task": "sample-units"})
+    assert calls == [["humaneval"], ["humaneval+", "toy"]]  # one call for the two not yet sampled
+    assert refs[groups[0][1].key] == first  # reused as it was
+    for unit in groups[0]:
+        rows = store.get_jsonl(refs[unit.key].uri)
+        assert [r["benchmark"] for r in rows] == [unit.benchmark] * 2, unit.benchmark
+    with pytest.raises(ValueError, match="one checkpoint and one mode"):
+        ev.sample_units(units, cfg, {})

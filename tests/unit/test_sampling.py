@@ -93,3 +93,39 @@ def test_evaluate_other_languages_end_to_end(toy_base, tmp_path, mode):
     assert all(v["efficiency"] is None for v in verdicts)  # CPU-time efficiency is for Python programs
     if mode == "flow":  # the benchmark's own stop put back: every HumanEval-X completion closes its function
         assert all(s["completion"].endswith("\n}\n") for s in samples if s["benchmark"].startswith("humaneval-x"))
+
+
+def test_benchmarks_sharing_prompts_are_sampled_once_and_judged_as_if_sampled_apart(toy_instruct):
+    """HumanEval and HumanEval+ (the same prompts, task by task) sampled together: each shared
+    prompt is one generation request, and samples, verdicts and scores are those of sampling
+    each benchmark on its own with the same seed."""
+    from codealign.tasks.evaluation.pipeline import execute_samples, sample_model, score_verdicts
+
+    llm, tokenizer, path = toy_instruct
+
+    class Counting:  # the engine, counting the prompts it is asked to generate for
+        requests = 0
+
+        def generate(self, prompts, params, use_tqdm=False):
+            Counting.requests += len(prompts)
+            return llm.generate(prompts, params, use_tqdm=use_tqdm)
+
+    config = EvaluateConfig(model=path, benchmarks=["humaneval", "humaneval+"], mode="command", ks=[1, 2], limit=4,
+                            sampling=SamplingSettings(n=2, temperature=0.8, max_tokens=96, seed=7))
+    problems = config.select_problems()
+    together = sample_model(path, "command", config, problems, llm=Counting(), tokenizer=tokenizer)
+    joint_requests, Counting.requests = Counting.requests, 0
+    apart = [r for name in problems for r in sample_model(path, "command", config, {name: problems[name]},
+                                                          llm=Counting(), tokenizer=tokenizer)]
+    assert Counting.requests == 8 and joint_requests == len({r.prompt for r in together}) < 8
+    assert together == apart  # same records, benchmark by benchmark
+
+    def judged(records):
+        from codealign.tasks.evaluation.pipeline import by_benchmark
+
+        verdicts = [v.to_json() for v in execute_samples(problems, by_benchmark(records), config)]
+        scores = score_verdicts(verdicts, config)["benchmarks"]
+        return ([(v["task_id"], v["sample_index"], v["passed"], v["status"]) for v in verdicts],
+                {name: {k: v for k, v in row.items() if k.startswith("pass@")} for name, row in scores.items()})
+
+    assert judged(together) == judged(apart)

@@ -135,7 +135,7 @@ def _sweep_in_store(tmp_path):
                      [ck(20, "fs")], deg)]
     record.skipped = [Skipped("toy-fta-s0-r16-functional-dpo", "SFT degraded (...)"),
                       Skipped("toy-fta-s0-r16-functional-bonbon", "SFT degraded (...)")]
-    record.eval_runs = {0: "sw-eval"}
+    record.eval_runs = {0: ["sw-eval-starts", "sw-eval-toy-pta-s0-r16-sft"]}
     scores = {"b0": (0.5, 0.3), "ps1": (0.55, 0.35), "ps2": (0.6, 0.4), "pd": (0.65, 0.4), "pb": (0.7, 0.45),
               "i0": (0.6, 0.5), "fs": (0.5, 0.5)}  # sha -> (flow, command) pass@1
     failures = {("b0", "command"): {"format:no_code": 5, "wrong_answer": 2}, ("i0", "command"): {"wrong_answer": 3},
