@@ -120,7 +120,12 @@ def alignment_sweep(config: SweepConfig, run_id: str | None = None) -> dict[str,
         return outcome
 
     outcome = schedule.run_pieces(graph, run, bound, ended)
-    record.stages.sort(key=lambda s: [p.label for p in graph].index(s.label))  # plan order, whatever ended first
+    # plan order, whichever ended first: a serial and a concurrent run record the same
+    order = {label: i for i, label in enumerate(p.label for p in graph)}
+    record.stages.sort(key=lambda s: order[s.label])
+    runs_order = {f"{run_id}-{label}": i for label, i in order.items()}  # an eval piece's sub-run
+    record.eval_runs = {shots: sorted(subs, key=lambda sub: runs_order.get(sub, -1))
+                        for shots, subs in record.eval_runs.items()}
     path_s, path = schedule.critical_path(graph, {t.label: t.seconds for t in outcome.timings.values()})
     total_s = sum(t.seconds for t in outcome.timings.values())
     record.critical_path = {"seconds": round(path_s, 1), "pieces": path, "sum_seconds": round(total_s, 1)}

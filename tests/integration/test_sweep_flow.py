@@ -88,7 +88,7 @@ def test_a_toy_sweep_trains_evaluates_and_reports(sweep):
     evaluated = {(r["technique"], r["seed"], r["step"]) for r in rows}
     expected = {("base", None, 0)} | {(s.technique, s.seed, c["step"]) for s in record.stages for c in s.checkpoints}
     assert evaluated == expected and len(sft.checkpoints) >= 2  # every checkpoint, not only the last
-    assert record.eval_runs == {0: ["sw1-eval-starts", *(f"sw1-eval-{s.label}" for s in record.stages)]}
+    assert record.eval_runs == {0: ["sw1-eval-starts", *(f"sw1-eval-{s.label}" for s in record.stages)]}  # plan order
     eval_rows = [r for sub in record.all_eval_runs() for r in runs.read_results(store, sub)]
     by_sha = {r["checkpoint_sha256"]: r["pass@1"] for r in eval_rows}
     assert all(r["pass@1"] == by_sha[r["checkpoint_sha256"]] for r in rows)
