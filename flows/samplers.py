@@ -95,14 +95,30 @@ class _Tee(io.TextIOBase):
             stream.flush()
 
 
+CALL_ATTEMPTS = 3  # a sampler restarts up to max_restarts=2 times: each restart gets the call again
+
+
 def run_on(sampler: Any, stage: Callable[..., Any], *args: Any, producer: dict[str, Any]) -> Any:
     """``stage(*args, producer=...)`` in ``sampler``'s process, waited for; a failure raises the
     stage's own exception (not Ray's wrapper), so task failures read as what went wrong.  What
-    the stage printed is printed again here, into the calling task's log."""
-    try:
-        result, printed = ray.get(sampler.run.remote(stage, *args, producer=producer))
-    except ray.exceptions.RayTaskError as exc:
-        raise unwrap(exc) from None
+    the stage printed is printed again here, into the calling task's log.
+
+    The call in flight when the actor dies (out of memory, a crashed engine) is made again once
+    Ray has restarted it: stages are idempotent (each artifact is made under its lease, and one
+    that exists is reused), so a second call finishes the first's work.  An error the stage
+    raised is not retried: it would raise again."""
+    for attempt in range(1, CALL_ATTEMPTS + 1):
+        try:
+            result, printed = ray.get(sampler.run.remote(stage, *args, producer=producer))
+            break
+        except ray.exceptions.RayTaskError as exc:
+            raise unwrap(exc) from None
+        except ray.exceptions.RayActorError as exc:  # died or restarting: not the stage's doing
+            if attempt == CALL_ATTEMPTS:
+                raise
+            print(f"sampler lost during {getattr(stage, '__name__', 'a stage')} ({type(exc).__name__}); "
+                  f"calling it again, attempt {attempt + 1} of {CALL_ATTEMPTS}")
+            time.sleep(2 * attempt)  # Ray is restarting the actor
     for line in printed.splitlines():
         print(line)  # into the task run's log (flows log prints)
     return result
@@ -135,8 +151,8 @@ def start_samplers(count: int, tensor_parallel_size: int = 1) -> list[Any]:
                       for n in nodes[:count]]
     if count and not placements:
         raise RuntimeError("no Ray node can host a vLLM sampler (no GPU for the engine and no node with a CPU)")
-    # An actor that dies (out of memory, a crashed engine) is restarted for the calls after the
-    # one it was serving; that call fails and is retried by a resume.
+    # An actor that dies (out of memory, a crashed engine) is restarted (max_restarts), and the
+    # call it was serving is made again on the restarted actor (run_on).
     if not cluster_outlives_run():
         return [actor_cls.options(max_concurrency=1, max_restarts=2, **placement).remote() for placement in placements]
     env_key = hashlib.sha256(json.dumps({k: v for k, v in sorted(env.items()) if k != "PREFECT_API_URL"}).encode())

@@ -1,5 +1,6 @@
 """Flow runtime and store layout: Prefect's settings are applied before Prefect is imported,
-run records are flow-neutral, and every path in the store is spelled where layout.py says."""
+run records are flow-neutral, every path in the store is spelled where layout.py says, and a
+sampler call lost with its actor is made again."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from codealign.tasks.artifacts import layout, runs
 from codealign.tasks.artifacts.store import ArtifactStore
@@ -85,3 +88,45 @@ def test_runs_listing_reads_any_flow(tmp_path):
         "p1", "generate-preferences", "failed", 2, 1)
     assert summary.failed == ["shard 1 (b): sandbox crashed"]
     assert runs.read_manifest(store, "p1").items == items
+
+
+def test_a_call_in_flight_when_its_sampler_dies_is_made_again_and_a_stage_error_is_not(monkeypatch, capsys):
+    import ray
+
+    from codealign.flows import samplers
+
+    calls = []
+
+    class Sampler:  # an actor handle: run.remote(...) gives a reference that ray.get resolves
+        class run:  # noqa: N801
+            @staticmethod
+            def remote(stage, *args, producer):
+                calls.append(args)
+                return len(calls)
+
+    outcomes = {1: ray.exceptions.ActorDiedError(), 2: ("made", "unit k: computing samples.jsonl\n")}
+
+    def get(ref):
+        if isinstance(outcomes[ref], Exception):
+            raise outcomes[ref]
+        return outcomes[ref]
+
+    monkeypatch.setattr(samplers.ray, "get", get)
+    monkeypatch.setattr(samplers.time, "sleep", lambda seconds: None)
+    assert samplers.run_on(Sampler(), len, "unit", producer={}) == "made"
+    printed = capsys.readouterr().out
+    assert len(calls) == 2 and "sampler lost during len (ActorDiedError); calling it again, attempt 2 of 3" in printed
+    assert "unit k: computing samples.jsonl" in printed  # the stage's own lines reach the task's log
+
+    calls.clear()
+    outcomes.update({1: ray.exceptions.RayTaskError("sample_units", "traceback", ValueError("bad prompt"))})
+    with pytest.raises(ValueError, match="bad prompt"):  # the stage's own error: itself, never retried
+        samplers.run_on(Sampler(), len, "unit", producer={})
+    assert len(calls) == 1
+
+    calls.clear()
+    outcomes.update({1: ray.exceptions.ActorDiedError(), 2: ray.exceptions.ActorDiedError(),
+                     3: ray.exceptions.ActorDiedError()})
+    with pytest.raises(ray.exceptions.ActorDiedError):  # restarts used up: the unit fails, a resume redoes it
+        samplers.run_on(Sampler(), len, "unit", producer={})
+    assert len(calls) == 3
