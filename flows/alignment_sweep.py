@@ -207,8 +207,9 @@ class _Pieces:
         _completed(state, f"generate-preferences {sub}")
         with self.lock:
             self.record.data_runs[label] = sub
-        instructions = forecast.instruction_count(self.config) or 0
-        return {"run_id": sub, "work": {"generation_requests": instructions * self.config.data.sampling.n}}
+        instructions = forecast.instruction_count(self.config)
+        requests = instructions * self.config.data.sampling.n if instructions is not None else None
+        return {"run_id": sub, "work": _work("generation_requests", requests)}
 
     def stage(self, stage: sweep_plan.PlannedStage) -> dict[str, Any]:
         config, record = self.config, self.record
@@ -236,7 +237,7 @@ class _Pieces:
                                               stage.after, trained.checkpoints, trained.degradation))
         settings = {**config.training.model_dump(), **config.stage_overrides.get(stage.technique, {})}
         return {"run_id": sub, "stage_key": trained.key,
-                "work": {"example_epochs": trained.dataset.get("n", 0) * settings["epochs"]}}
+                "work": _work("example_epochs", int(trained.dataset.get("n") or 0) * int(settings["epochs"]))}
 
     def evaluate_starts(self) -> dict[str, Any]:
         """The starting models, in the sweep's modes; and in Command mode with each extra ICL shot count."""
@@ -251,7 +252,7 @@ class _Pieces:
         if failed:
             raise RuntimeError(f"evaluate-checkpoints {', '.join(failed)} did not complete")
         requests = forecast.eval_requests(self.config, len(self.record.start_uris()), len(runs_by_shots) - 1)[0]
-        return {"run_ids": [sub for sub, _ in runs_by_shots.values()], "work": {"generation_requests": requests}}
+        return {"run_ids": [sub for sub, _ in runs_by_shots.values()], "work": _work("generation_requests", requests)}
 
     def evaluate_stage(self, label: str) -> dict[str, Any]:
         with self.lock:
@@ -263,7 +264,7 @@ class _Pieces:
         if not self._evaluate(sub, checkpoints, self.config.evaluation.shots, self.config.evaluation.modes):
             raise RuntimeError(f"evaluate-checkpoints {sub} did not complete")
         requests = forecast.eval_requests(self.config, len(checkpoints))[0]
-        return {"run_id": sub, "work": {"generation_requests": requests}}
+        return {"run_id": sub, "work": _work("generation_requests", requests)}
 
     def _evaluate(self, sub: str, checkpoints: list[str], shots: int, modes: list[str]) -> bool:
         with self.lock:  # a partly failed evaluation still has rows for its complete units
@@ -271,6 +272,11 @@ class _Pieces:
         state = evaluate_checkpoints(config=_eval_config(self.config, checkpoints, shots, modes), run_id=sub,
                                      return_state=True)
         return state.is_completed()
+
+
+def _work(measure: str, amount: int | None) -> dict[str, int]:
+    """A piece's work, recorded with its time for later plans' estimates (forecast.py)."""
+    return {measure: amount} if amount else {}
 
 
 def _completed(state: Any, what: str) -> None:

@@ -95,15 +95,19 @@ def instruction_count(config: SweepConfig) -> int | None:
         return None
 
 
-def eval_requests(config: SweepConfig, models: int, shots_runs: int = 0) -> tuple[int, int, int]:
+def eval_requests(config: SweepConfig, models: int, shots_runs: int = 0) -> tuple[int | None, int | None, int]:
     """(requests sampling shared prompts once, requests sampling each benchmark apart, units)
     for ``models`` models evaluated in the sweep's modes (and in Command mode once more per
-    extra ICL shot count, ``shots_runs``)."""
-    problems = config.evaluation.select_problems()
+    extra ICL shot count, ``shots_runs``); the requests are None where a benchmark's data is
+    not at hand."""
+    runs = len(config.evaluation.modes) + shots_runs
+    try:
+        problems = config.evaluation.select_problems()
+    except Exception:  # noqa: BLE001 - data not on this machine: unknown, not an error of the plan
+        return None, None, len(config.evaluation.benchmarks) * models * runs
     n = config.evaluation.sampling.n
     separate = sum(len(group) for group in problems.values()) * n
     distinct = len({(p.prompt, p.entry_point) for group in problems.values() for p in group}) * n
-    runs = len(config.evaluation.modes) + shots_runs
     return distinct * models * runs, separate * models * runs, len(problems) * models * runs
 
 
