@@ -113,13 +113,17 @@ def alignment_sweep(config: SweepConfig, run_id: str | None = None) -> dict[str,
             logger.info(f"{timing.label}: done in {timing.seconds:.0f}s")
 
     def run(piece: schedule.Piece) -> dict[str, Any]:
-        outcome = sweep_piece(piece, pieces)
+        outcome = sweep_piece(piece, run_id)
         if "skipped" in outcome:
             raise schedule.PieceSkipped(outcome["skipped"])
         works[piece.label] = outcome.pop("work", {})  # read by ended() once this thread is done
         return outcome
 
-    outcome = schedule.run_pieces(graph, run, bound, ended)
+    _RUNNING[run_id] = pieces
+    try:
+        outcome = schedule.run_pieces(graph, run, bound, ended)
+    finally:
+        del _RUNNING[run_id]
     # plan order, whichever ended first: a serial and a concurrent run record the same
     order = {label: i for i, label in enumerate(p.label for p in graph)}
     record.stages.sort(key=lambda s: order[s.label])
@@ -150,13 +154,19 @@ def alignment_sweep(config: SweepConfig, run_id: str | None = None) -> dict[str,
         publish_artifacts(published)
 
 
+# The sweeps running in this process, by run id: a piece's task takes only plain parameters
+# (Prefect ships a task's context, parameters included, to the Ray tasks its sub-flow starts:
+# the sweep's state, with its lock, cannot be pickled).
+_RUNNING: dict[str, _Pieces] = {}
+
+
 @task(name="sweep-piece", task_run_name="{piece.label}", cache_policy=NO_CACHE, persist_result=False)
-def sweep_piece(piece: schedule.Piece, pieces: _Pieces) -> dict[str, Any]:
+def sweep_piece(piece: schedule.Piece, sweep_run_id: str) -> dict[str, Any]:
     """One piece, as a task of the sweep's flow run (in a thread of the schedule): its sub-flow
     is a child of this task run, so Prefect identifies it by the task run, not by the order in
     which concurrent pieces happened to start (which a retry would not repeat)."""
     try:
-        return pieces.run(piece)
+        return _RUNNING[sweep_run_id].run(piece)
     except schedule.PieceSkipped as why:
         return {"skipped": str(why)}
 
