@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import asdict
-from typing import Any
+from typing import Any, ClassVar
 
 import ray
 from prefect import flow, task
@@ -119,11 +119,11 @@ def alignment_sweep(config: SweepConfig, run_id: str | None = None) -> dict[str,
         works[piece.label] = outcome.pop("work", {})  # read by ended() once this thread is done
         return outcome
 
-    _RUNNING[run_id] = pieces
+    _Pieces.running[run_id] = pieces
     try:
         outcome = schedule.run_pieces(graph, run, bound, ended)
     finally:
-        del _RUNNING[run_id]
+        del _Pieces.running[run_id]
     # plan order, whichever ended first: a serial and a concurrent run record the same
     order = {label: i for i, label in enumerate(p.label for p in graph)}
     record.stages.sort(key=lambda s: order[s.label])
@@ -154,19 +154,13 @@ def alignment_sweep(config: SweepConfig, run_id: str | None = None) -> dict[str,
         publish_artifacts(published)
 
 
-# The sweeps running in this process, by run id: a piece's task takes only plain parameters
-# (Prefect ships a task's context, parameters included, to the Ray tasks its sub-flow starts:
-# the sweep's state, with its lock, cannot be pickled).
-_RUNNING: dict[str, _Pieces] = {}
-
-
 @task(name="sweep-piece", task_run_name="{piece.label}", cache_policy=NO_CACHE, persist_result=False)
 def sweep_piece(piece: schedule.Piece, sweep_run_id: str) -> dict[str, Any]:
     """One piece, as a task of the sweep's flow run (in a thread of the schedule): its sub-flow
     is a child of this task run, so Prefect identifies it by the task run, not by the order in
     which concurrent pieces happened to start (which a retry would not repeat)."""
     try:
-        return _RUNNING[sweep_run_id].run(piece)
+        return _Pieces.running[sweep_run_id].run(piece)
     except schedule.PieceSkipped as why:
         return {"skipped": str(why)}
 
@@ -188,6 +182,13 @@ class _Pieces:
     """What each piece does: its sub-flow, then what it adds to the sweep's record (under a
     lock: pieces end in threads of their own).  A sub-flow that does not complete fails its
     piece."""
+
+    # The sweeps running in this process, by run id.  Prefect ships a task's context to the Ray
+    # tasks its sub-flow starts, with the flow's and the task's functions pickled by value (a
+    # module's name for them is the Flow/Task object, not the function), globals included: so a
+    # piece's task takes only plain parameters and finds the sweep's state (which holds a lock)
+    # here, on a class, which pickles by reference.
+    running: ClassVar[dict[str, _Pieces]] = {}
 
     def __init__(self, config: SweepConfig, plan: sweep_plan.SweepPlan, record: SweepRecord, store: Any,
                  run_id: str, made_by: dict[str, Any]):
