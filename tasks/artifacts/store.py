@@ -69,10 +69,12 @@ def local_path(uri: str) -> str | None:
 class ArtifactStore:
     """Content + verified sidecar artifacts under one root URL."""
 
-    def __init__(self, root: str):
+    def __init__(self, root: str, create: bool = True):
+        """``create=False`` opens a store only to read it (``sweep --plan``): a local root that
+        does not exist is left uncreated and reads as empty."""
         self.root = to_uri(root)
         self.fs, self._root_path = fsspec.core.url_to_fs(self.root, **storage_options(self.root))
-        if self.is_local:
+        if self.is_local and create:
             self.fs.makedirs(self._root_path, exist_ok=True)
             keep_from_samples(self._root_path)
 

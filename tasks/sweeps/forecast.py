@@ -163,7 +163,7 @@ def forecast(config: SweepConfig, run_id: str | None = None) -> SweepForecast:
     from codealign.tasks.preferences.generate import make_shards
     from codealign.tasks.preferences.sources import load_source
 
-    store = ArtifactStore(config.store)
+    store = ArtifactStore(config.store, create=False)  # a plan writes nothing
     plan = sweep_plan.expand(config)
     graph = schedule.pieces(plan, bool(config.data.sft_dataset))
     instructions = instruction_count(config)
