@@ -11,7 +11,7 @@ VENV ?= $(HOME)/.cache/codealign/venv-$(DEPS_HASH)
 export CODEALIGN_DATA_DIR ?= $(abspath ../shared/datasets)
 PY := $(VENV)/bin/python
 
-.PHONY: venv toolchains browser sweep demo test bench clean-venv
+.PHONY: venv toolchains browser sweep demo test bench clean-venv gpu-wheels gpu-check gpu-check-full
 
 # No prerequisite: the path already names the dependencies' hash (a fresh clone's newer
 # pyproject.toml must not reinstall into a venv that has them).
@@ -68,6 +68,38 @@ test: venv toolchains browser
 bench: venv
 	$(PY) benchmarks/sandbox_throughput.py
 	$(PY) benchmarks/judge_cost.py
+
+# The GPU check, split for bare GPU machines (docs/gpu.md).  `make gpu-wheels` runs where a package
+# registry is: codealign's wheel and, at the versions installed here, what the check needs beyond
+# torch, transformers, peft and accelerate (tasks/training/gpu_check.py: WHEEL_PACKAGES), for the
+# GPU machine's Python and platform.  `make gpu-check` runs on the GPU machine with no network:
+# a venv that sees the machine's own packages, the folder's wheels installed with no index.
+GPU_WHEELS ?= gpu-wheels
+GPU_PYTHON_VERSION ?= 3.12
+GPU_PLATFORM ?= manylinux_2_28_x86_64
+GPU_CHECK_VENV ?= .gpu-check-venv
+GPU_CHECK_ARGS ?=
+gpu-wheels: venv
+	rm -rf $(GPU_WHEELS) && mkdir -p $(GPU_WHEELS)
+	$(PY) -m pip wheel --quiet --no-deps --wheel-dir $(GPU_WHEELS) .
+	$(PY) -m codealign.tasks.training.gpu_check --requirements > $(GPU_WHEELS)/requirements.txt
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version $(GPU_PYTHON_VERSION) \
+		--platform $(GPU_PLATFORM) --dest $(GPU_WHEELS) -r $(GPU_WHEELS)/requirements.txt
+	@du -sh $(GPU_WHEELS)
+
+gpu-check:
+	@test -d $(GPU_WHEELS) || { echo "no $(GPU_WHEELS)/: run 'make gpu-wheels' on a machine with a package registry, then copy it here"; exit 2; }
+	$(PYTHON) -m venv --system-site-packages $(GPU_CHECK_VENV)
+	$(GPU_CHECK_VENV)/bin/python -m pip install --quiet --no-index --find-links $(GPU_WHEELS) -r $(GPU_WHEELS)/requirements.txt
+	$(GPU_CHECK_VENV)/bin/python -m pip install --quiet --no-index --no-deps --find-links $(GPU_WHEELS) codealign
+	cd $(GPU_CHECK_VENV) && bin/python -m codealign.tasks.training.gpu_check $(GPU_CHECK_ARGS)
+
+# The full stack on a GPU machine with a package registry: vLLM on the GPU sampling the toy
+# models, Ray Train with one worker over NCCL, the checkpoint evaluated (the `gpu` tests).
+gpu-check-full:
+	$(PYTHON) -m venv $(GPU_CHECK_VENV)-full
+	$(GPU_CHECK_VENV)-full/bin/python -m pip install --quiet -e '.[gpu,ml,s3,test]'
+	$(GPU_CHECK_VENV)-full/bin/python -m pytest -m gpu -v -rs tests/
 
 clean-venv:
 	rm -rf $(VENV)

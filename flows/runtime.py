@@ -25,7 +25,7 @@ from codealign.tasks.artifacts import layout, runs
 from codealign.tasks.artifacts.checkpoints import Checkpoint, fingerprint
 from codealign.tasks.artifacts.lineage import InputRef
 from codealign.tasks.artifacts.store import ArtifactStore, local_path, storage_options
-from codealign.tasks.errors import CodealignError
+from codealign.tasks.errors import CodealignError, is_transient
 
 # Environment the Ray workers need from the caller: data and cache locations, where the store
 # and the Prefect API are, model hub settings.  Passed per task (runtime_env), so it reaches
@@ -80,10 +80,30 @@ def forwarded_env() -> dict[str, str]:
     return env
 
 
+# Retries, each at the layer that can make them (docs/architecture.md, "Retries"):
+# - Ray runs a task again whose worker process died (killed, out of memory, its node lost);
+# - a Prefect task whose code raised a transient error (tasks.errors.is_transient: a store or
+#   network outage longer than the S3 client's own retries, an engine that did not start) runs
+#   again after a pause, its attempts in the task run's log; bad input and bugs fail at once;
+# - a sampler call lost with its actor is made again on the restarted actor (samplers.run_on).
+RAY_TASK_MAX_RETRIES = 3
+TASK_RETRIES = 3
+TASK_RETRY_DELAYS_S = [5, 20, 60]  # an outage of up to ~1.5 min passes unnoticed but for the log
+
+
 def ray_options(num_cpus: float = 1):
-    """What every Ray task a flow submits inside it gets: ``num_cpus`` and the forwarded
-    environment (:func:`forwarded_env`).  Nested ``remote_options`` calls change the CPUs only."""
-    return remote_options(num_cpus=num_cpus, runtime_env={"env_vars": forwarded_env()})
+    """What every Ray task a flow submits inside it gets: ``num_cpus``, the forwarded
+    environment (:func:`forwarded_env`) and retries when its worker dies.  Nested
+    ``remote_options`` calls change the CPUs only."""
+    return remote_options(num_cpus=num_cpus, runtime_env={"env_vars": forwarded_env()},
+                          max_retries=RAY_TASK_MAX_RETRIES)
+
+
+def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect's retry condition for every codealign task: only an error that a later attempt
+    may not meet (:func:`codealign.tasks.errors.is_transient`)."""
+    exc = state.data
+    return isinstance(exc, BaseException) and is_transient(unwrap(exc))
 
 
 def sandbox_cpus(requested: int | None) -> int:
@@ -140,9 +160,12 @@ def _send_logs(*_: Any) -> None:
 def ray_task(name: str) -> Callable[[Callable[..., Any]], Any]:
     """The Prefect task decorator of every task a flow runs on Ray: no input caching (units and
     shards are keyed by content in the store instead), results persisted (a retry of the flow
-    run picks them up), logs sent before the task's Ray worker reports back."""
+    run picks them up), transient errors retried with backoff (every stage is idempotent: its
+    artifacts are made under leases and reused when present), logs sent before the task's Ray
+    worker reports back."""
     return task(name=name, cache_policy=NO_CACHE, persist_result=True, on_completion=[_send_logs],
-                on_failure=[_send_logs])
+                on_failure=[_send_logs], retries=TASK_RETRIES, retry_delay_seconds=TASK_RETRY_DELAYS_S,
+                retry_condition_fn=retry_transient)
 
 
 @ray_task("fingerprint")

@@ -63,6 +63,13 @@ class Generation:
 _ENGINES: dict[tuple[str, str], Any] = {}
 
 
+class EngineStartError(RuntimeError):
+    """The engine's processes did not come up (a device busy or short of memory for a moment,
+    a worker that died while loading): worth one more try later, unlike a bad setting."""
+
+    transient = True
+
+
 def get_engine(model: str, engine: EngineSettings | None = None) -> Any:
     """The process-wide vLLM engine for ``model`` (started on first use)."""
     engine = engine or EngineSettings()
@@ -84,7 +91,10 @@ def get_engine(model: str, engine: EngineSettings | None = None) -> Any:
             if engine.kv_cache_memory_bytes is None and engine.gpu_memory_utilization is None:
                 kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
             kwargs.setdefault("enable_chunked_prefill", False)
-        _ENGINES[key] = LLM(model=model, seed=0, **kwargs)
+        try:
+            _ENGINES[key] = LLM(model=model, seed=0, **kwargs)
+        except RuntimeError as exc:  # vLLM's "Engine core initialization failed" (a ValueError is a bad setting)
+            raise EngineStartError(f"{model}: the vLLM engine did not start: {exc}") from exc
     return _ENGINES[key]
 
 

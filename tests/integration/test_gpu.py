@@ -35,3 +35,40 @@ def test_a_training_step_runs_in_bf16_on_the_gpu(toy_model_paths):
     loss.backward()
     assert loss.dtype == torch.bfloat16 and torch.isfinite(loss)
     assert all(p.grad is not None and p.grad.device.type == "cuda" for p in model.parameters() if p.requires_grad)
+
+
+def test_the_gpu_check_passes_on_the_gpu():
+    """`make gpu-check`'s script on CUDA: LoRA, bf16 and gradient checkpointing steps of SFT, DPO
+    and BoNBoN, the BoNBoN loss against the CPU's, greedy generation against the CPU's."""
+    from codealign.tasks.training import gpu_check
+
+    assert gpu_check.main(["--device", "cuda", "--steps", "4"]) == 0
+
+
+def test_a_stage_trains_on_one_gpu_worker_over_nccl_and_its_checkpoint_is_evaluated(tmp_path, toy_model_paths):
+    """The full stack (`make gpu-check-full`): Ray Train with one GPU worker (NCCL, bf16), then
+    evaluate-checkpoints samples its final checkpoint with vLLM on the GPU."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from codealign.flows import registry
+    from codealign.tasks.artifacts import runs
+    from codealign.tasks.artifacts.store import ArtifactStore
+    from codealign.tasks.evaluation.units import CheckpointEvalConfig
+    from codealign.tasks.training.config import StageConfig
+    from codealign.tasks.training.gpu_check import _toy_rows
+
+    model = str(toy_model_paths["toy-instruct"])
+    data = tmp_path / "sft.parquet"
+    Dataset.from_list(_toy_rows("sft", AutoTokenizer.from_pretrained(model), 32)).to_parquet(str(data))
+    store = str(tmp_path / "store")
+    stage = StageConfig(stage="sft", pathway="fta", model=model, dataset=str(data), store=store, use_gpu=True,
+                        workers=1, batch_size=4, epochs=1, save_steps=4, warmup_steps=0, max_length=384)
+    registry.run("train", stage, "gpu-sft")
+    [row] = runs.read_results(ArtifactStore(store), "gpu-sft")
+    checkpoint = row["final_checkpoint"]
+    evaluated = registry.run("evaluate-checkpoints", CheckpointEvalConfig(
+        checkpoints=[checkpoint], store=store, benchmarks=["toy"], modes=["command"],
+        sampling={"n": 2, "temperature": 0.8, "max_tokens": 64}, ks=[1], limit=8), "gpu-eval")
+    assert evaluated["complete"] == 1
+    assert runs.summarize(ArtifactStore(store), "gpu-eval").state == "completed"

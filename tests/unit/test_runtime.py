@@ -130,3 +130,31 @@ def test_a_call_in_flight_when_its_sampler_dies_is_made_again_and_a_stage_error_
     with pytest.raises(ray.exceptions.ActorDiedError):  # restarts used up: the unit fails, a resume redoes it
         samplers.run_on(Sampler(), len, "unit", producer={})
     assert len(calls) == 3
+
+
+def test_only_transient_errors_are_retried_and_bad_input_never():
+    import botocore.exceptions
+    import ray
+    from prefect.states import Failed
+
+    from codealign.flows.runtime import retry_transient
+    from codealign.tasks.artifacts.store import IntegrityError, MissingArtifact
+    from codealign.tasks.errors import is_transient
+    from codealign.tasks.files import InputError
+    from codealign.tasks.generation.sampling import EngineStartError
+
+    transient = [ConnectionResetError("reset by peer"), TimeoutError("read timed out"), OSError(5, "I/O error"),
+                 botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:1"),
+                 ray.exceptions.ActorDiedError(), ray.exceptions.WorkerCrashedError(),
+                 EngineStartError("toy: the vLLM engine did not start")]
+    permanent = [InputError("cfg.yaml: line 3: unknown field"), MissingArtifact("units/u/samples.jsonl"),
+                 IntegrityError("content sha256 differs"), FileNotFoundError("/no/such/checkpoint"),
+                 PermissionError("read-only"), ValueError("max_model_len too large"), KeyError("bug"),
+                 AssertionError("bug")]
+    assert [e for e in transient if not is_transient(e)] == []
+    assert [e for e in permanent if is_transient(e)] == []
+    # Prefect's retry condition sees the user's error inside Ray's wrapper
+    wrapped = ray.exceptions.RayTaskError("execute_unit", "traceback", ConnectionResetError("reset"))
+    assert retry_transient(None, None, Failed(data=wrapped))
+    bad = ray.exceptions.RayTaskError("execute_unit", "traceback", InputError("bad"))
+    assert not retry_transient(None, None, Failed(data=bad))
