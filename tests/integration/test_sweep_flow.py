@@ -28,7 +28,7 @@ PIECES = 11  # per seed: data, sft, dpo and their evaluations; and the starting 
 
 def settings(source: Path, store: Path, address: str) -> dict:
     """The toy preset made small: FTA only, two seeds, SFT then DPO, 12 instructions x 4
-    responses; one Ray Train worker per stage, so the session cluster's 2 CPUs hold two stages."""
+    responses; one Ray Train worker per stage, so the two nodes' 3 CPUs hold two stages."""
     return {
         "pathways": ["fta"], "techniques": ["sft", "dpo"], "seeds": [0, 1], "max_parallel": 2,
         "store": str(store), "ray_address": address,
@@ -54,7 +54,9 @@ def sweep_command(config_file: Path, given: dict, run_id: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def sweep(pathway_runs, prefect_api, ray_cluster, tmp_path_factory):
-    """The sweep started through the CLI, SIGKILLed once its first piece is done, resumed."""
+    """The sweep started through the CLI, SIGKILLed once its first piece is done, resumed; on
+    two loopback nodes (the session's head, 2 CPUs, and a second node, 1 CPU) for the module."""
+    stop_node = ray_cluster["add_node"]()
     root = tmp_path_factory.mktemp("sweep")
     given = settings(pathway_runs[1], root / "store", ray_cluster["address"])
     config_file = root / "sweep.yaml"
@@ -64,7 +66,8 @@ def sweep(pathway_runs, prefect_api, ray_cluster, tmp_path_factory):
     store = kill_then_resume(sweep_command(config_file, given, "sw1"), env, REPO,
                              lambda: items.is_dir() and any(items.glob("*.json.meta.json")), "finished piece",
                              root / "store", ray_cluster["address"], items=PIECES)
-    return root, given, store, config_file
+    yield root, given, store, config_file
+    stop_node()
 
 
 def test_a_toy_sweep_trains_evaluates_and_reports(sweep):
