@@ -25,6 +25,7 @@ app.command("evaluate-checkpoints")(flow_commands.evaluate_checkpoints_command)
 app.command("generate")(flow_commands.generate_command)
 app.command("train")(flow_commands.train_command)
 app.command("sweep")(flow_commands.sweep_command)
+app.command("run-submitted", hidden=True)(flow_commands.run_submitted_command)  # a --submit run's Ray Job
 # runs in a store
 app.command("resume")(run_commands.resume_command)
 app.command("runs")(run_commands.runs_command)

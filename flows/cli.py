@@ -77,16 +77,27 @@ def new_run_id() -> str:
 
 
 def run_flow_command(flow: str | None, config_or_store: Any, run_id: str | None,
-                     ray_address: str | None = None) -> None:
+                     ray_address: str | None = None, submit: str | None = None) -> None:
     """Run flow ``flow`` on a config, or (``flow`` None) resume run ``run_id`` in a store, then
-    print its results.  Prefect and Ray are imported only now: commands that need neither stay
-    fast.  Quiet unless --verbose (flows/progress.py)."""
+    print its results; with ``submit`` (a Ray dashboard URL), submit the run as a Ray Job
+    instead and return (flows/submit.py).  Prefect and Ray are imported only now: commands that
+    need neither stay fast.  Quiet unless --verbose (flows/progress.py)."""
     from codealign.flows import registry
     from codealign.flows.progress import quiet_run
     from codealign.flows.runtime import RunFailed
 
     store_root = config_or_store if flow is None else config_or_store.store
     run_id = run_id or new_run_id()
+    if submit:
+        from codealign.flows.submit import submit_run
+
+        if flow is None:
+            fail("--submit starts a new run; resume a submitted run with --submit on the flow command again")
+        job = submit_run(flow, config_or_store, run_id, submit)
+        console.print(f"submitted run {run_id} as Ray job {job} ({submit}); follow it: codealign runs --store "
+                      f"{store_root}, ray job status {job} --address {submit}", highlight=False)
+        print(job)
+        return
     try:
         with quiet_run(store_root, run_id, VERBOSE["on"]):
             if flow is None:
@@ -123,3 +134,6 @@ def check_run_id_option(run_id: str | None) -> None:
 RunIdOpt = Annotated[str | None, typer.Option(help="name the run (default: a fresh id, run-<12 hex>; "
                                                    "a deployment's default is its flow-run id)")]
 StoreOpt = Annotated[str, typer.Option(help="artifact store: directory, file:// or s3://bucket/prefix")]
+SubmitOpt = Annotated[str | None, typer.Option(
+    "--submit", help="submit the run as a Ray Job to the cluster whose dashboard is at this URL "
+                     "(http://head:8265) and exit; it joins the cluster there with ray_address 'auto'")]

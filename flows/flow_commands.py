@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from codealign.flows.cli import RunIdOpt, check_run_id_option, fail, out, run_flow_command
+from codealign.flows.cli import RunIdOpt, SubmitOpt, check_run_id_option, fail, out, run_flow_command
 from codealign.flows.options import with_config_options
 from codealign.tasks.evaluation.units import CheckpointEvalConfig
 from codealign.tasks.preferences.generate import GenerateConfig
@@ -19,19 +19,21 @@ from codealign.tasks.training.config import StageConfig
 def evaluate_checkpoints_command(
     config: CheckpointEvalConfig,
     run_id: RunIdOpt = None,
+    submit: SubmitOpt = None,
 ) -> None:
     """Evaluate every checkpoint x benchmark x mode (Prefect flow on Ray); resumable."""
     from codealign.tasks.artifacts.checkpoints import discover
 
     check_run_id_option(run_id)
     discover(config.checkpoints)  # bad paths fail here, before any server or cluster starts
-    run_flow_command("evaluate-checkpoints", config, run_id)
+    run_flow_command("evaluate-checkpoints", config, run_id, submit=submit)
 
 
 @with_config_options(GenerateConfig, on_error=fail)
 def generate_command(
     config: GenerateConfig,
     run_id: RunIdOpt = None,
+    submit: SubmitOpt = None,
 ) -> None:
     """Sample n responses per instruction, execute them, and build SFT / DPO / BoNBoN /
     non-functional datasets with quality gates (Prefect flow `generate-preferences` on Ray)."""
@@ -43,11 +45,11 @@ def generate_command(
     resolve_model(config.model)
     if config.judge_model:
         resolve_model(config.judge_model)
-    run_flow_command("generate-preferences", config, run_id)
+    run_flow_command("generate-preferences", config, run_id, submit=submit)
 
 
 @with_config_options(StageConfig, on_error=fail)
-def train_command(config: StageConfig, run_id: RunIdOpt = None) -> None:
+def train_command(config: StageConfig, run_id: RunIdOpt = None, submit: SubmitOpt = None) -> None:
     """Train one stage (SFT, DPO or BoNBoN; LoRA or full) on Ray Train workers (Prefect flow
     `train`); checkpoints go to the store, merged, with lineage.  Resumable after a kill."""
     from codealign.tasks.artifacts.checkpoints import validate
@@ -58,7 +60,7 @@ def train_command(config: StageConfig, run_id: RunIdOpt = None) -> None:
     # bad input fails here, before any server, cluster or worker starts
     check_dataset(config.dataset, config.stage)
     validate(resolve_model(config.model))
-    run_flow_command("train", config, run_id)
+    run_flow_command("train", config, run_id, submit=submit)
 
 
 def sweep_command(
@@ -72,6 +74,7 @@ def sweep_command(
                                                         "and exit")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="with --plan: the plan as JSON")] = False,
     run_id: RunIdOpt = None,
+    submit: SubmitOpt = None,
 ) -> None:
     """Run an alignment sweep (Prefect flow `alignment-sweep`): generate preference data, train
     SFT / DPO / BoNBoN along both pathways, evaluate every checkpoint, write the report."""
@@ -107,7 +110,7 @@ def sweep_command(
     for pair in config.models:
         for pathway in config.pathways:
             resolve_model(pair.start(pathway))
-    run_flow_command("alignment-sweep", config, run_id)
+    run_flow_command("alignment-sweep", config, run_id, submit=submit)
 
 
 def load_sweep_config(preset: str, config_file: Path | None, store: str | None, ray_address: str | None) -> Any:
@@ -125,3 +128,23 @@ def load_sweep_config(preset: str, config_file: Path | None, store: str | None, 
         err = exc.errors()[0]
         where = str(config_file) if config_file else f"preset {preset}"
         raise SweepError(f"{where}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+
+def run_submitted_command(
+    flow: Annotated[str, typer.Argument(help="the flow's name (as its runs record it)")],
+    config_file: Annotated[Path, typer.Argument(help="its config, as JSON")],
+    run_id: Annotated[str, typer.Option(help="the run's id, given at submission")],
+) -> None:
+    """A submitted run, as its Ray Job runs it (flows/submit.py): not for typing by hand."""
+    from codealign.flows import registry
+    from codealign.tasks.files import InputError
+
+    entry = registry.FLOWS.get(flow)
+    if entry is None:
+        raise InputError(f"{flow}: no such flow (flows: {', '.join(registry.FLOWS)})")
+    try:
+        config = entry.config.model_validate_json(config_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{config_file}: {exc}") from None
+    check_run_id_option(run_id)
+    run_flow_command(flow, config, run_id)

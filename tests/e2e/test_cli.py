@@ -97,6 +97,7 @@ def test_score_rejects_bad_verdicts(tmp_path):
     (["report", "nope", "--store", "{tmp}/s"], "no run 'nope'"),
     (["resume", "nope", "--store", "{tmp}/s"], "no run 'nope'"),
     (["lineage", "nope://x", "--store", "{tmp}/s"], "is not in the store"),
+    (["run-submitted", "nope", "{tmp}/c.json", "--run-id", "r"], "nope: no such flow"),
 ], ids=lambda v: v[0] if isinstance(v, list) else "")
 def test_every_command_says_bad_input_in_one_line_and_exits_2(tmp_path, args, message):
     """codealign's error root is caught once, where the CLI starts: one line, exit 2, no trace."""

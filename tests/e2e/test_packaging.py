@@ -47,7 +47,7 @@ def test_the_wheel_carries_the_data_files_and_declares_its_imports(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "codealign/tasks/sweeps/presets/toy.yaml" in names
     assert any(n.startswith("codealign/tasks/preferences/templates/") for n in names)
-    assert "codealign/infra/kuberay/raycluster.yaml" in names
+    assert "codealign/infra/kuberay/raycluster.yaml" in names and "codealign/infra/kuberay/rayjob.yaml" in names
     assert "codealign/deployments/deploy.py" in names and "codealign/infra/__init__.py" in names
     assert not any(n.startswith(("tasks/", "flows/", "tests/")) for n in names)  # one import name only
     metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))

@@ -419,3 +419,45 @@ def test_a_run_on_a_persistent_cluster_reuses_the_warm_sampler(tmp_path, toy_mod
     (first,), (second,) = recorded_units(store, "warm-1"), recorded_units(store, "warm-2")
     pids = [store.meta(u.artifact("samples.jsonl")).producer["sampler_pid"] for u in (first, second)]
     assert pids[0] == pids[1], "the second run started a sampler of its own"
+
+
+def test_a_run_submitted_as_a_ray_job_finishes_after_the_submitter_exits(tmp_path, toy_model_paths, prefect_api,
+                                                                          ray_cluster):
+    """`--submit DASHBOARD`: the command submits a Ray Job and exits; the run goes on as the
+    job's driver on the cluster (ray_address auto), reports to the Prefect API it was given, and
+    completes in the store."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    train = make_checkpoints(tmp_path / "train", toy_model_paths, [1])
+    store_dir = tmp_path / "store"
+    command = [sys.executable, "-m", "codealign", "evaluate-checkpoints", "--checkpoints", str(train),
+               "--store", str(store_dir), "--benchmarks", "toy", "--modes", "flow", "--n", "1", "--k", "1",
+               "--max-tokens", "48", "--limit", "2", "--max-model-len", "512", "--enforce-eager", "--workers", "1",
+               "--run-id", "submitted", "--submit", ray_cluster["dashboard"]]
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "CODEALIGN_JOB_PYTHON": sys.executable}
+    submitted = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    assert submitted.returncode == 0, submitted.stderr[-3000:]
+    job = submitted.stdout.strip().splitlines()[-1]
+    assert job == "codealign-submitted" and "ray job status codealign-submitted" in submitted.stderr
+
+    client = JobSubmissionClient(ray_cluster["dashboard"])  # the submitter is gone; the job runs on
+    deadline = time.monotonic() + 400
+    while (status := client.get_job_status(job)) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+        assert time.monotonic() < deadline, f"job {job} still {status}"
+        time.sleep(1)
+    assert status == JobStatus.SUCCEEDED, client.get_job_logs(job)[-3000:]
+    summary = runs.summarize(ArtifactStore(str(store_dir)), "submitted")
+    assert (summary.state, summary.complete) == ("completed", 1)
+    assert client.get_job_info(job).runtime_env["env_vars"]["PREFECT_API_URL"] == prefect_api
+
+    async def flow_runs():
+        async with get_client() as prefect:
+            named = FlowFilter(name=FlowFilterName(any_=["evaluate-checkpoints"]))
+            return await prefect.read_flow_runs(flow_filter=named)
+
+    mine = [r for r in asyncio.run(flow_runs()) if r.parameters.get("run_id") == "submitted"]
+    assert mine and mine[-1].state.is_completed()  # what the UI and `codealign runs` follow

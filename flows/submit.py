@@ -1,0 +1,44 @@
+"""A flow run submitted as a Ray Job (``codealign <flow command> … --submit DASHBOARD``).
+
+The run then lives on the cluster: its driver is the job's entrypoint on the head node, which
+joins the cluster with ``auto`` (never starting a Ray of its own), so neither the submitting
+process nor a long-lived Ray Client connection has to stay up for the night.  The job gets the
+run's config as a file in its working directory and the submitter's forwarded environment
+(:func:`codealign.flows.runtime.forwarded_env`: no secrets, as docs/cluster.md requires, and
+``PREFECT_API_URL``), so the Prefect UI and ``codealign runs`` follow the run as they follow any.
+Ray keeps the job's logs and status (``ray job status|logs ID``).
+
+The entrypoint's interpreter is ``python`` (what a cluster image puts on PATH) unless
+``CODEALIGN_JOB_PYTHON`` names another.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import tempfile
+from pathlib import Path
+from typing import Any
+
+CONFIG_FILE = "codealign-config.json"
+
+
+def entrypoint(flow: str, run_id: str) -> str:
+    python = os.environ.get("CODEALIGN_JOB_PYTHON", "python")
+    return shlex.join([python, "-m", "codealign", "run-submitted", flow, CONFIG_FILE, "--run-id", run_id])
+
+
+def submit_run(flow: str, config: Any, run_id: str, dashboard: str) -> str:
+    """Submit ``flow`` on ``config`` as run ``run_id`` to the Ray cluster whose dashboard (job
+    API) is at ``dashboard``; returns the job id (``codealign-<run id>``)."""
+    from ray.job_submission import JobSubmissionClient
+
+    from codealign.flows.runtime import forwarded_env
+
+    in_job = config.model_copy(update={"ray_address": "auto"})
+    with tempfile.TemporaryDirectory(prefix="codealign-job-") as work:
+        Path(work, CONFIG_FILE).write_text(in_job.model_dump_json())
+        client = JobSubmissionClient(dashboard)
+        return client.submit_job(entrypoint=entrypoint(flow, run_id), submission_id=f"codealign-{run_id}",
+                                 runtime_env={"working_dir": work, "env_vars": forwarded_env()},
+                                 metadata={"codealign_flow": flow, "codealign_run_id": run_id})
