@@ -17,10 +17,12 @@ from __future__ import annotations
 import os
 import shlex
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 CONFIG_FILE = "codealign-config.json"
+AGENT_WAIT_S = 120.0  # how long a submission waits for the head's job agent
 
 
 def entrypoint(flow: str, run_id: str) -> str:
@@ -39,6 +41,14 @@ def submit_run(flow: str, config: Any, run_id: str, dashboard: str) -> str:
     with tempfile.TemporaryDirectory(prefix="codealign-job-") as work:
         Path(work, CONFIG_FILE).write_text(in_job.model_dump_json())
         client = JobSubmissionClient(dashboard)
-        return client.submit_job(entrypoint=entrypoint(flow, run_id), submission_id=f"codealign-{run_id}",
-                                 runtime_env={"working_dir": work, "env_vars": forwarded_env()},
-                                 metadata={"codealign_flow": flow, "codealign_run_id": run_id})
+        deadline = time.monotonic() + AGENT_WAIT_S
+        while True:
+            try:
+                return client.submit_job(entrypoint=entrypoint(flow, run_id), submission_id=f"codealign-{run_id}",
+                                         runtime_env={"working_dir": work, "env_vars": forwarded_env()},
+                                         metadata={"codealign_flow": flow, "codealign_run_id": run_id})
+            except RuntimeError as exc:
+                # a head whose job agent has not registered yet (just started, restarting) says so
+                if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(2)
