@@ -7,6 +7,12 @@ results in the config's store, and run the flow as a sub-flow under a run id tak
 entry flow run's id — so the UI's Retry of a failed run (same flow-run id) resumes that run,
 finished units kept.  ``resume-run`` resumes any run by id, whichever flow made it, like
 ``codealign resume``.
+
+With ``submit_to`` (a Ray dashboard URL), the entry flow submits the run as a Ray Job instead,
+whose driver runs on the cluster's head and joins it with ``auto`` (flows/submit.py), and follows
+the job to its end: the deployment's run still reflects the sweep's state (what the UI, its
+Retry button and alerts watch) but no long-lived Ray Client connection carries the night's work,
+and a dashboard that drops away for a while is asked again.
 """
 
 from __future__ import annotations
@@ -22,17 +28,34 @@ from codealign.tasks.evaluation.units import CheckpointEvalConfig
 from codealign.tasks.sweeps.config import SweepConfig
 
 
+def _run_or_follow(flow_name: str, config: Any, run_id: str, submit_to: str | None) -> dict[str, Any]:
+    if not submit_to:
+        return registry.run(flow_name, config, run_id)
+    from prefect import get_run_logger
+
+    from codealign.flows.submit import follow_job, submit_run
+
+    logger = get_run_logger()
+    job = submit_run(flow_name, config, run_id, submit_to)
+    logger.info(f"run {run_id} submitted as Ray job {job} ({submit_to}); following it")
+    status = follow_job(submit_to, job, log=logger.info)
+    return {"run_id": run_id, "ray_job": job, "ray_job_status": status}
+
+
 @flow(name="run-alignment-sweep", persist_result=False)
-def sweep_entry(config: SweepConfig, run_id: str | None = None) -> dict[str, Any]:
+def sweep_entry(config: SweepConfig, run_id: str | None = None, submit_to: str | None = None) -> dict[str, Any]:
     """Generate preference data, train SFT / DPO / BoNBoN along both pathways and evaluate every
-    checkpoint (flow `alignment-sweep`); the report is published as this run's artifacts."""
-    return registry.run("alignment-sweep", config, check_run_id(run_id or default_run_id()))
+    checkpoint (flow `alignment-sweep`); the report is published as this run's artifacts.
+    ``submit_to``: a Ray dashboard URL to run it there as a Ray Job, followed to its end."""
+    return _run_or_follow("alignment-sweep", config, check_run_id(run_id or default_run_id()), submit_to)
 
 
 @flow(name="run-evaluate-checkpoints", persist_result=False)
-def evaluate_entry(config: CheckpointEvalConfig, run_id: str | None = None) -> dict[str, Any]:
-    """Evaluate every checkpoint × benchmark × mode (flow `evaluate-checkpoints`)."""
-    return registry.run("evaluate-checkpoints", config, check_run_id(run_id or default_run_id()))
+def evaluate_entry(config: CheckpointEvalConfig, run_id: str | None = None,
+                   submit_to: str | None = None) -> dict[str, Any]:
+    """Evaluate every checkpoint × benchmark × mode (flow `evaluate-checkpoints`); ``submit_to``
+    as for `run-alignment-sweep`."""
+    return _run_or_follow("evaluate-checkpoints", config, check_run_id(run_id or default_run_id()), submit_to)
 
 
 @flow(name="resume-run", persist_result=False)

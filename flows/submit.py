@@ -18,8 +18,11 @@ import os
 import shlex
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from codealign.tasks.errors import CodealignError
 
 CONFIG_FILE = "codealign-config.json"
 AGENT_WAIT_S = 120.0  # how long a submission waits for the head's job agent
@@ -52,3 +55,58 @@ def submit_run(flow: str, config: Any, run_id: str, dashboard: str) -> str:
                 if "No available agent" not in str(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(2)
+
+
+class JobFailed(CodealignError, RuntimeError):
+    """A submitted run's Ray Job ended other than SUCCEEDED (its logs are in the follower's log)."""
+
+    exit_code = 1
+
+    def __init__(self, job_id: str, status: str, message: str):
+        super().__init__(job_id, status, message)
+        self.job_id, self.status, self.message = job_id, status, message
+
+    def __str__(self) -> str:
+        return f"Ray job {self.job_id} {self.status}: {self.message}"
+
+
+FOLLOW_POLL_S = 5.0
+RECONNECT_S = 600.0  # how long the follower keeps trying a dashboard it cannot reach
+
+
+def follow_job(dashboard: str, job_id: str, log: Callable[[str], None] = print,
+               poll_s: float = FOLLOW_POLL_S, reconnect_s: float = RECONNECT_S) -> str:
+    """Follow Ray job ``job_id`` to its end, passing each new line of its logs to ``log``; return
+    its final status, or raise :class:`JobFailed`.  The job runs on the cluster whatever happens
+    here, so a dashboard that cannot be reached (a network blip, a head restarting) is asked
+    again until it answers, for up to ``reconnect_s`` at a time: a nightly deployment's run keeps
+    reflecting the sweep's state instead of failing with the connection."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client: Any = None
+    shown = 0
+    unreachable_since: float | None = None
+    while True:
+        try:
+            client = client or JobSubmissionClient(dashboard)
+            info = client.get_job_info(job_id)
+            logs = client.get_job_logs(job_id)
+        except (ConnectionError, OSError, RuntimeError) as exc:  # requests' errors are OSErrors
+            if "does not exist" in str(exc):
+                raise
+            unreachable_since = unreachable_since or time.monotonic()
+            if time.monotonic() - unreachable_since > reconnect_s:
+                raise
+            log(f"Ray dashboard {dashboard} unreachable ({type(exc).__name__}); asking again in {poll_s:.0f} s")
+            client = None
+            time.sleep(poll_s)
+            continue
+        unreachable_since = None
+        for line in logs[shown:].splitlines():
+            log(line)
+        shown = len(logs)
+        if info.status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+            if info.status != JobStatus.SUCCEEDED:
+                raise JobFailed(job_id, str(info.status), info.message or "")
+            return str(info.status)
+        time.sleep(poll_s)

@@ -8,7 +8,9 @@ stage takes the artifact's lease: an object ``<artifact>.lease`` created only if
 ``If-None-Match: *``), holding who holds
 it and until when.  The holder renews it while it works; the others wait and then find the
 artifact made.  A holder that died leaves a lease that expires (or, on the same host, whose
-process is gone): the next one takes it over.
+process is gone): the next one takes it over.  So does a lease this very process took and no
+longer holds: an attempt that failed while the store was unreachable could not delete it, and
+the retry (same process: a sampler actor, a Ray worker) must not wait out its expiry.
 
 :func:`produce_once` is the one way stages use this.
 """
@@ -32,6 +34,7 @@ LEASE_TTL_S = 90.0  # renewed every third of it while the holder works
 POLL_S = 1.0
 
 T = TypeVar("T")
+_HELD: set[str] = set()  # holders of the leases this process holds now
 
 
 @dataclass(frozen=True)
@@ -45,9 +48,12 @@ class LeaseRecord:
         return now > self.expires
 
     def holder_gone(self) -> bool:
-        """The holder ran on this host and its process no longer exists (killed, crashed)."""
+        """The holder ran on this host and its process no longer exists (killed, crashed), or
+        it is this process and none of its leases in hand is this one (left by a failed attempt)."""
         if self.host != socket.gethostname():
             return False
+        if self.pid == os.getpid():
+            return self.holder not in _HELD
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:
@@ -87,6 +93,7 @@ class Lease:
         return False
 
     def _start_renewing(self) -> None:
+        _HELD.add(self.holder)
         self._renewer = threading.Thread(target=self._renew, name=f"lease {self.key}", daemon=True)
         self._renewer.start()
 
@@ -99,6 +106,7 @@ class Lease:
 
     def release(self) -> None:
         self._stop.set()
+        _HELD.discard(self.holder)
         if self._renewer is not None:
             self._renewer.join()
         current = read_lease(self.store, self.key)

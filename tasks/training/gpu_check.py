@@ -58,7 +58,7 @@ class Row:
     ok: bool = True
 
 
-def _toy_rows(stage: str, tokenizer: Any, count: int) -> list[dict[str, Any]]:
+def toy_rows(stage: str, tokenizer: Any, count: int) -> list[dict[str, Any]]:
     """Toy training rows of ``stage``: a task's solution (chosen) over a copy that returns None."""
     from codealign.tasks.generation.prompts import chat_instruction_prompt, fenced
     from codealign.tasks.toy.families import toy_tasks
@@ -85,7 +85,7 @@ def _spec(stage: str, model: str, root: Path, device: str, steps: int, count: in
     from codealign.tasks.training.stages import make_stage
 
     data = root / f"{stage}.parquet"
-    Dataset.from_list(_toy_rows(stage, AutoTokenizer.from_pretrained(model), count)).to_parquet(str(data))
+    Dataset.from_list(toy_rows(stage, AutoTokenizer.from_pretrained(model), count)).to_parquet(str(data))
     config = StageConfig(stage=stage, pathway="fta", model=model, dataset=str(data), store=str(root / "store"),
                          adapter="lora", use_gpu=device == "cuda", batch_size=4, max_steps=steps, warmup_steps=0,
                          save_steps=100_000, max_length=384, workers=1)

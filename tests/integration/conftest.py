@@ -126,11 +126,19 @@ def ray_cluster(tmp_path_factory):
     os.environ["RAY_AUTH_MODE"] = "disabled"
     nodes: list[subprocess.Popen] = []
 
+    def agent_ports() -> list[str]:
+        """Ports of a node's agents, free ones: Ray's defaults (dashboard agent 52365, ...) are
+        shared by every Ray on the machine, and the unit tests' local Ray on the other test
+        worker may hold them; a head whose job agent cannot bind never registers it, and a job
+        submission answers "No available agent to submit job"."""
+        return [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+                f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}"]
+
     def start_head():
         port, client_port, dashboard_port = free_port(), free_port(), free_port()
         head = subprocess.Popen([ray_bin, "start", "--head", "--block", f"--node-ip-address={HEAD_IP}",
                                  f"--port={port}", "--num-cpus=2", f"--dashboard-host={HEAD_IP}",
-                                 f"--dashboard-port={dashboard_port}",
+                                 f"--dashboard-port={dashboard_port}", *agent_ports(),
                                  "--disable-usage-stats", f"--ray-client-server-port={client_port}"],
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 preexec_fn=_die_with_parent)
@@ -152,7 +160,8 @@ def ray_cluster(tmp_path_factory):
     try:
         def add_node():
             node = subprocess.Popen([ray_bin, "start", f"--address={address}", "--block",
-                                     f"--node-ip-address={WORKER_IP}", "--num-cpus=1", "--disable-usage-stats"],
+                                     f"--node-ip-address={WORKER_IP}", "--num-cpus=1", *agent_ports(),
+                                     "--disable-usage-stats"],
                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                     preexec_fn=_die_with_parent)
             nodes.append(node)

@@ -461,3 +461,21 @@ def test_a_run_submitted_as_a_ray_job_finishes_after_the_submitter_exits(tmp_pat
 
     mine = [r for r in asyncio.run(flow_runs()) if r.parameters.get("run_id") == "submitted"]
     assert mine and mine[-1].state.is_completed()  # what the UI and `codealign runs` follow
+
+
+def test_a_deployment_run_submits_its_run_as_a_ray_job_and_follows_it_to_the_end(tmp_path, toy_model_paths,
+                                                                                 prefect_api, ray_cluster):
+    """The deployment's entry flow with ``submit_to``: the run goes to the cluster as a Ray Job,
+    and the entry flow run lasts until the job ends, with its outcome."""
+    from codealign.flows.deployable import evaluate_entry
+
+    train = make_checkpoints(tmp_path / "train", toy_model_paths, [2])
+    os.environ["CODEALIGN_JOB_PYTHON"] = sys.executable
+    try:
+        result = evaluate_entry(config([train], tmp_path / "store", limit=2, sampling={"n": 1, "max_tokens": 48}),
+                                run_id="followed", submit_to=ray_cluster["dashboard"])
+    finally:
+        os.environ.pop("CODEALIGN_JOB_PYTHON")
+    assert result == {"run_id": "followed", "ray_job": "codealign-followed", "ray_job_status": "SUCCEEDED"}
+    summary = runs.summarize(ArtifactStore(str(tmp_path / "store")), "followed")
+    assert (summary.state, summary.complete) == ("completed", 1)

@@ -63,7 +63,7 @@ def _task_runs_in(state_names: list[str]) -> list:
 
     with get_client(sync_client=True) as client:
         return client.read_task_runs(task_run_filter=TaskRunFilter(
-            state=TaskRunFilterState(name=TaskRunFilterStateName(any_=state_names))))
+            state=TaskRunFilterState(type=None, name=TaskRunFilterStateName(any_=state_names))))
 
 
 def _flow_run_logs(store: ArtifactStore, run_id: str) -> list[str]:
@@ -103,14 +103,15 @@ def test_a_store_outage_longer_than_the_s3_clients_retries_is_retried_by_the_tas
     proxy = CuttableProxy((moto.hostname, moto.port))
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)  # the run (driver and workers) reaches S3 through it
     s3fs.S3FileSystem.clear_instance_cache()
-    direct = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_server["endpoint"]}, skip_instance_cache=True)
+    direct = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_server["endpoint"]}, skip_instance_cache=True,
+                               use_listings_cache=False)
     prefix = f"{s3_server['bucket']}/outage-{tmp_path.name}"
     train = make_checkpoints(tmp_path / "train", toy_model_paths, [11])
     try:
         thread, outcome = _run_in_thread(_config(train / "checkpoint-11", f"s3://{prefix}"), "outage")
-        # Cut the store once the unit's samples are in it: the tasks that judge and score them
-        # then meet an unreachable store, beyond what botocore and s3fs retry on their own.
-        _wait(lambda: direct.glob(f"{prefix}/units/*/samples.jsonl"), "samples in the store", outcome)
+        # Cut the store once sampling has begun (its lease is taken): the sampler's write of the
+        # samples then meets an unreachable store, beyond what botocore and s3fs retry on their own.
+        _wait(lambda: direct.glob(f"{prefix}/units/*/samples.jsonl.lease"), "sampling", outcome)
         proxy.cut()
         cut_at = time.monotonic()
         _wait(lambda: _task_runs_in(["AwaitingRetry", "Retrying"]), "task waiting to retry", outcome)
@@ -119,6 +120,7 @@ def test_a_store_outage_longer_than_the_s3_clients_retries_is_retried_by_the_tas
         thread.join(600)
     finally:
         proxy.close()
+        monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server["endpoint"])  # the test reads the store directly
         s3fs.S3FileSystem.clear_instance_cache()
     print(f"store unreachable for {outage_s:.1f} s")
     store = ArtifactStore(f"s3://{prefix}")

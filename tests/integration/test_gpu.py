@@ -56,11 +56,11 @@ def test_a_stage_trains_on_one_gpu_worker_over_nccl_and_its_checkpoint_is_evalua
     from codealign.tasks.artifacts.store import ArtifactStore
     from codealign.tasks.evaluation.units import CheckpointEvalConfig
     from codealign.tasks.training.config import StageConfig
-    from codealign.tasks.training.gpu_check import _toy_rows
+    from codealign.tasks.training.gpu_check import toy_rows
 
     model = str(toy_model_paths["toy-instruct"])
     data = tmp_path / "sft.parquet"
-    Dataset.from_list(_toy_rows("sft", AutoTokenizer.from_pretrained(model), 32)).to_parquet(str(data))
+    Dataset.from_list(toy_rows("sft", AutoTokenizer.from_pretrained(model), 32)).to_parquet(str(data))
     store = str(tmp_path / "store")
     stage = StageConfig(stage="sft", pathway="fta", model=model, dataset=str(data), store=store, use_gpu=True,
                         workers=1, batch_size=4, epochs=1, save_steps=4, warmup_steps=0, max_length=384)

@@ -27,7 +27,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("codealign.tasks.evaluation", "codealign.tasks.training"),
     ("codealign.tasks.preferences",),
     ("codealign.tasks.toy",),
-    ("codealign.tasks.sweeps",),
+    ("codealign.tasks.sweeps", "codealign.tasks.training.gpu_check"),  # both compose training with the toy world
     ("codealign.tasks.rendering",),  # what the command line prints, from any of the above
     ("codealign.infra",),
     ("codealign.flows",),

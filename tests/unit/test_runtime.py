@@ -158,3 +158,65 @@ def test_only_transient_errors_are_retried_and_bad_input_never():
     assert retry_transient(None, None, Failed(data=wrapped))
     bad = ray.exceptions.RayTaskError("execute_unit", "traceback", InputError("bad"))
     assert not retry_transient(None, None, Failed(data=bad))
+
+
+def test_following_a_job_outlasts_an_unreachable_dashboard_and_reports_how_it_ended(monkeypatch):
+    import ray.job_submission
+    from ray.job_submission import JobStatus
+
+    from codealign.flows import submit
+
+    answers = [ConnectionError("refused"), ConnectionError("refused"), (JobStatus.RUNNING, "step 1\n"),
+               (JobStatus.SUCCEEDED, "step 1\nstep 2\n")]
+
+    class Client:  # what JobSubmissionClient answers, one poll at a time
+        def __init__(self, address):
+            if isinstance(answers[0], Exception):
+                raise answers.pop(0)
+
+        def get_job_info(self, job_id):
+            self.status, self.logs = answers.pop(0)
+            return type("Info", (), {"status": self.status, "message": "boom"})()
+
+        def get_job_logs(self, job_id):
+            return self.logs
+
+    monkeypatch.setattr(ray.job_submission, "JobSubmissionClient", Client)
+    monkeypatch.setattr(submit.time, "sleep", lambda s: None)
+    lines: list[str] = []
+    assert submit.follow_job("http://head:8265", "codealign-r", log=lines.append) == "SUCCEEDED"
+    assert lines == ["Ray dashboard http://head:8265 unreachable (ConnectionError); asking again in 5 s"] * 2 + \
+        ["step 1", "step 2"]  # each log line once
+
+    answers[:] = [(JobStatus.FAILED, "Traceback ...\n")]
+    with pytest.raises(submit.JobFailed, match="codealign-r FAILED: boom"):
+        submit.follow_job("http://head:8265", "codealign-r", log=lines.append)
+
+    answers[:] = [ConnectionError("refused")] * 3
+    with pytest.raises(ConnectionError):  # unreachable for longer than it waits: the follower fails
+        submit.follow_job("http://head:8265", "codealign-r", log=lines.append, reconnect_s=-1)
+
+
+def test_a_lease_left_by_a_failed_attempt_of_this_process_is_taken_over_at_once(tmp_path):
+    import socket
+    import time
+
+    from codealign.tasks.artifacts.leases import LEASE_SUFFIX, Lease, produce_once
+
+    store = ArtifactStore(str(tmp_path / "store"))
+    key = "units/u/samples.jsonl"
+    held = Lease(store, key, ttl=90)
+    assert held.try_acquire()
+    assert not Lease(store, key, ttl=90).try_acquire()  # held here and now: others wait
+    held._stop.set()  # an attempt that failed with the store away: its lease was never deleted
+    from codealign.tasks.artifacts import leases
+
+    leases._HELD.discard(held.holder)
+    record = json.loads(store.read_object(key + LEASE_SUFFIX))
+    assert (record["pid"], record["host"]) == (os.getpid(), socket.gethostname()) and record["expires"] > time.time()
+    started = time.monotonic()
+    from codealign.tasks.artifacts.lineage import ArtifactMeta
+
+    produce_once(store, key, lambda: store.put(key, b"made\n", ArtifactMeta("samples", {"task": "test"})))
+    assert time.monotonic() - started < 5 and store.get(key) == b"made\n"
+    assert store.read_object(key + LEASE_SUFFIX) is None
