@@ -76,7 +76,8 @@ bench: venv
 # a venv that sees the machine's own packages, the folder's wheels installed with no index.
 GPU_WHEELS ?= gpu-wheels
 GPU_PYTHON_VERSION ?= 3.12
-GPU_PLATFORM ?= manylinux_2_28_x86_64
+# pip matches --platform tags exactly: name every manylinux tag the wheels are published under.
+GPU_PLATFORMS ?= manylinux_2_28_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 any
 GPU_CHECK_VENV ?= .gpu-check-venv
 GPU_CHECK_ARGS ?=
 gpu-wheels: venv
@@ -84,7 +85,8 @@ gpu-wheels: venv
 	$(PY) -m pip wheel --quiet --no-deps --wheel-dir $(GPU_WHEELS) .
 	$(PY) -m codealign.tasks.training.gpu_check --requirements > $(GPU_WHEELS)/requirements.txt
 	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version $(GPU_PYTHON_VERSION) \
-		--platform $(GPU_PLATFORM) --dest $(GPU_WHEELS) -r $(GPU_WHEELS)/requirements.txt
+		$(addprefix --platform ,$(GPU_PLATFORMS)) --dest $(GPU_WHEELS) -r $(GPU_WHEELS)/requirements.txt
+	$(PY) -m codealign.infra.gpu_wheels $(GPU_WHEELS)
 	@du -sh $(GPU_WHEELS)
 
 gpu-check:

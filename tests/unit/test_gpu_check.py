@@ -55,3 +55,26 @@ def test_the_wheel_folder_is_pinned_to_what_is_installed_here():
     pins = dict(line.split("==") for line in gpu_check.requirements())
     assert pins["trl"] == version("trl") and pins["datasets"] == version("datasets")
     assert not {"torch", "transformers", "peft", "accelerate"} & set(pins)  # the GPU machine's own
+
+
+def test_the_slimmed_pyarrow_wheel_leaves_out_flight_headers_and_tests_and_says_so_in_its_record(tmp_path):
+    import zipfile
+
+    from codealign.infra.gpu_wheels import slim_pyarrow
+
+    wheel = tmp_path / "pyarrow-26.0.1-cp312-cp312-manylinux_2_28_x86_64.whl"
+    kept = ["pyarrow/__init__.py", "pyarrow/lib.cpython-312-x86_64-linux-gnu.so", "pyarrow/libarrow.so.2600",
+            "pyarrow/libarrow_substrait.so.2600", "pyarrow/parquet/core.py", "pyarrow/libparquet.so.2600"]
+    dropped = ["pyarrow/libarrow_flight.so.2600", "pyarrow/_flight.cpython-312-x86_64-linux-gnu.so",
+               "pyarrow/flight.py", "pyarrow/include/arrow/api.h", "pyarrow/tests/test_array.py", "pyarrow/lib.pyx",
+               "pyarrow/includes/libarrow.pxd"]
+    record = "pyarrow-26.0.1.dist-info/RECORD"
+    with zipfile.ZipFile(wheel, "w") as z:
+        for name in kept + dropped:
+            z.writestr(name, b"x" * 1000)
+        z.writestr(record, "".join(f"{n},sha256=abc,1000\n" for n in kept + dropped) + f"{record},,\n")
+    before, after = slim_pyarrow(wheel)
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert names == set(kept) | {record} and after < before
+    listed = {line.split(",")[0] for line in zipfile.ZipFile(wheel).read(record).decode().splitlines()}
+    assert listed == set(kept) | {record}  # pip installs what RECORD lists: nothing missing, nothing extra
