@@ -11,7 +11,10 @@ two toy stages fit at once), and the same sweep in two fresh stores: ``max_paral
 and ``max_parallel=N`` (parallel).  The sweep: toy preset, FTA, SFT then DPO, seeds 0 and 1, 24
 instructions x 4 responses, one Ray Train worker per stage, each stage's final checkpoint and
 the starting model evaluated on the toy benchmark (Command mode).  Each run's wall time is the
-flow's, from start to report; the pieces' times are those the sweep recorded.
+flow's, from start to report; the pieces' times are those the sweep recorded.  Both runs start
+with cold samplers (the first run's warm ones are killed); Inductor's compile cache is warm for
+both.  On 2 cores, pieces that run at once share the cores, so each takes longer than alone:
+the sum of the pieces grows while the wall time shrinks.
 
 Run: ``python benchmarks/sweep_parallel.py [--parallel 4] [--node-cpus 2]``.
 """
@@ -41,6 +44,23 @@ def settings(store: Path, address: str, max_parallel: int) -> dict:
         "evaluation": {"benchmarks": ["toy"], "modes": ["command"], "checkpoints": "final", "limit": 24, "ks": [1],
                        "sampling": {"n": 1, "temperature": 0.0, "max_tokens": 160}},
     }
+
+
+def kill_warm_samplers() -> None:
+    """Each run starts with cold samplers: on a cluster that outlives a run its samplers stay
+    warm (named, detached), and the second run would start with the first run's engines."""
+    import ray
+    from ray.util import list_named_actors
+
+    from codealign.flows.samplers import SAMPLER_NAMESPACE
+
+    ray.init(address="auto", log_to_driver=False)
+    try:
+        for actor in list_named_actors(all_namespaces=True):
+            if actor["namespace"] == SAMPLER_NAMESPACE:
+                ray.kill(ray.get_actor(actor["name"], namespace=SAMPLER_NAMESPACE))
+    finally:
+        ray.shutdown()
 
 
 def run_sweep(root: Path, address: str, max_parallel: int) -> dict:
@@ -75,9 +95,11 @@ def main() -> None:
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": args.node_cpus, "include_dashboard": False})
     cluster.add_node(num_cpus=args.node_cpus)
     cluster.wait_for_nodes()
+    os.environ["RAY_ADDRESS"] = cluster.address  # for kill_warm_samplers' "auto"
     try:
         with tempfile.TemporaryDirectory(prefix="codealign-sweep-parallel-") as tmp:
             serial = run_sweep(Path(tmp), cluster.address, 1)
+            kill_warm_samplers()
             parallel = run_sweep(Path(tmp), cluster.address, args.parallel)
     finally:
         cluster.shutdown()
