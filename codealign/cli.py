@@ -30,6 +30,7 @@ app.command("run-submitted", hidden=True)(flow_commands.run_submitted_command)  
 app.command("resume")(run_commands.resume_command)
 app.command("runs")(run_commands.runs_command)
 app.command("report")(run_commands.report_command)
+app.command("compare")(run_commands.compare_command)
 app.command("lineage")(run_commands.lineage_command)
 # where flows run: deployments and the local stack
 app.command("deploy")(deploy_command)

@@ -50,7 +50,7 @@ from codealign.tasks.sweeps.results import (
     StartModel,
     SweepRecord,
     TrainedStage,
-    result_rows,
+    evaluated_rows,
 )
 from codealign.tasks.training import stages as training_stages
 
@@ -137,11 +137,7 @@ def alignment_sweep(config: SweepConfig, run_id: str | None = None) -> dict[str,
 
     record_ref = store.put_json(layout.run_record(run_id, SWEEP_RECORD), record.to_json(),
                                 ArtifactMeta("sweep-record", made_by))
-    done_runs = {shots: [sub for sub in subs if store.exists(layout.run_record(sub, layout.RESULTS))]
-                 for shots, subs in record.eval_runs.items()}
-    eval_rows = {shots: [row for sub in subs for row in runs.read_results(store, sub)]
-                 for shots, subs in done_runs.items() if subs}
-    rows = result_rows(record, eval_rows)
+    rows, done_runs = evaluated_rows(store, record)
     inputs = (InputRef(record_ref.uri, record_ref.sha256),
               *(InputRef(store.uri(layout.run_record(sub, layout.RESULTS)),
                          store.meta(layout.run_record(sub, layout.RESULTS)).sha256)

@@ -1,5 +1,6 @@
 """Commands over the runs in a store: list them (`runs`), resume one (`resume`), rebuild a
-sweep's report (`report`), trace what produced a result (`lineage`)."""
+sweep's report (`report`), compare two runs (`compare`), trace what produced a result
+(`lineage`)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,35 @@ def report_command(
         fail(f"run {run_id} has not finished yet: `codealign resume {run_id} --store {store}`")
     report.publish(st, run_id, {"flow": "cli", "task": "report"})
     print_report(out, store, run_id)
+
+
+def compare_command(
+    run_a: Annotated[str, typer.Argument(help="the run to compare against (last night's, the old setting)")],
+    run_b: Annotated[str, typer.Argument(help="the run compared (tonight's, the new setting)")],
+    store: StoreOpt = layout.DEFAULT_STORE,
+    as_json: Annotated[bool, typer.Option("--json", help="the comparison as JSON")] = False,
+) -> None:
+    """Compare two sweeps (or two evaluation runs) cell by cell: both pass@1 scores, Δ and its 95%
+    paired-bootstrap interval over tasks, and whether Δ is beyond noise."""
+    from codealign.tasks.artifacts.runs import read_manifest
+    from codealign.tasks.artifacts.store import ArtifactStore, MissingArtifact
+    from codealign.tasks.rendering import print_comparison
+    from codealign.tasks.sweeps.compare import compare_runs
+
+    st = ArtifactStore(store)
+    for run_id in (run_a, run_b):
+        try:
+            read_manifest(st, run_id)
+        except MissingArtifact:
+            fail(f"no run {run_id!r} in {store}")
+    try:
+        rows = compare_runs(st, run_a, run_b)
+    except ValueError as exc:
+        fail(str(exc))
+    if as_json:
+        print(json.dumps([r.to_json() for r in rows], indent=1))
+    else:
+        print_comparison(out, rows, run_a, run_b)
 
 
 def resume_command(

@@ -180,3 +180,24 @@ def print_forecast(out: Console, result: Any) -> None:
               + ("" if result.rates else " (no earlier sweep in this store measured a throughput)"), highlight=False)
     seconds = "unknown" if result.critical_path_seconds is None else f"{result.critical_path_seconds:,} s"
     out.print(f"critical path ({seconds}): {' → '.join(result.critical_path)}", highlight=False)
+
+
+def print_comparison(out: Console, rows: list[Any], run_a: str, run_b: str) -> None:
+    """`codealign compare`: one line per cell, Δ with its 95% interval, beyond noise or not."""
+    if not rows:
+        out.print(f"{run_a} and {run_b} have no evaluated cells")
+        return
+    names = list(rows[0].cell)
+    table = Table(title=f"pass@1: {run_b} against {run_a} (Δ = {run_b} − {run_a}, 95% paired bootstrap over tasks)")
+    for col in [*names, run_a, run_b, "Δ [95% interval]", "beyond noise"]:
+        table.add_column(col, justify="left" if col in names else "right")
+    for r in rows:
+        if r.delta is not None:
+            d = r.delta
+            change = f"{100 * d.estimate:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}] pts ({d.tasks} tasks)"
+            beyond = "yes" if d.excludes_zero else "no"
+        else:
+            change, beyond = r.note or "-", "-"
+        table.add_row(*[str(r.cell[n]) if r.cell[n] is not None else "-" for n in names],
+                      *[f"{100 * v:.1f}" if v is not None else "-" for v in (r.a, r.b)], change, beyond)
+    out.print(table)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from codealign.tasks.artifacts import layout
+from codealign.tasks.artifacts import layout, runs
 from codealign.tasks.artifacts.store import ArtifactStore
 
 SWEEP_RECORD = "sweep.json"
@@ -116,6 +116,16 @@ def result_rows(record: SweepRecord, eval_rows: dict[int, list[dict[str, Any]]])
                 if shots and what["technique"] != "base":
                     continue  # ICL rows are for the starting models
                 rows.append({**what, "shots": shots, "benchmark": r["benchmark"], "mode": r["mode"],
-                             "checkpoint_sha256": r["checkpoint_sha256"],
+                             "checkpoint_sha256": r["checkpoint_sha256"], "unit": r.get("unit"),
                              **{k: v for k, v in r.items() if k.startswith("pass@") or k == "failures"}})
     return rows
+
+
+def evaluated_rows(store: ArtifactStore, record: SweepRecord) -> tuple[list[dict[str, Any]], dict[int, list[str]]]:
+    """The sweep's result rows (:func:`result_rows`) from its evaluation runs that finished, and
+    those runs (keyed by ICL shots)."""
+    done = {shots: [sub for sub in subs if store.exists(layout.run_record(sub, layout.RESULTS))]
+            for shots, subs in record.eval_runs.items()}
+    eval_rows = {shots: [row for sub in subs for row in runs.read_results(store, sub)]
+                 for shots, subs in done.items() if subs}
+    return result_rows(record, eval_rows), done

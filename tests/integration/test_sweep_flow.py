@@ -180,3 +180,15 @@ def test_a_changed_dpo_setting_retrains_only_dpo(sweep):
     assert new.stages[1].stage_key in added and old.stages[0].stage_key not in added
     # the rest: evaluation units of the new DPO checkpoints
     assert all(store.exists(layout.unit_artifact(k, "scores.json")) for k in added - {new.stages[1].stage_key})
+
+    # `codealign compare` between the two: what was reused is marked so; the retrained DPO cell
+    # carries its difference with an interval over the benchmark's tasks
+    from codealign.tasks.sweeps.compare import compare_runs
+
+    cells = {(c.cell["technique"], c.cell["seed"]): c for c in compare_runs(store, "sw1", "sw3")}
+    assert cells[("base", None)].reused and cells[("sft", 0)].reused
+    dpo = cells[("dpo", 0)]
+    assert not dpo.reused and dpo.delta is not None and dpo.delta.tasks == 12
+    assert dpo.delta.low <= dpo.delta.estimate <= dpo.delta.high
+    assert dpo.b - dpo.a == pytest.approx(dpo.delta.estimate)
+    assert cells[("dpo", 1)].note == "only in sw1"  # sw3 ran seed 0 only
