@@ -19,6 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from codealign.tasks.artifacts import layout
+from codealign.tasks.artifacts.store import ArtifactStore
+
 RESAMPLES = 2000
 LEVEL = 0.95
 SEED = 0
@@ -50,6 +53,12 @@ def per_task_pass1(verdicts: Iterable[dict[str, Any]]) -> dict[str, float]:
         n[v["task_id"]] += 1
         c[v["task_id"]] += bool(v.get("passed"))
     return {task: c[task] / n[task] for task in n}
+
+
+def unit_pass1(store: ArtifactStore, unit: str | None) -> dict[str, float] | None:
+    """Per-task pass@1 of an evaluation unit, from its verdicts (None: no such verdicts)."""
+    key = layout.unit_artifact(unit, "verdicts.jsonl") if unit else None
+    return per_task_pass1(store.get_jsonl(key)) if key and store.exists(key) else None
 
 
 def _percentiles(values: np.ndarray, level: float) -> tuple[float, float]:

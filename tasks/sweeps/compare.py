@@ -17,7 +17,7 @@ from typing import Any
 
 from codealign.tasks.artifacts import layout, runs
 from codealign.tasks.artifacts.store import ArtifactStore
-from codealign.tasks.evaluation.intervals import Interval, paired_difference, per_task_pass1
+from codealign.tasks.evaluation.intervals import Interval, paired_difference, unit_pass1
 from codealign.tasks.sweeps.results import SWEEP_RECORD, evaluated_rows, read_record
 
 SWEEP_CELL = ("pair", "pathway", "technique", "objective", "seed", "lora_r", "shots", "benchmark", "mode")
@@ -52,11 +52,6 @@ def _cells(store: ArtifactStore, run_id: str) -> tuple[tuple[str, ...], dict[tup
     return names, {tuple(r.get(n) for n in names): r for r in rows}
 
 
-def _pass1(store: ArtifactStore, unit: str | None) -> dict[str, float] | None:
-    key = layout.unit_artifact(unit, "verdicts.jsonl") if unit else None
-    return per_task_pass1(store.get_jsonl(key)) if key and store.exists(key) else None
-
-
 def compare_runs(store: ArtifactStore, run_a: str, run_b: str) -> list[CellComparison]:
     """Every cell of either run, ``b - a`` where both have it."""
     names_a, a = _cells(store, run_a)
@@ -74,7 +69,7 @@ def compare_runs(store: ArtifactStore, run_a: str, run_b: str) -> list[CellCompa
         elif row.units[0] and row.units[0] == row.units[1]:
             row.reused, row.note = True, "reused: the same unit in both runs"
         else:
-            pa, pb = _pass1(store, row.units[0]), _pass1(store, row.units[1])
+            pa, pb = unit_pass1(store, row.units[0]), unit_pass1(store, row.units[1])
             if pa is None or pb is None:
                 row.note = "no per-task verdicts to compare"
             else:

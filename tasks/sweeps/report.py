@@ -17,13 +17,14 @@ with the sweep record), so the report can be rebuilt from the store at any time.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from codealign.tasks.artifacts import layout, runs
 from codealign.tasks.artifacts.lineage import ArtifactMeta, InputRef
 from codealign.tasks.artifacts.store import ArtifactStore
+from codealign.tasks.evaluation.intervals import paired_difference, unit_pass1
 from codealign.tasks.plots import png_bytes, pyplot
 from codealign.tasks.sweeps.results import SweepRecord, read_record
 
@@ -83,8 +84,29 @@ def _score(rows: list[dict[str, Any]], metric: str, **match: Any) -> float | Non
     return sum(found) / len(found) if found else None
 
 
-def alignment_tables(rows: list[dict[str, Any]], record: SweepRecord) -> list[Table]:
-    """Paper 003's table per model pair × branch settings × mode (final checkpoints, shots 0)."""
+def _units(rows: list[dict[str, Any]], **match: Any) -> list[str]:
+    return [r["unit"] for r in rows if r.get("unit") and all(r.get(k) == v for k, v in match.items())]
+
+
+def _delta(rel: str, base_units: list[str], final_units: list[str],
+           per_task: Callable[[str], dict[str, float] | None] | None) -> str:
+    """Δrel with the absolute Δ in points and its 95% paired interval over tasks, where both
+    cells are one unit each whose verdicts are at hand."""
+    if rel in ("-", "n/a") or per_task is None or len(base_units) != 1 or len(final_units) != 1:
+        return rel
+    base, final = per_task(base_units[0]), per_task(final_units[0])
+    if not base or not final or not set(base) & set(final):
+        return rel
+    d = paired_difference(base, final)
+    return (f"{rel} ({100 * d.estimate:+.1f} pts [{100 * d.low:+.1f}, {100 * d.high:+.1f}], "
+            f"{d.tasks} tasks{'' if d.excludes_zero else ', within noise'})")
+
+
+def alignment_tables(rows: list[dict[str, Any]], record: SweepRecord,
+                     per_task: Callable[[str], dict[str, float] | None] | None = None) -> list[Table]:
+    """Paper 003's table per model pair × branch settings × mode (final checkpoints, shots 0).
+    With ``per_task`` (a unit's per-task pass@1), each Δrel also gives the absolute Δ in points
+    and its 95% paired bootstrap interval over tasks (tasks/evaluation/intervals.py)."""
     final = [r for r in rows if r["final"] and r["shots"] == 0]
     metric = _first_k(final)
     trained = [r for r in final if r["technique"] != "base"]
@@ -103,8 +125,10 @@ def alignment_tables(rows: list[dict[str, Any]], record: SweepRecord) -> list[Ta
                 f" — {mode} mode, {metric} (paper 003, Table 3)"
             table = Table(f"alignment-{pair}-{objective}-s{seed}-r{rank}-{mode}", title, columns)
             values: dict[str, list[float | None]] = {}
+            units: dict[str, list[list[str]]] = {}
             for technique, label in TECHNIQUES:
                 cells: list[float | None] = []
+                units[technique] = []
                 for b in benchmarks:
                     for p in pathways:
                         match: dict[str, Any] = {"pair": pair, "pathway": p, "technique": technique,
@@ -114,13 +138,15 @@ def alignment_tables(rows: list[dict[str, Any]], record: SweepRecord) -> list[Ta
                         if technique in ("dpo", "bonbon"):
                             match["objective"] = objective
                         cells.append(_score(final, metric, **match))
+                        units[technique].append(_units(final, **match) if metric == "pass@1" else [])
                 values[technique] = cells
                 if any(c is not None for c in cells) or technique != "base":
                     shown = [_fmt(c) if c is not None else _why(skipped, pair, p, seed, rank, objective, technique)
                              for c, p in zip(cells, [p for _ in benchmarks for p in pathways])]
                     table.rows.append([label, *shown])
             for technique, label in (("dpo", "DPO"), ("bonbon", "BoNBoN")):
-                table.rows.append([f"Δrel {label}", *(_rel(f, b) for f, b in zip(values[technique], values["base"]))])
+                table.rows.append([f"Δrel {label}", *(_delta(_rel(f, b), bu, fu, per_task) for f, b, fu, bu in zip(
+                    values[technique], values["base"], units[technique], units["base"]))])
             tables.append(table)
     return tables
 
@@ -262,6 +288,12 @@ def steps_png(rows: list[dict[str, Any]], run_id: str) -> bytes | None:
                      and r["pathway"] == first["pathway"]]
             if first["technique"] == "sft" and start:
                 points = [(0, start[0][metric]), *points]
+            elif first["technique"] in ("dpo", "bonbon"):  # one line through the pathway: base → SFT → this
+                sft = [r for r in mine if r["technique"] == "sft" and r["final"] and r["pair"] == first["pair"]
+                       and r["pathway"] == first["pathway"] and r["seed"] == first["seed"]
+                       and r["lora_r"] == first["lora_r"]]
+                if sft:
+                    points = [(sft[0]["pathway_step"], sft[0][metric]), *points]
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=stage)
         for r in (r for r in mine if r["technique"] == "base"):
             ax.scatter([0], [r[metric]], marker="s", color="black")
@@ -274,7 +306,7 @@ def build(store: ArtifactStore, run_id: str) -> Report:
     """The report of sweep ``run_id`` from its record and results in the store."""
     record = read_record(store, run_id)
     rows = runs.read_results(store, run_id) if store.exists(layout.run_record(run_id, layout.RESULTS)) else []
-    tables = alignment_tables(rows, record)
+    tables = alignment_tables(rows, record, per_task=lambda unit: unit_pass1(store, unit))
     tables += [t for t in (tax_table(rows), failures_table(rows), icl_lora_table(rows)) if t is not None]
     tables += [early_stop_table(record), data_table(store, record)]
     png = steps_png(rows, run_id)

@@ -8,6 +8,7 @@ nothing and gives the same results; a changed DPO setting retrains only the DPO 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -103,7 +104,14 @@ def test_a_toy_sweep_trains_evaluates_and_reports(sweep):
     assert cells["Base"] == f"{final['base']:.3f}" and cells["SFT"] == f"{final['sft']:.3f}"
     assert cells["DPO"] == f"{final['dpo']:.3f}" and cells["BoNBoN"] == "-"
     rel = (final["dpo"] - final["base"]) / final["base"]
-    assert cells["Δrel DPO"] == f"{100 * rel:+.1f}%"
+    # each Δrel carries the absolute Δ and its 95% paired interval over the benchmark's 12 tasks
+    number = r"([+-][\d.]+)"
+    delta = re.fullmatch(rf"{number}% \({number} pts \[{number}, {number}\], 12 tasks(, within noise)?\)",
+                         cells["Δrel DPO"])
+    assert delta and delta[1] == f"{100 * rel:+.1f}", cells["Δrel DPO"]
+    points, low, high = (float(delta[i]) for i in (2, 3, 4))
+    assert points == pytest.approx(100 * (final["dpo"] - final["base"]), abs=0.06) and low <= points <= high
+    assert (delta[5] is None) == (low > 0 or high < 0)  # "within noise" exactly when the interval holds 0
     assert (Path(store.path(store.uri("runs/sw1/report/report.md")))).read_text() == built.markdown
     assert store.exists("runs/sw1/report/steps.png")
 

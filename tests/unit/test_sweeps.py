@@ -224,3 +224,23 @@ def test_the_early_stop_gate_skips_what_follows_a_degraded_or_missing_stage():
     assert skip_reason(dpo_plan, None, True, early_stop=True) == "toy-pta-s0-r16-sft did not complete"
     assert skip_reason(sft_plan, None, False, early_stop=True) == "data toy-pta-s0 did not complete"
     assert skip_reason(sft_plan, None, True, early_stop=True) is None
+
+
+def test_each_delta_in_the_report_carries_its_interval_over_tasks(tmp_path):
+    """Δrel rows give the absolute Δ in points with its 95% paired bootstrap interval; a gain
+    of a few tasks out of 60 is marked within noise, one of 60 out of 300 is not."""
+    from codealign.tasks.sweeps import report
+
+    store, rows = _sweep_in_store(tmp_path)
+    units = {("b0", "flow"): "u-base", ("pd", "flow"): "u-dpo", ("pb", "flow"): "u-bonbon"}
+    for r in rows:
+        r["unit"] = units.get((r["checkpoint_sha256"], r["mode"]))
+    base = {f"t{i}": float(i % 2) for i in range(60)}
+    per_task = {"u-base": base, "u-dpo": {**base, "t0": 1.0, "t2": 1.0, "t4": 1.0},  # +3 of 60
+                "u-bonbon": {t: 1.0 if int(t[1:]) < 54 else v for t, v in base.items()}}  # +27 of 60
+    tables = report.alignment_tables(rows, report.read_record(store, "sw"), per_task.get)
+    flow = next(t for t in tables if t.name == "alignment-toy-functional-s0-r16-flow")
+    cells = {row[0]: row[1] for row in flow.rows}
+    assert cells["Δrel DPO"].startswith("+30.0% (+5.0 pts [") and cells["Δrel DPO"].endswith("60 tasks, within noise)")
+    assert cells["Δrel BoNBoN"].startswith("+40.0% (+45.0 pts [") and cells["Δrel BoNBoN"].endswith("60 tasks)")
+    assert flow.rows[-1][2] == "-"  # FTA: skipped, no interval to give
