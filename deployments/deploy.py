@@ -51,6 +51,7 @@ def deploy_all(pool: str = POOL, store: str = layout.DEFAULT_STORE, ray_address:
     """Create or update every deployment on ``pool``; returns their ids.  (Prefect and the flows
     are imported here, not with the module: every ``codealign`` command loads this one.)"""
     from prefect import deploy
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig
     from prefect.deployments.runner import EntrypointType
     from prefect.schedules import Cron
 
@@ -62,6 +63,8 @@ def deploy_all(pool: str = POOL, store: str = layout.DEFAULT_STORE, ray_address:
         sweep_entry.to_deployment(
             "nightly", schedules=[Cron(cron, timezone=timezone)],
             parameters=sweep_parameters(preset, store, ray_address),
+            # two nights never overlap: a night still running when the next is due makes it wait
+            concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy="ENQUEUE"),
             description=f"The {preset} alignment sweep every night ({cron}, {timezone}); nothing new costs seconds.",
             **common),
         sweep_entry.to_deployment(

@@ -108,6 +108,9 @@ def test_the_deployments_and_the_nightly_schedule_are_registered(stack):
     assert (schedule["schedule"]["cron"], schedule["schedule"]["timezone"], schedule["active"]) == \
         ("0 2 * * *", "UTC", True)
     assert nightly["work_pool_name"] == "codealign"
+    # one night at a time: a night still running when the next is due makes that one wait
+    assert nightly["global_concurrency_limit"]["limit"] == 1
+    assert nightly["concurrency_options"]["collision_strategy"] == "ENQUEUE"
     config = nightly["parameters"]["config"]
     assert config["preset"] == "toy" and config["ray_address"] == stack["ray_address"]
     assert config["store"] == stack["store"].root
