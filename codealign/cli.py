@@ -29,6 +29,7 @@ app.command("run-submitted", hidden=True)(flow_commands.run_submitted_command)  
 # runs in a store
 app.command("resume")(run_commands.resume_command)
 app.command("runs")(run_commands.runs_command)
+app.command("show")(run_commands.show_command)
 app.command("report")(run_commands.report_command)
 app.command("compare")(run_commands.compare_command)
 app.command("lineage")(run_commands.lineage_command)

@@ -5,7 +5,7 @@ sweep's report (`report`), compare two runs (`compare`), trace what produced a r
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -83,21 +83,100 @@ def resume_command(
     run_flow_command(None, store, run_id, ray_address)
 
 
-def runs_command(store: StoreOpt = layout.DEFAULT_STORE) -> None:
-    """List runs (of every flow) with their state and complete / failed items."""
+def runs_command(
+    store: StoreOpt = layout.DEFAULT_STORE,
+    flow: Annotated[str | None, typer.Option(help="only runs of this flow (alignment-sweep, train, ...)")] = None,
+    since: Annotated[str | None, typer.Option(
+        help="only runs started since: an ISO date/time (2026-12-01T02:00) or an age (36h, 7d)")] = None,
+    status: Annotated[list[str] | None, typer.Option(
+        "--status", help="only runs in this state (running, completed, failed, unknown); repeatable")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="the newest N runs (sub-runs under their sweep)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="the runs as JSON")] = False,
+) -> None:
+    """List runs, newest first, each sweep's sub-runs under it: state, complete / failed items,
+    start and last update."""
     from codealign.tasks.artifacts.runs import list_runs
     from codealign.tasks.artifacts.store import ArtifactStore
 
+    try:
+        started_since = since_time(since) if since else None
+    except ValueError as exc:
+        fail(f"--since {since!r}: {exc}")
+    summaries = list_runs(ArtifactStore(store), flow=flow, states=set(status) if status else None,
+                          since=started_since, limit=limit)
+    if as_json:
+        print(json.dumps([s.to_json() for s in summaries], indent=1))
+        return
     table = Table()
-    for col in ("run", "flow", "state", "complete", "failed", "updated"):
+    for col in ("run", "flow", "state", "complete", "failed", "started", "updated"):
         table.add_column(col)
-    summaries = list_runs(ArtifactStore(store))
     for r in summaries:
-        table.add_row(r.run_id, r.flow, r.state, f"{r.complete}/{r.items}", str(len(r.failed)), r.updated_at)
+        for depth, s in [(0, r), *((1, c) for c in r.children)]:
+            table.add_row(("  └ " if depth else "") + s.run_id, s.flow, s.state, f"{s.complete}/{s.items}",
+                          str(len(s.failed)), s.started_at[:19], s.updated_at[:19])
     out.print(table)
     for r in summaries:
-        for failure in r.failed:
-            out.print(f"{r.run_id}: failed: {failure}", highlight=False, markup=False, soft_wrap=True)
+        for s in [r, *r.children]:
+            for failure in s.failed:
+                out.print(f"{s.run_id}: failed: {failure}", highlight=False, markup=False, soft_wrap=True)
+
+
+def since_time(since: str) -> str:
+    """``--since`` as an ISO UTC time: an age (``36h``, ``7d``, ``90m``) back from now, or an ISO
+    date/time as given (compared with the runs' ISO start times)."""
+    import datetime as dt
+    import re
+
+    if m := re.fullmatch(r"(\d+)([mhd])", since.strip()):
+        unit = {"m": "minutes", "h": "hours", "d": "days"}[m[2]]
+        return (dt.datetime.now(dt.UTC) - dt.timedelta(**{unit: int(m[1])})).isoformat(timespec="seconds")
+    parsed = dt.datetime.fromisoformat(since)
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).astimezone(dt.UTC).isoformat(timespec="seconds")
+
+
+def show_command(
+    run_id: Annotated[str, typer.Argument(help="a run id from `codealign runs`")],
+    store: StoreOpt = layout.DEFAULT_STORE,
+    as_json: Annotated[bool, typer.Option("--json", help="the page as JSON")] = False,
+) -> None:
+    """One page about a run: flow, state, items, timings, pieces and critical path (sweeps),
+    report, sub-runs, lineage roots, log file, config."""
+    from codealign.flows.progress import log_path
+    from codealign.tasks.artifacts.runs import describe
+    from codealign.tasks.artifacts.store import ArtifactStore, MissingArtifact
+
+    try:
+        page = describe(ArtifactStore(store), run_id, str(log_path(store, run_id)))
+    except MissingArtifact:
+        fail(f"no run {run_id!r} in {store}")
+    if as_json:
+        print(json.dumps(page, indent=1))
+        return
+    def line(name: str, value: Any) -> None:
+        out.print(f"{name:>14}: {value}", highlight=False, markup=False, soft_wrap=True)
+
+    line("run", f"{page['run_id']} ({page['flow']})")
+    line("state", f"{page['state']}, {page['complete']}/{page['items']} items complete")
+    line("started", page["started_at"] or "-")
+    line("updated", page["updated_at"] or "-")
+    for failure in page["failed"]:
+        line("failed", failure)
+    if "pieces" in page:
+        table = Table(title="pieces")
+        for col in ("piece", "kind", "state", "seconds"):
+            table.add_column(col)
+        for p in page["pieces"]:
+            table.add_row(p["label"], p.get("kind", ""), p.get("state", ""),
+                          f"{p['ended_at'] - p['started_at']:.0f}" if p.get("ended_at") else "-")
+        out.print(table)
+        if cp := page["critical_path"]:
+            line("critical path", f"{cp['seconds']:.0f} s of {cp['sum_seconds']:.0f} s: {' -> '.join(cp['pieces'])}")
+        line("sub-runs", ", ".join(page["sub_runs"]) or "-")
+    line("report", page["report"] or "-")
+    for root in page["lineage_roots"]:
+        line("lineage root", root["uri"])
+    line("log", page["log"])
+    out.print_json(json.dumps(page["config"]))
 
 
 def lineage_command(

@@ -23,7 +23,7 @@ from prefect_ray.context import remote_options
 
 from codealign.tasks.artifacts import layout, runs
 from codealign.tasks.artifacts.checkpoints import Checkpoint, fingerprint
-from codealign.tasks.artifacts.lineage import InputRef
+from codealign.tasks.artifacts.lineage import InputRef, utc_now
 from codealign.tasks.artifacts.store import ArtifactStore, local_path, storage_options
 from codealign.tasks.errors import CodealignError, is_transient
 
@@ -260,6 +260,7 @@ def begin_run(store: ArtifactStore, run_id: str) -> runs.RunStatus:
     flow-run id and clears the previous attempt's failures)."""
     status = runs.read_status(store, run_id) or runs.RunStatus(run_id, "running")
     status.state, status.failed, status.bad_inputs = "running", {}, {}
+    status.started_at = status.started_at or utc_now()
     status.flow_run_ids = [*status.flow_run_ids, str(flow_run.get_id())]
     return status
 

@@ -21,6 +21,7 @@ RUNS = "runs"
 UNITS = "units"
 PREFECT_RESULTS = "prefect-results"
 MANIFEST, STATUS, RESULTS = "manifest.json", "status.json", "results.json"
+SWEEP_RECORD = "sweep.json"  # an alignment sweep's record (tasks/sweeps/results.py), beside its manifest
 DATASETS = "datasets"
 
 

@@ -51,6 +51,7 @@ class RunStatus:
     failed: dict[str, str] = field(default_factory=dict)  # item key -> error
     bad_inputs: dict[str, str] = field(default_factory=dict)  # input URI -> error (before any item existed)
     updated_at: str = ""
+    started_at: str = ""  # the first attempt's start (a resume keeps it); "" in records from before it
 
 
 @dataclass
@@ -64,6 +65,13 @@ class RunSummary:
     complete: int
     failed: list[str]
     updated_at: str
+    started_at: str = ""
+    parent: str | None = None  # the sweep whose sub-run this is
+    children: list[RunSummary] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**{k: v for k, v in asdict(self).items() if k != "children"},
+                "children": [c.to_json() for c in self.children]}
 
 
 def write_manifest(store: ArtifactStore, manifest: Manifest, inputs: tuple[InputRef, ...],
@@ -111,10 +119,12 @@ def is_complete(store: ArtifactStore, item: RunItem) -> bool:
     return store.exists(item.done)
 
 
-def summarize(store: ArtifactStore, run_id: str) -> RunSummary:
+def summarize(store: ArtifactStore, run_id: str, existing: set[str] | None = None) -> RunSummary:
+    """The run as it stands; ``existing`` (every complete artifact key under ``runs/`` and
+    ``units/``, listed once) spares one existence check per item when many runs are summarized."""
     manifest = read_manifest(store, run_id)
     status = read_status(store, run_id)
-    done = {i.key for i in manifest.items if is_complete(store, i)}
+    done = {i.key for i in manifest.items if (i.done in existing if existing is not None else is_complete(store, i))}
     failed = [f"{i.label} ({i.key}): {status.failed[i.key]}" for i in manifest.items
               if status and i.key in status.failed and i.key not in done]
     if status:
@@ -122,17 +132,94 @@ def summarize(store: ArtifactStore, run_id: str) -> RunSummary:
     state = status.state if status else "unknown"
     if state == "running" and len(done) == len(manifest.items) and manifest.items:
         state = "completed"
+    started = status.started_at if status and status.started_at else \
+        store.meta(layout.run_record(run_id, layout.MANIFEST)).created_at  # records from before started_at
     return RunSummary(run_id, manifest.flow, state, len(manifest.items), len(done), failed,
-                      status.updated_at if status else "")
+                      status.updated_at if status else "", started)
 
 
-def list_runs(store: ArtifactStore) -> list[RunSummary]:
-    """Every run in the store, whatever flow made it."""
-    ids = sorted(filter(None, map(layout.run_id_of, store.list(layout.RUNS))))
-    summaries = []
+def list_runs(store: ArtifactStore, flow: str | None = None, states: set[str] | None = None,
+              since: str | None = None, limit: int | None = None) -> list[RunSummary]:
+    """The store's runs, newest start first, each sweep's sub-runs under it (``children``), of
+    ``flow`` and in ``states`` only, started at ``since`` (ISO time) or later, the newest ``limit``.
+
+    Why it stays fast on thousands of runs: the store is listed twice in all (``runs/`` and
+    ``units/``, one recursive listing each) and an item's completeness is a lookup in those
+    listings, not one existence check per item; what is read per run is its manifest and status."""
+    keys = store.list(layout.RUNS)
+    existing = set(keys) | set(store.list(layout.UNITS))
+    ids = sorted(filter(None, map(layout.run_id_of, keys)))
+    summaries = {}
     for run_id in ids:
         try:
-            summaries.append(summarize(store, run_id))
+            summaries[run_id] = summarize(store, run_id, existing)
         except (IntegrityError, KeyError, TypeError) as exc:  # one damaged run must not hide the others
-            summaries.append(RunSummary(run_id, "?", "unreadable", 0, 0, [f"{type(exc).__name__}: {exc}"], ""))
-    return summaries
+            summaries[run_id] = RunSummary(run_id, "?", "unreadable", 0, 0, [f"{type(exc).__name__}: {exc}"], "")
+    for parent in [s for s in summaries.values() if s.flow == "alignment-sweep"]:
+        for child in sweep_children(store, parent.run_id, existing):
+            if child in summaries:
+                summaries[child].parent = parent.run_id
+                parent.children.append(summaries[child])
+    for s in summaries.values():
+        s.children.sort(key=lambda c: c.started_at)
+
+    def wanted(s: RunSummary) -> bool:
+        return ((flow is None or s.flow == flow) and (states is None or s.state in states)
+                and (since is None or s.started_at >= since))
+
+    # a sub-run shows under its sweep; one that matches alone (a filter on its flow) shows by itself
+    shown = [s for s in summaries.values() if wanted(s) and (s.parent is None or not wanted(summaries[s.parent]))]
+    shown.sort(key=lambda s: s.started_at, reverse=True)
+    return shown[:limit] if limit else shown
+
+
+def sweep_children(store: ArtifactStore, run_id: str, existing: set[str]) -> list[str]:
+    """The sub-runs a sweep's record names (data, training and evaluation runs)."""
+    key = layout.run_record(run_id, layout.SWEEP_RECORD)
+    if key not in existing:
+        return []
+    record = store.get_json(key)
+    evals = [sub for subs in record.get("eval_runs", {}).values()
+             for sub in ([subs] if isinstance(subs, str) else subs)]  # one id per shot count before per-branch evals
+    return [*record.get("data_runs", {}).values(), *(s["run_id"] for s in record.get("stages", [])), *evals]
+
+
+def lineage_roots(store: ArtifactStore, uri: str, limit: int = 20) -> list[dict[str, str]]:
+    """The first ``limit`` roots of an artifact's lineage (what nothing in the store produced:
+    checkpoints, data files, external inputs), breadth first, each once."""
+    seen, roots, queue = {uri}, [], [uri]
+    while queue and len(roots) < limit:
+        current = queue.pop(0)
+        try:
+            inputs = store.meta(current).inputs
+        except (FileNotFoundError, ValueError):
+            inputs = ()
+        if not inputs and current != uri:
+            roots.append({"uri": current})
+        for ref in inputs:
+            if ref.uri not in seen:
+                seen.add(ref.uri)
+                queue.append(ref.uri)
+    return roots
+
+
+def describe(store: ArtifactStore, run_id: str, log: str) -> dict[str, Any]:
+    """One page about a run (`codealign show`): its flow, config, state and items, start and last
+    update, its pieces and critical path (sweeps), report, sub-runs, lineage roots, log file."""
+    summary = summarize(store, run_id)
+    manifest = read_manifest(store, run_id)
+    page: dict[str, Any] = {"run_id": run_id, "flow": manifest.flow, "state": summary.state,
+                            "started_at": summary.started_at, "updated_at": summary.updated_at,
+                            "items": summary.items, "complete": summary.complete, "failed": summary.failed,
+                            "config": manifest.config, "log": log}
+    sweep = layout.run_record(run_id, layout.SWEEP_RECORD)
+    if store.exists(sweep):
+        record = store.get_json(sweep)
+        page["pieces"] = record.get("pieces", [])
+        page["critical_path"] = record.get("critical_path")
+        page["sub_runs"] = sweep_children(store, run_id, {sweep})
+    report = layout.run_record(run_id, "report/report.md")
+    page["report"] = store.uri(report) if store.exists(report) else None
+    results = layout.run_record(run_id, layout.RESULTS)
+    page["lineage_roots"] = lineage_roots(store, store.uri(results)) if store.exists(results) else []
+    return page

@@ -15,7 +15,7 @@ from typing import Any
 from codealign.tasks.artifacts import layout, runs
 from codealign.tasks.artifacts.store import ArtifactStore
 
-SWEEP_RECORD = "sweep.json"
+SWEEP_RECORD = layout.SWEEP_RECORD
 
 
 @dataclass
