@@ -302,6 +302,42 @@ def steps_png(rows: list[dict[str, Any]], run_id: str) -> bytes | None:
     return png_bytes(fig, f"alignment-sweep {run_id}: {metric} per checkpoint", dpi=100)
 
 
+def previous_run(store: ArtifactStore, run_id: str, preset: str | None) -> str | None:
+    """The newest completed sweep of the same preset that started before ``run_id``."""
+    sweeps = runs.list_runs(store, flow="alignment-sweep")
+    mine = next((s for s in sweeps if s.run_id == run_id), None)
+    if mine is None:
+        return None
+    earlier = [s for s in sweeps if s.state == "completed" and s.started_at < mine.started_at
+               and store.exists(layout.run_record(s.run_id, layout.SWEEP_RECORD))
+               and read_record(store, s.run_id).preset == preset]
+    return max(earlier, key=lambda s: s.started_at).run_id if earlier else None
+
+
+def against_previous(store: ArtifactStore, run_id: str, preset: str | None) -> Table | None:
+    """This sweep against the previous completed one of its preset, cell by cell (compare.py):
+    both pass@1 scores, Δ with its 95% paired interval over tasks; reused cells marked so."""
+    from codealign.tasks.sweeps.compare import compare_runs
+
+    before = previous_run(store, run_id, preset)
+    if before is None:
+        return None
+    cells = compare_runs(store, before, run_id)
+    names = ["pair", "pathway", "technique", "objective", "seed", "benchmark", "mode"]
+    table = Table("against-previous", f"Against the previous completed run {before} (same preset "
+                  f"{preset or '-'}): pass@1, Δ = this − previous, 95% paired bootstrap over tasks",
+                  [*names, before, run_id, "Δ [95% interval]", "beyond noise"])
+    for c in cells:
+        if c.delta is not None:
+            change = f"{100 * c.delta.estimate:+.1f} [{100 * c.delta.low:+.1f}, {100 * c.delta.high:+.1f}] pts"
+            beyond = "yes" if c.delta.excludes_zero else "no"
+        else:
+            change, beyond = c.note or "-", "-"
+        table.rows.append([*(str(c.cell[n]) if c.cell.get(n) is not None else "-" for n in names),
+                           *(f"{v:.3f}" if v is not None else "-" for v in (c.a, c.b)), change, beyond])
+    return table
+
+
 def build(store: ArtifactStore, run_id: str) -> Report:
     """The report of sweep ``run_id`` from its record and results in the store."""
     record = read_record(store, run_id)
@@ -309,6 +345,8 @@ def build(store: ArtifactStore, run_id: str) -> Report:
     tables = alignment_tables(rows, record, per_task=lambda unit: unit_pass1(store, unit))
     tables += [t for t in (tax_table(rows), failures_table(rows), icl_lora_table(rows)) if t is not None]
     tables += [early_stop_table(record), data_table(store, record)]
+    if (previous := against_previous(store, run_id, record.preset)) is not None:
+        tables.append(previous)
     png = steps_png(rows, run_id)
     lines = [f"# alignment-sweep {run_id}", "", f"- **preset**: {record.preset or '-'}",
              f"- **evaluated rows**: {len(rows)}; **stages trained**: {len(record.stages)}; "

@@ -170,6 +170,12 @@ def test_the_same_sweep_again_one_piece_at_a_time_recomputes_nothing_and_agrees(
     assert "Δrel DPO" in result.stdout and "report: " in result.stdout
     assert units(store) == before  # no shard sampled, no stage trained, no unit evaluated again
     assert runs.read_results(store, "sw2") == runs.read_results(store, "sw1")
+    # its report compares it with the previous completed sweep of the preset: every cell reused
+    from codealign.tasks.sweeps import report
+
+    [previous] = [t for t in report.build(store, "sw2").tables if t.name == "against-previous"]
+    assert "previous completed run sw1" in previous.title and previous.rows
+    assert all(row[-2].startswith("reused") for row in previous.rows)
 
 
 def test_a_changed_dpo_setting_retrains_only_dpo(sweep):

@@ -244,3 +244,23 @@ def test_each_delta_in_the_report_carries_its_interval_over_tasks(tmp_path):
     assert cells["Δrel DPO"].startswith("+30.0% (+5.0 pts [") and cells["Δrel DPO"].endswith("60 tasks, within noise)")
     assert cells["Δrel BoNBoN"].startswith("+40.0% (+45.0 pts [") and cells["Δrel BoNBoN"].endswith("60 tasks)")
     assert flow.rows[-1][2] == "-"  # FTA: skipped, no interval to give
+
+
+def test_the_previous_run_is_the_newest_completed_sweep_of_the_same_preset_started_before(tmp_path):
+    from codealign.tasks.artifacts import layout, runs
+    from codealign.tasks.artifacts.lineage import ArtifactMeta
+    from codealign.tasks.artifacts.store import ArtifactStore
+    from codealign.tasks.sweeps import report
+    from codealign.tasks.sweeps.results import SweepRecord
+
+    store = ArtifactStore(str(tmp_path / "store"))
+    meta = ArtifactMeta("test", {"task": "test"})
+    for run_id, preset, state, day in (("a", "toy", "completed", 1), ("b", "toy", "failed", 2),
+                                       ("c", "paper-001", "completed", 3), ("d", "toy", "completed", 4),
+                                       ("e", "toy", "running", 5)):
+        runs.write_manifest(store, runs.Manifest(run_id, "alignment-sweep", {}, []), (), {})
+        runs.write_status(store, runs.RunStatus(run_id, state, started_at=f"2026-12-0{day}T02:00:00+00:00"), {})
+        store.put_json(layout.run_record(run_id, "sweep.json"), SweepRecord(run_id, preset).to_json(), meta)
+    assert report.previous_run(store, "e", "toy") == "d"  # not c (another preset), not e itself
+    assert report.previous_run(store, "d", "toy") == "a"  # not b: it failed
+    assert report.previous_run(store, "a", "toy") is None
