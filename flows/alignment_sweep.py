@@ -39,11 +39,13 @@ from codealign.flows.train import train_flow
 from codealign.tasks.artifacts import layout, runs
 from codealign.tasks.artifacts.lineage import ArtifactMeta, InputRef
 from codealign.tasks.artifacts.runs import Manifest, RunItem
+from codealign.tasks.artifacts.store import ArtifactStore
 from codealign.tasks.evaluation.units import CheckpointEvalConfig
 from codealign.tasks.generation.models import resolve_model
-from codealign.tasks.sweeps import forecast, report, schedule
+from codealign.tasks.sweeps import compare, forecast, report, schedule
 from codealign.tasks.sweeps import plan as sweep_plan
 from codealign.tasks.sweeps.config import SweepConfig
+from codealign.tasks.sweeps.report import REGRESSION
 from codealign.tasks.sweeps.results import (
     SWEEP_RECORD,
     Skipped,
@@ -143,11 +145,31 @@ def alignment_sweep(config: SweepConfig, run_id: str | None = None) -> dict[str,
                          store.meta(layout.run_record(sub, layout.RESULTS)).sha256)
                 for subs in done_runs.values() for sub in subs))
     try:
-        return runtime.end_run(store, status, rows, inputs, made_by)
+        result = runtime.end_run(store, status, rows, inputs, made_by)
+        check_regressions(store, status, config, made_by)
+        return result
     finally:
         published = report.publish(store, run_id, made_by)
         logger.info(f"report: {published.markdown_uri}")
         publish_artifacts(published)
+
+
+def check_regressions(store: ArtifactStore, status: runs.RunStatus, config: SweepConfig,
+                      made_by: dict[str, Any]) -> None:
+    """With ``config.regression``: compare the finished sweep with the previous completed one of
+    its preset; cells that fell beyond noise fail the run (state failed, the cells named in its
+    status and report, :class:`RunFailed` raised).  Its results stay stored."""
+    if config.regression is None:
+        return
+    previous = report.previous_run(store, status.run_id, config.preset)
+    if previous is None:
+        return
+    dropped = compare.regressions(compare.compare_runs(store, previous, status.run_id), config.regression)
+    if dropped:
+        message = f"regression against {previous}: " + "; ".join(compare.describe(c) for c in dropped)
+        status.state, status.failed[REGRESSION] = "failed", message
+        runs.write_status(store, status, made_by)
+        raise runtime.RunFailed(status.run_id, [message])
 
 
 @task(name="sweep-piece", task_run_name="{piece.label}", cache_policy=NO_CACHE, persist_result=False)

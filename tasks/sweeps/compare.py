@@ -18,6 +18,7 @@ from typing import Any
 from codealign.tasks.artifacts import layout, runs
 from codealign.tasks.artifacts.store import ArtifactStore
 from codealign.tasks.evaluation.intervals import Interval, paired_difference, unit_pass1
+from codealign.tasks.sweeps.config import RegressionSettings
 from codealign.tasks.sweeps.results import SWEEP_RECORD, evaluated_rows, read_record
 
 SWEEP_CELL = ("pair", "pathway", "technique", "objective", "seed", "lora_r", "shots", "benchmark", "mode")
@@ -76,3 +77,20 @@ def compare_runs(store: ArtifactStore, run_a: str, run_b: str) -> list[CellCompa
                 row.delta = paired_difference(pa, pb)
         out.append(row)
     return out
+
+
+def regressions(cells: list[CellComparison], settings: RegressionSettings) -> list[CellComparison]:
+    """The cells that got worse beyond noise (the whole 95% interval below 0) and by more than
+    ``settings.threshold_points``, among the techniques and benchmarks it names."""
+    return [c for c in cells if c.delta is not None and c.delta.high < 0
+            and -100 * c.delta.estimate > settings.threshold_points
+            and (settings.techniques is None or c.cell.get("technique") in settings.techniques)
+            and (settings.benchmarks is None or c.cell.get("benchmark") in settings.benchmarks)]
+
+
+def describe(c: CellComparison) -> str:
+    """A cell in one phrase: what it is and how far it fell."""
+    where = " ".join(str(v) for k, v in c.cell.items() if v is not None and k not in ("shots",))
+    d = c.delta
+    return f"{where}: pass@1 {c.a:.3f} -> {c.b:.3f} ({100 * d.estimate:+.1f} pts [{100 * d.low:+.1f}, " \
+           f"{100 * d.high:+.1f}])" if d else where

@@ -99,6 +99,19 @@ class SweepEvaluation(EvalSettings):
         return sorted(set(shots))
 
 
+class RegressionSettings(BaseModel):
+    """When a sweep fails for being worse than the previous completed sweep of its preset: a
+    cell's pass@1 dropped beyond noise (its 95% paired interval over tasks below 0) and by more
+    than ``threshold_points``.  The results stay stored; the report names the cells."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threshold_points: float = Field(0.0, ge=0, description="a drop must also exceed this many points of pass@1")
+    techniques: list[str] | None = Field(None, description="only cells of these techniques (base, sft, dpo, "
+                                         "bonbon); none: every cell")
+    benchmarks: list[str] | None = Field(None, description="only cells of these benchmarks; none: every cell")
+
+
 class SweepConfig(RunPlacement):
     """The grid, how its data is made, how each stage trains, how checkpoints are evaluated."""
 
@@ -121,6 +134,9 @@ class SweepConfig(RunPlacement):
     early_stop: bool = Field(True, description="skip a branch's DPO/BoNBoN when its SFT stage degraded")
     max_parallel: int = Field(4, ge=1, description="pieces (data jobs, stages, evaluations) run at once, at most; "
                               "fewer when the cluster cannot hold that many training stages")
+    regression: RegressionSettings | None = Field(
+        None, description="fail the sweep when a cell is significantly worse than in the previous completed "
+                          "sweep of its preset (none: never)")
 
     @field_validator("pathways", "techniques", "objectives", "seeds", "lora_ranks")
     @classmethod

@@ -30,6 +30,7 @@ from codealign.tasks.sweeps.results import SweepRecord, read_record
 
 TECHNIQUES = (("base", "Base"), ("sft", "SFT"), ("dpo", "DPO"), ("bonbon", "BoNBoN"))
 REPORT_DIR = "report"
+REGRESSION = "regression"  # the key of a regression's message among a sweep status' failures
 
 
 @dataclass
@@ -356,6 +357,9 @@ def build(store: ArtifactStore, run_id: str) -> Report:
              *([f"- **time**: the pieces took {cp['sum_seconds']:.0f} s in all; critical path "
                 f"{cp['seconds']:.0f} s ({' → '.join(cp['pieces'])})"] if (cp := record.critical_path) else []),
              ""]
+    status = runs.read_status(store, run_id)
+    if status and REGRESSION in status.failed:
+        lines += [f"**Failed: {status.failed[REGRESSION]}** (the results above are stored all the same)", ""]
     if png:
         lines += ["![metric vs checkpoint step](steps.png)", ""]
     lines += [t.markdown() for t in tables]

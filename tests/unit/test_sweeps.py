@@ -264,3 +264,52 @@ def test_the_previous_run_is_the_newest_completed_sweep_of_the_same_preset_start
     assert report.previous_run(store, "e", "toy") == "d"  # not c (another preset), not e itself
     assert report.previous_run(store, "d", "toy") == "a"  # not b: it failed
     assert report.previous_run(store, "a", "toy") is None
+
+
+def _night(store, run_id: str, day: int, passes: int, tasks: int = 100) -> None:
+    """A finished toy sweep whose only cell is the FTA starting model, passing ``passes`` tasks."""
+    from codealign.tasks.artifacts import layout, runs
+    from codealign.tasks.artifacts.lineage import ArtifactMeta
+    from codealign.tasks.sweeps.results import StartModel, SweepRecord
+
+    meta = ArtifactMeta("test", {"task": "test"})
+    runs.write_manifest(store, runs.Manifest(run_id, "alignment-sweep", {}, []), (), {})
+    runs.write_status(store, runs.RunStatus(run_id, "completed", started_at=f"2026-12-0{day}T02:00:00+00:00"), {})
+    record = SweepRecord(run_id, "toy", starts=[StartModel("toy", "fta", "file:///toy-instruct", "sha-instruct")],
+                         eval_runs={0: [f"{run_id}-eval"]})
+    store.put_json(layout.run_record(run_id, "sweep.json"), record.to_json(), meta)
+    unit = f"u-{run_id}"
+    store.put_jsonl(layout.unit_artifact(unit, "verdicts.jsonl"),
+                    [{"task_id": f"toy/{i}", "passed": i < passes} for i in range(tasks)], meta)
+    runs.write_manifest(store, runs.Manifest(f"{run_id}-eval", "evaluate-checkpoints", {}, []), (), {})
+    runs.write_results(store, f"{run_id}-eval", [{"checkpoint_sha256": "sha-instruct", "benchmark": "toy",
+                                                  "mode": "command", "unit": unit, "pass@1": passes / tasks}], (), {})
+
+
+def test_a_significant_drop_against_the_previous_night_fails_the_sweep_and_names_the_cell(tmp_path):
+    from codealign.flows.alignment_sweep import check_regressions
+    from codealign.flows.runtime import RunFailed
+    from codealign.tasks.artifacts import runs
+    from codealign.tasks.artifacts.store import ArtifactStore
+    from codealign.tasks.sweeps import report
+
+    store = ArtifactStore(str(tmp_path / "store"))
+    _night(store, "n1", 1, passes=80)
+    _night(store, "n2", 2, passes=40)
+    config = load_preset("toy", regression={"threshold_points": 5})
+    check_regressions(store, runs.read_status(store, "n2"), load_preset("toy"), {})  # no setting: never fails
+    check_regressions(store, runs.read_status(store, "n2"),
+                      load_preset("toy", regression={"techniques": ["dpo"]}), {})  # not a cell it watches
+    check_regressions(store, runs.read_status(store, "n2"),
+                      load_preset("toy", regression={"threshold_points": 50}), {})  # a drop of 40 < 50 points
+    with pytest.raises(RunFailed, match=r"regression against n1: toy fta base .*toy command: pass@1 0.800 -> 0.400"
+                                        r" \(-40.0 pts \["):
+        check_regressions(store, runs.read_status(store, "n2"), config, {})
+    assert runs.read_status(store, "n2").state == "failed"  # the run's state; its results stay
+    assert runs.read_results(store, "n2-eval")
+    assert "**Failed: regression against n1" in report.build(store, "n2").markdown
+    _night(store, "n3", 3, passes=41)  # against n1 (the last completed): -39 points, fails too
+    with pytest.raises(RunFailed):
+        check_regressions(store, runs.read_status(store, "n3"), config, {})
+    _night(store, "n4", 4, passes=83)
+    check_regressions(store, runs.read_status(store, "n4"), config, {})  # better than n1: fine
