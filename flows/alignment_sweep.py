@@ -157,7 +157,7 @@ def alignment_sweep(config: SweepConfig, run_id: str | None = None) -> dict[str,
 def check_regressions(store: ArtifactStore, status: runs.RunStatus, config: SweepConfig,
                       made_by: dict[str, Any]) -> None:
     """With ``config.regression``: compare the finished sweep with the previous completed one of
-    its preset; cells that fell beyond noise fail the run (state failed, the cells named in its
+    its deployment or preset; cells that fell beyond noise fail the run (state failed, the cells named in its
     status and report, :class:`RunFailed` raised).  Its results stay stored."""
     if config.regression is None:
         return

@@ -77,7 +77,8 @@ def new_run_id() -> str:
 
 
 def run_flow_command(flow: str | None, config_or_store: Any, run_id: str | None,
-                     ray_address: str | None = None, submit: str | None = None) -> None:
+                     ray_address: str | None = None, submit: str | None = None,
+                     deployment: str | None = None) -> None:
     """Run flow ``flow`` on a config, or (``flow`` None) resume run ``run_id`` in a store, then
     print its results; with ``submit`` (a Ray dashboard URL), submit the run as a Ray Job
     instead and return (flows/submit.py).  Prefect and Ray are imported only now: commands that
@@ -103,7 +104,7 @@ def run_flow_command(flow: str | None, config_or_store: Any, run_id: str | None,
             if flow is None:
                 summary = registry.resume(store_root, run_id, ray_address)
             else:
-                summary = registry.run(flow, config_or_store, run_id)
+                summary = registry.run(flow, config_or_store, run_id, deployment)
     except RunFailed as exc:
         console.print(f"[bold red]codealign:[/] {escape(str(exc))}", highlight=False)
         console.print(f"fix the cause, then: codealign resume {exc.run_id} --store {store_root}", highlight=False)

@@ -134,6 +134,7 @@ def run_submitted_command(
     flow: Annotated[str, typer.Argument(help="the flow's name (as its runs record it)")],
     config_file: Annotated[Path, typer.Argument(help="its config, as JSON")],
     run_id: Annotated[str, typer.Option(help="the run's id, given at submission")],
+    deployment: Annotated[str | None, typer.Option(help="the Prefect deployment that submitted it")] = None,
 ) -> None:
     """A submitted run, as its Ray Job runs it (flows/submit.py): not for typing by hand."""
     from codealign.flows import registry
@@ -147,4 +148,4 @@ def run_submitted_command(
     except (OSError, ValueError) as exc:
         raise InputError(f"{config_file}: {exc}") from None
     check_run_id_option(run_id)
-    run_flow_command(flow, config, run_id)
+    run_flow_command(flow, config, run_id, deployment=deployment)

@@ -55,11 +55,12 @@ FLOWS: dict[str, FlowEntry] = {e.name: e for e in (
 )}
 
 
-def run(name: str, config: BaseModel, run_id: str | None = None) -> dict[str, Any]:
-    """Run flow ``name`` on ``config`` the way the CLI and deployments do (runtime.run_flow)."""
+def run(name: str, config: BaseModel, run_id: str | None = None, deployment: str | None = None) -> dict[str, Any]:
+    """Run flow ``name`` on ``config`` the way the CLI and deployments do (runtime.run_flow);
+    ``deployment``: the Prefect deployment ("flow/name") that started it, if one did."""
     from codealign.flows.runtime import run_flow
 
-    return run_flow(FLOWS[name].flow(), config, run_id)
+    return run_flow(FLOWS[name].flow(), config, run_id, deployment)
 
 
 def resume(store_root: str, run_id: str, ray_address: str | None = None) -> dict[str, Any]:

@@ -209,6 +209,7 @@ def connect_ray(address: str | None) -> None:
 
 
 _run_scoped_ray = False  # True while run_flow holds a Ray instance it started for this run
+_deployment: str | None = None  # the deployment ("flow/name") whose run run_flow is running, if any
 
 
 def cluster_outlives_run() -> bool:
@@ -217,12 +218,14 @@ def cluster_outlives_run() -> bool:
     return not _run_scoped_ray
 
 
-def run_flow(flow: Flow, config: Any, run_id: str | None = None) -> Any:
+def run_flow(flow: Flow, config: Any, run_id: str | None = None, deployment: str | None = None) -> Any:
     """Run ``flow(config=..., run_id=...)`` on the Ray cluster ``config.ray_address`` names and
     with its results persisted in ``config.store`` (a process already connected to Ray keeps
-    its connection; one connected here is shut down at the end)."""
-    global _run_scoped_ray
+    its connection; one connected here is shut down at the end).  ``deployment`` ("flow/name"):
+    the Prefect deployment that started it, recorded in the run's manifest (:func:`open_run`)."""
+    global _run_scoped_ray, _deployment
     connected_here = not ray.is_initialized()
+    _deployment = deployment
     with prefect_api_for_run():
         if connected_here:
             connect_ray(config.ray_address)
@@ -231,6 +234,7 @@ def run_flow(flow: Flow, config: Any, run_id: str | None = None) -> Any:
             # The flow's RayTaskRunner finds Ray initialized and uses this connection.
             return flow.with_options(result_storage=result_storage(config.store))(config=config, run_id=run_id)
         finally:
+            _deployment = None
             if connected_here:
                 _run_scoped_ray = False
                 ray.shutdown()
@@ -249,10 +253,15 @@ class RunContext(NamedTuple):
 
 def open_run(flow_name: str, config: Any, run_id: str | None) -> RunContext:
     """Every flow opens the same way: its store, its run id (the flow-run id unless given), its
-    producer record and its status marked running by this flow run."""
+    producer record and its status marked running by this flow run.  The producer names the
+    deployment that started the run (the manifest records it): the one a first start came from
+    stays, whoever resumes it (the CLI, ``resume-run/by-id``)."""
     store = ArtifactStore(config.store)
     run_id = check_run_id(run_id or default_run_id())
-    return RunContext(get_run_logger(), store, run_id, producer(flow_name, flow_name), begin_run(store, run_id))
+    made_by = producer(flow_name, flow_name)
+    if deployment := runs.started_by(store, run_id) or _deployment:
+        made_by["deployment"] = deployment
+    return RunContext(get_run_logger(), store, run_id, made_by, begin_run(store, run_id))
 
 
 def begin_run(store: ArtifactStore, run_id: str) -> runs.RunStatus:

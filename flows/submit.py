@@ -28,14 +28,16 @@ CONFIG_FILE = "codealign-config.json"
 AGENT_WAIT_S = 120.0  # how long a submission waits for the head's job agent
 
 
-def entrypoint(flow: str, run_id: str) -> str:
+def entrypoint(flow: str, run_id: str, deployment: str | None = None) -> str:
     python = os.environ.get("CODEALIGN_JOB_PYTHON", "python")
-    return shlex.join([python, "-m", "codealign", "run-submitted", flow, CONFIG_FILE, "--run-id", run_id])
+    return shlex.join([python, "-m", "codealign", "run-submitted", flow, CONFIG_FILE, "--run-id", run_id,
+                       *(["--deployment", deployment] if deployment else [])])
 
 
-def submit_run(flow: str, config: Any, run_id: str, dashboard: str) -> str:
+def submit_run(flow: str, config: Any, run_id: str, dashboard: str, deployment: str | None = None) -> str:
     """Submit ``flow`` on ``config`` as run ``run_id`` to the Ray cluster whose dashboard (job
-    API) is at ``dashboard``; returns the job id (``codealign-<run id>``)."""
+    API) is at ``dashboard``; returns the job id (``codealign-<run id>``).  ``deployment``: the
+    Prefect deployment that started the run, recorded in its manifest."""
     from ray.job_submission import JobSubmissionClient
 
     from codealign.flows.runtime import forwarded_env
@@ -47,7 +49,8 @@ def submit_run(flow: str, config: Any, run_id: str, dashboard: str) -> str:
         deadline = time.monotonic() + AGENT_WAIT_S
         while True:
             try:
-                return client.submit_job(entrypoint=entrypoint(flow, run_id), submission_id=f"codealign-{run_id}",
+                return client.submit_job(entrypoint=entrypoint(flow, run_id, deployment),
+                                         submission_id=f"codealign-{run_id}",
                                          runtime_env={"working_dir": work, "env_vars": forwarded_env()},
                                          metadata={"codealign_flow": flow, "codealign_run_id": run_id})
             except RuntimeError as exc:

@@ -55,6 +55,8 @@ def service_env(state: Path, prefect_port: int) -> dict[str, str]:
     api = f"http://{HOST}:{prefect_port}/api"
     return {**os.environ, "PREFECT_HOME": str(state / "prefect-home"), "PREFECT_API_URL": api,
             "PREFECT_UI_API_URL": api, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            # the server's own links (a notification's "Flow run: …") point at this UI
+            "PREFECT_UI_URL": f"http://{HOST}:{prefect_port}",
             "PREFECT_SERVER_API_HOST": HOST, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1",
             # loopback only: no token (a driver on this machine connects without one)
             "RAY_AUTH_MODE": "disabled",

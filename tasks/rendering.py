@@ -194,7 +194,7 @@ def print_comparison(out: Console, rows: list[Any], run_a: str, run_b: str) -> N
     for r in rows:
         if r.delta is not None:
             d = r.delta
-            change = f"{100 * d.estimate:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}] pts ({d.tasks} tasks)"
+            change = f"{d.points()} ({d.tasks} tasks)"
             beyond = "yes" if d.excludes_zero else "no"
         else:
             change, beyond = r.note or "-", "-"

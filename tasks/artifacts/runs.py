@@ -12,6 +12,7 @@ runs` reads every flow's runs the same way.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -41,6 +42,7 @@ class Manifest:
     flow: str
     config: dict[str, Any]
     items: list[RunItem]
+    deployment: str | None = None  # the Prefect deployment ("flow/name") that started the run
 
 
 @dataclass
@@ -68,15 +70,18 @@ class RunSummary:
     started_at: str = ""
     parent: str | None = None  # the sweep whose sub-run this is
     children: list[RunSummary] = field(default_factory=list)
+    deployment: str | None = None  # the Prefect deployment that started it
 
     def to_json(self) -> dict[str, Any]:
-        return {**{k: v for k, v in asdict(self).items() if k != "children"},
-                "children": [c.to_json() for c in self.children]}
+        return asdict(self)
 
 
 def write_manifest(store: ArtifactStore, manifest: Manifest, inputs: tuple[InputRef, ...],
                    producer: dict[str, Any]) -> ArtifactRef:
-    return store.put_json(layout.run_record(manifest.run_id, layout.MANIFEST), asdict(manifest),
+    """The run's manifest; a flow's producer names the deployment that started the run, if one did
+    (flows/runtime.open_run), and the manifest records it."""
+    record = {**asdict(manifest), "deployment": manifest.deployment or producer.get("deployment")}
+    return store.put_json(layout.run_record(manifest.run_id, layout.MANIFEST), record,
                           ArtifactMeta("run-manifest", producer, inputs))
 
 
@@ -86,7 +91,20 @@ def read_manifest(store: ArtifactStore, run_id: str) -> Manifest:
     except MissingArtifact:
         raise MissingArtifact(f"no run {run_id!r} in {store.root} "
                               f"(see `codealign runs --store {store.root}`)") from None
-    return Manifest(raw["run_id"], raw["flow"], raw["config"], [RunItem(**i) for i in raw["items"]])
+    return _manifest(raw)
+
+
+def _manifest(raw: dict[str, Any]) -> Manifest:
+    return Manifest(raw["run_id"], raw["flow"], raw["config"], [RunItem(**i) for i in raw["items"]],
+                    raw.get("deployment"))
+
+
+def started_by(store: ArtifactStore, run_id: str) -> str | None:
+    """The deployment the run's manifest records as its starter (None: none, or no manifest yet)."""
+    try:
+        return store.get_json(layout.run_record(run_id, layout.MANIFEST)).get("deployment")
+    except (MissingArtifact, IntegrityError):
+        return None
 
 
 def write_status(store: ArtifactStore, status: RunStatus, producer: dict[str, Any]) -> None:
@@ -122,8 +140,12 @@ def is_complete(store: ArtifactStore, item: RunItem) -> bool:
 def summarize(store: ArtifactStore, run_id: str, existing: set[str] | None = None) -> RunSummary:
     """The run as it stands; ``existing`` (every complete artifact key under ``runs/`` and
     ``units/``, listed once) spares one existence check per item when many runs are summarized."""
-    manifest = read_manifest(store, run_id)
-    status = read_status(store, run_id)
+    return _summary(store, read_manifest(store, run_id), read_status(store, run_id), existing)
+
+
+def _summary(store: ArtifactStore, manifest: Manifest, status: RunStatus | None,
+             existing: set[str] | None) -> RunSummary:
+    run_id = manifest.run_id
     done = {i.key for i in manifest.items if (i.done in existing if existing is not None else is_complete(store, i))}
     failed = [f"{i.label} ({i.key}): {status.failed[i.key]}" for i in manifest.items
               if status and i.key in status.failed and i.key not in done]
@@ -135,7 +157,7 @@ def summarize(store: ArtifactStore, run_id: str, existing: set[str] | None = Non
     started = status.started_at if status and status.started_at else \
         store.meta(layout.run_record(run_id, layout.MANIFEST)).created_at  # records from before started_at
     return RunSummary(run_id, manifest.flow, state, len(manifest.items), len(done), failed,
-                      status.updated_at if status else "", started)
+                      status.updated_at if status else "", started, deployment=manifest.deployment)
 
 
 def list_runs(store: ArtifactStore, flow: str | None = None, states: set[str] | None = None,
@@ -145,15 +167,23 @@ def list_runs(store: ArtifactStore, flow: str | None = None, states: set[str] | 
 
     Why it stays fast on thousands of runs: the store is listed twice in all (``runs/`` and
     ``units/``, one recursive listing each) and an item's completeness is a lookup in those
-    listings, not one existence check per item; what is read per run is its manifest and status."""
+    listings, not one existence check per item; every run's manifest and status are read in one
+    batch (:meth:`ArtifactStore.get_many`: concurrent requests on S3)."""
     keys = store.list(layout.RUNS)
     existing = set(keys) | set(store.list(layout.UNITS))
     ids = sorted(filter(None, map(layout.run_id_of, keys)))
+    records = store.get_many([layout.run_record(i, name) for i in ids for name in (layout.MANIFEST, layout.STATUS)])
     summaries = {}
     for run_id in ids:
+        manifest, status = (records[layout.run_record(run_id, name)] for name in (layout.MANIFEST, layout.STATUS))
         try:
-            summaries[run_id] = summarize(store, run_id, existing)
-        except (IntegrityError, KeyError, TypeError) as exc:  # one damaged run must not hide the others
+            if isinstance(manifest, Exception):
+                raise manifest
+            summaries[run_id] = _summary(store, _manifest(json.loads(manifest)),
+                                         None if isinstance(status, Exception) else RunStatus(**json.loads(status)),
+                                         existing)
+        except (IntegrityError, MissingArtifact, KeyError, TypeError, ValueError) as exc:
+            # one damaged run must not hide the others
             summaries[run_id] = RunSummary(run_id, "?", "unreadable", 0, 0, [f"{type(exc).__name__}: {exc}"], "")
     for parent in [s for s in summaries.values() if s.flow == "alignment-sweep"]:
         for child in sweep_children(store, parent.run_id, existing):
@@ -208,7 +238,8 @@ def describe(store: ArtifactStore, run_id: str, log: str) -> dict[str, Any]:
     update, its pieces and critical path (sweeps), report, sub-runs, lineage roots, log file."""
     summary = summarize(store, run_id)
     manifest = read_manifest(store, run_id)
-    page: dict[str, Any] = {"run_id": run_id, "flow": manifest.flow, "state": summary.state,
+    page: dict[str, Any] = {"run_id": run_id, "flow": manifest.flow, "deployment": manifest.deployment,
+                            "state": summary.state,
                             "started_at": summary.started_at, "updated_at": summary.updated_at,
                             "items": summary.items, "complete": summary.complete, "failed": summary.failed,
                             "config": manifest.config, "log": log}

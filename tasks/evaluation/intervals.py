@@ -40,6 +40,10 @@ class Interval:
     def excludes_zero(self) -> bool:
         return self.low > 0 or self.high < 0
 
+    def points(self) -> str:
+        """A difference of rates in percentage points with its interval: "+5.0 [-1.7, +11.7] pts"."""
+        return f"{100 * self.estimate:+.1f} [{100 * self.low:+.1f}, {100 * self.high:+.1f}] pts"
+
     def to_json(self) -> dict[str, Any]:
         return {"estimate": self.estimate, "low": self.low, "high": self.high, "tasks": self.tasks,
                 "beyond_noise": self.excludes_zero}

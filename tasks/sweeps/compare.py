@@ -92,5 +92,4 @@ def describe(c: CellComparison) -> str:
     """A cell in one phrase: what it is and how far it fell."""
     where = " ".join(str(v) for k, v in c.cell.items() if v is not None and k not in ("shots",))
     d = c.delta
-    return f"{where}: pass@1 {c.a:.3f} -> {c.b:.3f} ({100 * d.estimate:+.1f} pts [{100 * d.low:+.1f}, " \
-           f"{100 * d.high:+.1f}])" if d else where
+    return f"{where}: pass@1 {c.a:.3f} -> {c.b:.3f} ({d.points()})" if d else where

@@ -100,9 +100,9 @@ class SweepEvaluation(EvalSettings):
 
 
 class RegressionSettings(BaseModel):
-    """When a sweep fails for being worse than the previous completed sweep of its preset: a
-    cell's pass@1 dropped beyond noise (its 95% paired interval over tasks below 0) and by more
-    than ``threshold_points``.  The results stay stored; the report names the cells."""
+    """When a sweep fails for being worse than the previous completed sweep of its deployment
+    (else of its preset): a cell's pass@1 dropped beyond noise (its 95% paired interval over
+    tasks below 0) and by more than ``threshold_points``.  The results stay stored; the report names the cells."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -136,7 +136,7 @@ class SweepConfig(RunPlacement):
                               "fewer when the cluster cannot hold that many training stages")
     regression: RegressionSettings | None = Field(
         None, description="fail the sweep when a cell is significantly worse than in the previous completed "
-                          "sweep of its preset (none: never)")
+                          "sweep of its deployment or preset (none: never)")
 
     @field_validator("pathways", "techniques", "objectives", "seeds", "lora_ranks")
     @classmethod

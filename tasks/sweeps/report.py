@@ -99,8 +99,7 @@ def _delta(rel: str, base_units: list[str], final_units: list[str],
     if not base or not final or not set(base) & set(final):
         return rel
     d = paired_difference(base, final)
-    return (f"{rel} ({100 * d.estimate:+.1f} pts [{100 * d.low:+.1f}, {100 * d.high:+.1f}], "
-            f"{d.tasks} tasks{'' if d.excludes_zero else ', within noise'})")
+    return f"{rel} ({d.points()}, {d.tasks} tasks{'' if d.excludes_zero else ', within noise'})"
 
 
 def alignment_tables(rows: list[dict[str, Any]], record: SweepRecord,
@@ -304,19 +303,32 @@ def steps_png(rows: list[dict[str, Any]], run_id: str) -> bytes | None:
 
 
 def previous_run(store: ArtifactStore, run_id: str, preset: str | None) -> str | None:
-    """The newest completed sweep of the same preset that started before ``run_id``."""
-    sweeps = runs.list_runs(store, flow="alignment-sweep")
-    mine = next((s for s in sweeps if s.run_id == run_id), None)
+    """The newest completed sweep that started before ``run_id``: of the same deployment when a
+    deployment started ``run_id`` (tonight's nightly against last night's, not against an
+    on-demand sweep in between), else of the same preset.  Reads only the store's sweeps."""
+    sweeps = {}
+    for key in store.list(layout.RUNS):
+        parts = key.split("/")
+        if len(parts) == 3 and parts[2] == layout.SWEEP_RECORD:
+            sweeps[parts[1]] = runs.read_status(store, parts[1])
+    mine = sweeps.get(run_id)
     if mine is None:
         return None
-    earlier = [s for s in sweeps if s.state == "completed" and s.started_at < mine.started_at
-               and store.exists(layout.run_record(s.run_id, layout.SWEEP_RECORD))
-               and read_record(store, s.run_id).preset == preset]
-    return max(earlier, key=lambda s: s.started_at).run_id if earlier else None
+    deployment = runs.started_by(store, run_id)
+
+    def same_kind(other: str) -> bool:
+        if deployment is not None:
+            return runs.started_by(store, other) == deployment
+        return read_record(store, other).preset == preset
+
+    earlier = sorted(((s.started_at, other) for other, s in sweeps.items()
+                      if s is not None and s.state == "completed" and s.started_at < mine.started_at),
+                     reverse=True)
+    return next((other for _, other in earlier if same_kind(other)), None)
 
 
 def against_previous(store: ArtifactStore, run_id: str, preset: str | None) -> Table | None:
-    """This sweep against the previous completed one of its preset, cell by cell (compare.py):
+    """This sweep against the previous completed one of its deployment or preset, cell by cell (compare.py):
     both pass@1 scores, Δ with its 95% paired interval over tasks; reused cells marked so."""
     from codealign.tasks.sweeps.compare import compare_runs
 
@@ -325,12 +337,13 @@ def against_previous(store: ArtifactStore, run_id: str, preset: str | None) -> T
         return None
     cells = compare_runs(store, before, run_id)
     names = ["pair", "pathway", "technique", "objective", "seed", "benchmark", "mode"]
-    table = Table("against-previous", f"Against the previous completed run {before} (same preset "
-                  f"{preset or '-'}): pass@1, Δ = this − previous, 95% paired bootstrap over tasks",
+    same = f"deployment {deployment}" if (deployment := runs.started_by(store, run_id)) else f"preset {preset or '-'}"
+    table = Table("against-previous", f"Against the previous completed run {before} (same {same}): "
+                  "pass@1, Δ = this − previous, 95% paired bootstrap over tasks",
                   [*names, before, run_id, "Δ [95% interval]", "beyond noise"])
     for c in cells:
         if c.delta is not None:
-            change = f"{100 * c.delta.estimate:+.1f} [{100 * c.delta.low:+.1f}, {100 * c.delta.high:+.1f}] pts"
+            change = c.delta.points()
             beyond = "yes" if c.delta.excludes_zero else "no"
         else:
             change, beyond = c.note or "-", "-"

@@ -6,9 +6,12 @@ UI's buttons do (POST /deployments/{id}/create_flow_run; Retry = set_state Await
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -29,11 +32,19 @@ ARTIFACTS = REPO / "out" / "test-artifacts"  # kept after the run: the browser's
 class RetryUnavailable(httpx.HTTPTransport):
     """Prefect's server answers 503 when its database is momentarily busy (SQLite on a loaded
     2-core machine; CI saw it once on create_flow_run): such a request was not carried out and
-    is sent again, as Prefect's own client does.  Any other answer is returned as it is."""
+    is sent again, as Prefect's own client does.  A read (GET, or a POST to a ``/filter``
+    endpoint) that timed out while a sweep kept the server busy is sent again too.  Any other
+    answer is returned as it is."""
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        reads = request.method == "GET" or request.url.path.endswith("/filter")
         for attempt in range(6):
-            response = super().handle_request(request)
+            try:
+                response = super().handle_request(request)
+            except httpx.ReadTimeout:
+                if not reads:
+                    raise
+                continue
             if response.status_code != 503:
                 return response
             response.close()
@@ -216,3 +227,98 @@ def test_a_run_started_from_the_ui_form_in_a_real_browser_completes(stack, tmp_p
     [row] = runs.read_results(store, run_id)
     assert row["checkpoint"] == "checkpoint-30" and 0 <= row["pass@1"] <= 1
     assert shots.stat().st_size > 10_000
+
+
+class WebhookReceiver(ThreadingHTTPServer):
+    """A chat service's incoming webhook, on loopback: keeps every JSON body POSTed to it."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                receiver.messages.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *_) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}/hook"
+
+
+@pytest.fixture
+def webhook():
+    receiver = WebhookReceiver()
+    thread = threading.Thread(target=receiver.serve_forever, daemon=True)
+    thread.start()
+    yield receiver
+    receiver.shutdown()
+    receiver.server_close()
+
+
+def messages_naming(receiver: WebhookReceiver, run_name: str, timeout: float = 180) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := [m for m in receiver.messages if run_name in m["body"]]:
+            return found
+        time.sleep(1)
+    raise AssertionError(f"no message about {run_name} in {timeout} s: {receiver.messages}")
+
+
+def test_a_failed_and_a_regressed_nightly_each_send_one_message_naming_the_run(stack, tmp_path, webhook):
+    """`codealign deploy --notify custom-webhook/NAME` makes the automation; a nightly run that
+    fails (a model that is not there) and one that regressed against the night before (same
+    cells, its generation cut to a few tokens) each deliver one message to the webhook on
+    loopback, naming the run and linking it in the UI."""
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    api = stack["http"]
+    with temporary_settings({PREFECT_API_URL: stack["api"]}):  # the block holds the URL, never codealign
+        CustomWebhookNotificationBlock(name="codealign-alerts", url=webhook.url, allow_private_urls=True,
+                                       json_data={"subject": "{{subject}}", "body": "{{body}}"}
+                                       ).save("nightly-alerts", overwrite=True)
+    deploy = [sys.executable, "-m", "codealign", "deploy", "--store", str(stack["store"].root),
+              "--ray-address", stack["ray_address"]]
+    env = {**os.environ, "PREFECT_API_URL": stack["api"]}
+    wrong = subprocess.run([*deploy, "--notify", "custom-webhook/nobody"], env=env, capture_output=True, text=True)
+    assert wrong.returncode != 0 and "no custom-webhook block named 'nobody'" in wrong.stderr
+    done = subprocess.run([*deploy, "--notify", "custom-webhook/nightly-alerts"], env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [automation] = api.post("/automations/filter", json={}).json()
+    assert automation["name"] == "codealign: nightly failed"
+
+    nightly = deployment(api, "run-alignment-sweep", "nightly")
+    config = {**nightly["parameters"]["config"], "store": str(tmp_path / "nights"), "pathways": ["fta"],
+              "techniques": [], "regression": {"threshold_points": 5}}
+    config["evaluation"] = {**config["evaluation"], "modes": ["command"], "limit": 16}
+
+    def night(changes: dict) -> dict:
+        created = api.post(f"/deployments/{nightly['id']}/create_flow_run",
+                           json={"parameters": {"config": {**config, **changes}}})
+        created.raise_for_status()
+        return wait(api, created.json()["id"])
+
+    failed = night({"models": [{"name": "toy", "base": "toy-base", "instruct": str(tmp_path / "no-such-model")}]})
+    good = night({})
+    assert good["state_type"] == "COMPLETED", good["state"]
+    cut = {**config["evaluation"], "sampling": {**config["evaluation"]["sampling"], "max_tokens": 2}}
+    regressed = night({"evaluation": cut})
+    assert failed["state_type"] == "FAILED" and regressed["state_type"] == "FAILED", (failed, regressed)
+    assert "regression against " + good["name"] in regressed["state"]["message"]
+
+    for run in (failed, regressed):
+        [message] = messages_naming(webhook, run["name"])
+        assert message["subject"] == f"codealign nightly {run['name']}: Failed"
+        assert f"{stack['ui']}/runs/flow-run/{run['id']}" in message["body"]  # the link into the UI
+    assert "regression against" in messages_naming(webhook, regressed["name"])[0]["body"]
+    time.sleep(5)  # nothing else arrives: not the completed night, not a second message per run
+    assert len(webhook.messages) == 2, webhook.messages
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "webhook-messages.json").write_text(json.dumps(webhook.messages, indent=2))
+    nights = runs.list_runs(ArtifactStore(str(tmp_path / "nights")), flow="alignment-sweep")
+    assert {r.deployment for r in nights} == {"run-alignment-sweep/nightly"}  # each manifest names its deployment

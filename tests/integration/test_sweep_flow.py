@@ -106,7 +106,7 @@ def test_a_toy_sweep_trains_evaluates_and_reports(sweep):
     rel = (final["dpo"] - final["base"]) / final["base"]
     # each Δrel carries the absolute Δ and its 95% paired interval over the benchmark's 12 tasks
     number = r"([+-][\d.]+)"
-    delta = re.fullmatch(rf"{number}% \({number} pts \[{number}, {number}\], 12 tasks(, within noise)?\)",
+    delta = re.fullmatch(rf"{number}% \({number} \[{number}, {number}\] pts, 12 tasks(, within noise)?\)",
                          cells["Δrel DPO"])
     assert delta and delta[1] == f"{100 * rel:+.1f}", cells["Δrel DPO"]
     points, low, high = (float(delta[i]) for i in (2, 3, 4))

@@ -105,3 +105,17 @@ def test_show_gives_one_page_per_run(store):
     text = _cli(store, "show", "sw")
     assert "critical path: 15 s of 15 s: toy-fta-s0" in text.stdout and "toy-fta-s0" in text.stdout
     assert _cli(store, "show", "nope").returncode == 2
+
+
+def test_records_are_read_in_one_batch_and_a_damaged_run_shows_as_unreadable_without_hiding_the_others(store):
+    manifest = layout.run_record("t-new", layout.MANIFEST)
+    got = store.get_many([manifest, layout.run_record("sw", layout.STATUS), "runs/nobody/manifest.json"])
+    assert json.loads(got[manifest])["run_id"] == "t-new"
+    assert json.loads(got[layout.run_record("sw", layout.STATUS)])["state"] == "completed"
+    assert isinstance(got["runs/nobody/manifest.json"], runs.MissingArtifact)
+    with open(store.path(manifest), "ab") as f:  # modified behind the store's back
+        f.write(b" ")
+    assert isinstance(store.get_many([manifest])[manifest], runs.IntegrityError)
+    listed = {s.run_id: s for s in runs.list_runs(store)}
+    assert listed["t-new"].state == "unreadable" and "does not match the recorded" in listed["t-new"].failed[0]
+    assert listed["sw"].state == "completed" and len(listed["sw"].children) == 2

@@ -241,12 +241,12 @@ def test_each_delta_in_the_report_carries_its_interval_over_tasks(tmp_path):
     tables = report.alignment_tables(rows, report.read_record(store, "sw"), per_task.get)
     flow = next(t for t in tables if t.name == "alignment-toy-functional-s0-r16-flow")
     cells = {row[0]: row[1] for row in flow.rows}
-    assert cells["Δrel DPO"].startswith("+30.0% (+5.0 pts [") and cells["Δrel DPO"].endswith("60 tasks, within noise)")
-    assert cells["Δrel BoNBoN"].startswith("+40.0% (+45.0 pts [") and cells["Δrel BoNBoN"].endswith("60 tasks)")
+    assert cells["Δrel DPO"].startswith("+30.0% (+5.0 [") and cells["Δrel DPO"].endswith("60 tasks, within noise)")
+    assert cells["Δrel BoNBoN"].startswith("+40.0% (+45.0 [") and cells["Δrel BoNBoN"].endswith("60 tasks)")
     assert flow.rows[-1][2] == "-"  # FTA: skipped, no interval to give
 
 
-def test_the_previous_run_is_the_newest_completed_sweep_of_the_same_preset_started_before(tmp_path):
+def test_the_previous_run_is_the_newest_completed_sweep_of_the_same_deployment_or_preset_started_before(tmp_path):
     from codealign.tasks.artifacts import layout, runs
     from codealign.tasks.artifacts.lineage import ArtifactMeta
     from codealign.tasks.artifacts.store import ArtifactStore
@@ -255,15 +255,25 @@ def test_the_previous_run_is_the_newest_completed_sweep_of_the_same_preset_start
 
     store = ArtifactStore(str(tmp_path / "store"))
     meta = ArtifactMeta("test", {"task": "test"})
-    for run_id, preset, state, day in (("a", "toy", "completed", 1), ("b", "toy", "failed", 2),
-                                       ("c", "paper-001", "completed", 3), ("d", "toy", "completed", 4),
-                                       ("e", "toy", "running", 5)):
-        runs.write_manifest(store, runs.Manifest(run_id, "alignment-sweep", {}, []), (), {})
-        runs.write_status(store, runs.RunStatus(run_id, state, started_at=f"2026-12-0{day}T02:00:00+00:00"), {})
+    nightly = "run-alignment-sweep/nightly"
+    for run_id, preset, state, day, deployment in (
+            ("n1", "toy", "completed", "11-30", nightly), ("a", "toy", "completed", "12-01", None),
+            ("b", "toy", "failed", "12-02", None), ("c", "paper-001", "completed", "12-03", None),
+            ("d", "toy", "completed", "12-04", None), ("e", "toy", "running", "12-05", None),
+            ("od", "toy", "completed", "12-06", "run-alignment-sweep/on-demand"),
+            ("n2", "toy", "running", "12-07", nightly)):
+        made_by = {"deployment": deployment} if deployment else {}
+        runs.write_manifest(store, runs.Manifest(run_id, "alignment-sweep", {}, []), (), made_by)
+        runs.write_status(store, runs.RunStatus(run_id, state, started_at=f"2026-{day}T02:00:00+00:00"), {})
         store.put_json(layout.run_record(run_id, "sweep.json"), SweepRecord(run_id, preset).to_json(), meta)
     assert report.previous_run(store, "e", "toy") == "d"  # not c (another preset), not e itself
     assert report.previous_run(store, "d", "toy") == "a"  # not b: it failed
-    assert report.previous_run(store, "a", "toy") is None
+    assert report.previous_run(store, "a", "toy") == "n1"  # a run from the CLI: any earlier one of its preset
+    # a nightly against the night before: not the on-demand sweep nor the CLI ones in between
+    assert report.previous_run(store, "n2", "toy") == "n1"
+    assert runs.started_by(store, "n2") == nightly and runs.read_manifest(store, "n2").deployment == nightly
+    assert runs.started_by(store, "a") is None
+    assert report.previous_run(store, "n1", "toy") is None
 
 
 def _night(store, run_id: str, day: int, passes: int, tasks: int = 100) -> None:
@@ -303,7 +313,7 @@ def test_a_significant_drop_against_the_previous_night_fails_the_sweep_and_names
     check_regressions(store, runs.read_status(store, "n2"),
                       load_preset("toy", regression={"threshold_points": 50}), {})  # a drop of 40 < 50 points
     with pytest.raises(RunFailed, match=r"regression against n1: toy fta base .*toy command: pass@1 0.800 -> 0.400"
-                                        r" \(-40.0 pts \["):
+                                        r" \(-40.0 \[.*\] pts\)"):
         check_regressions(store, runs.read_status(store, "n2"), config, {})
     assert runs.read_status(store, "n2").state == "failed"  # the run's state; its results stay
     assert runs.read_results(store, "n2-eval")
