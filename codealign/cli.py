@@ -33,6 +33,7 @@ app.command("show")(run_commands.show_command)
 app.command("report")(run_commands.report_command)
 app.command("compare")(run_commands.compare_command)
 app.command("lineage")(run_commands.lineage_command)
+app.command("gc")(run_commands.gc_command)
 # where flows run: deployments and the local stack
 app.command("deploy")(deploy_command)
 app.add_typer(stack_app, name="stack")

@@ -183,9 +183,12 @@ def lineage_command(
     target: Annotated[str, typer.Argument(help="a run id or an artifact URI")],
     store: StoreOpt = layout.DEFAULT_STORE,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable tree")] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="check that every input it reaches is still there, "
+                                         "unchanged (exit 1 if not)")] = False,
 ) -> None:
     """Print what produced a run's results (or any artifact), down to samples and checkpoints."""
     from codealign.tasks.artifacts.lineage import lineage_tree, render_tree
+    from codealign.tasks.artifacts.lineage import verify as verify_lineage
     from codealign.tasks.artifacts.store import ArtifactStore
 
     st = ArtifactStore(store)
@@ -198,8 +201,48 @@ def lineage_command(
         if "://" not in target and st.exists(layout.run_record(target, layout.MANIFEST)):
             fail(f"run {target} has no results yet (interrupted?): `codealign resume {target} --store {st.root}`")
         fail(f"{target}: no such run or artifact in {st.root}")
-    tree = lineage_tree(st, st.uri(key) if "://" not in key else key)
+    uri = st.uri(key) if "://" not in key else key
+    if verify:
+        problems = verify_lineage(st, uri)
+        for problem in problems:
+            out.print(problem, highlight=False, markup=False, soft_wrap=True)
+        out.print(f"{uri}: lineage {'verified' if not problems else f'has {len(problems)} problem(s)'}",
+                  highlight=False, markup=False, soft_wrap=True)
+        if problems:
+            raise typer.Exit(1)
+        return
+    tree = lineage_tree(st, uri)
     if as_json:
         out.print_json(json.dumps(tree.to_json()))
     else:
         out.print(render_tree(tree), highlight=False, markup=False, soft_wrap=True)
+
+
+def gc_command(
+    store: StoreOpt = layout.DEFAULT_STORE,
+    keep_last: Annotated[int | None, typer.Option(help="keep the newest N runs (a sweep counts with its sub-runs)")]
+    = None,
+    older_than: Annotated[float | None, typer.Option(help="delete runs started more than DAYS ago (and Prefect "
+                                                     "results older than that)", metavar="DAYS")] = None,
+    keep_run: Annotated[list[str] | None, typer.Option(help="a run to keep whatever the policy (repeatable)")] = None,
+    delete_stale: Annotated[bool, typer.Option("--delete-stale", help="also delete runs that say running but "
+                                               "hold no run lease (killed)")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print what would go, with sizes; delete nothing")]
+    = False,
+    as_json: Annotated[bool, typer.Option("--json", help="the plan as JSON")] = False,
+) -> None:
+    """Delete old runs and whatever no kept run needs: unreachable units, checkpoints no kept
+    evaluation or later stage used (each stage's last stays), Ray Train state of finished
+    stages, old Prefect results, expired leases.  Never a running run or what a live lease holds."""
+    from codealign.tasks.artifacts import gc
+    from codealign.tasks.artifacts.store import ArtifactStore
+    from codealign.tasks.rendering import print_gc_plan
+
+    st = ArtifactStore(store, create=False)
+    plan = gc.plan(st, keep_last, older_than, keep_run or [], delete_stale)
+    if as_json:
+        print(json.dumps(plan.to_json(), indent=1))
+    else:
+        print_gc_plan(out, plan, dry_run)
+    if not dry_run:
+        gc.apply(st, plan)

@@ -21,8 +21,9 @@ from prefect.runtime import flow_run, task_run
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_ray.context import remote_options
 
-from codealign.tasks.artifacts import layout, runs
+from codealign.tasks.artifacts import gc, layout, runs
 from codealign.tasks.artifacts.checkpoints import Checkpoint, fingerprint
+from codealign.tasks.artifacts.leases import LEASE_TTL_S, Lease
 from codealign.tasks.artifacts.lineage import InputRef, utc_now
 from codealign.tasks.artifacts.store import ArtifactStore, local_path, storage_options
 from codealign.tasks.errors import CodealignError, is_transient
@@ -210,6 +211,7 @@ def connect_ray(address: str | None) -> None:
 
 _run_scoped_ray = False  # True while run_flow holds a Ray instance it started for this run
 _deployment: str | None = None  # the deployment ("flow/name") whose run run_flow is running, if any
+_run_leases: dict[str, Lease] = {}  # run id -> the run lease this process holds (open_run to end_run)
 
 
 def cluster_outlives_run() -> bool:
@@ -235,6 +237,8 @@ def run_flow(flow: Flow, config: Any, run_id: str | None = None, deployment: str
             return flow.with_options(result_storage=result_storage(config.store))(config=config, run_id=run_id)
         finally:
             _deployment = None
+            for run_id in list(_run_leases):
+                release_run_lease(run_id)
             if connected_here:
                 _run_scoped_ray = False
                 ray.shutdown()
@@ -261,7 +265,21 @@ def open_run(flow_name: str, config: Any, run_id: str | None) -> RunContext:
     made_by = producer(flow_name, flow_name)
     if deployment := runs.started_by(store, run_id) or _deployment:
         made_by["deployment"] = deployment
-    return RunContext(get_run_logger(), store, run_id, made_by, begin_run(store, run_id))
+    logger = get_run_logger()
+    if run_id not in _run_leases:
+        lease = Lease(store, layout.run_record(run_id, gc.RUN_LEASE), LEASE_TTL_S)
+        if lease.try_acquire():
+            _run_leases[run_id] = lease
+        else:
+            logger.warning(f"run {run_id} is running in another process too (its run lease is held)")
+    return RunContext(logger, store, run_id, made_by, begin_run(store, run_id))
+
+
+def release_run_lease(run_id: str) -> None:
+    """The run lease says a process is running the run (`codealign gc` never deletes such a run;
+    a run that says "running" without one was killed: stale).  Released when the run ends."""
+    if (lease := _run_leases.pop(run_id, None)) is not None:
+        lease.release()
 
 
 def begin_run(store: ArtifactStore, run_id: str) -> runs.RunStatus:
@@ -291,6 +309,7 @@ def end_run(store: ArtifactStore, status: runs.RunStatus, rows: list[dict[str, A
     results = runs.write_results(store, status.run_id, rows, inputs, producer)
     status.state = "failed" if status.failed or status.bad_inputs else "completed"
     runs.write_status(store, status, producer)
+    release_run_lease(status.run_id)
     summary = runs.summarize(store, status.run_id)
     if summary.failed:
         raise RunFailed(status.run_id, summary.failed)

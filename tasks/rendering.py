@@ -201,3 +201,31 @@ def print_comparison(out: Console, rows: list[Any], run_a: str, run_b: str) -> N
         table.add_row(*[str(r.cell[n]) if r.cell[n] is not None else "-" for n in names],
                       *[f"{100 * v:.1f}" if v is not None else "-" for v in (r.a, r.b)], change, beyond)
     out.print(table)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def print_gc_plan(out: Console, plan: Any, dry_run: bool) -> None:
+    """`codealign gc`: what goes (or would go), grouped, with sizes; stale runs named."""
+    verb = "would delete" if dry_run else "deleting"
+    by_kind = plan.bytes_by_kind()
+    table = Table(title=f"codealign gc: {verb}")
+    for col in ("what", "key", "size", "of"):
+        table.add_column(col, justify="right" if col == "size" else "left")
+    for d in plan.deletions:
+        table.add_row(d.what, d.key, _size(d.bytes), d.owner if d.owner != d.key else "")
+    if plan.deletions:
+        out.print(table)
+    for run_id in plan.stale_runs:
+        verdict = "deleted" if run_id in plan.deleted_runs else "kept (--delete-stale deletes it)"
+        out.print(f"stale: run {run_id} says running but holds no run lease (killed?): {verdict}", highlight=False)
+    kinds = ", ".join(f"{kind} {_size(size)}" for kind, size in sorted(by_kind.items())) or "nothing"
+    out.print(f"{verb} {len(plan.deleted_runs)} run(s) and {len(plan.deletions)} item(s): {kinds}; "
+              f"total {_size(sum(by_kind.values()))}; keeping {len(plan.kept_runs)} run(s), "
+              f"{_size(plan.kept_bytes)}", highlight=False)

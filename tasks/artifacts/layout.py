@@ -23,6 +23,7 @@ PREFECT_RESULTS = "prefect-results"
 MANIFEST, STATUS, RESULTS = "manifest.json", "status.json", "results.json"
 SWEEP_RECORD = "sweep.json"  # an alignment sweep's record (tasks/sweeps/results.py), beside its manifest
 DATASETS = "datasets"
+TOMBSTONE_SUFFIX = ".gc.json"  # <checkpoint>.gc.json: what `codealign gc` thinned (tasks/artifacts/gc.py)
 
 
 def run_record(run_id: str, name: str) -> str:

@@ -133,3 +133,34 @@ def render_tree(node: LineageNode) -> str:
 
     walk(node, "", True, True)
     return "\n".join(lines)
+
+
+def verify(store: Any, uri: str) -> list[str]:
+    """What is wrong with an artifact's lineage in ``store``: every input it reaches (following
+    each artifact's recorded inputs while they are in the store) must still be there with the
+    sha256 its consumer recorded.  A checkpoint `codealign gc` thinned is not wrong: its
+    tombstone (``<key>.gc.json``) holds the sha256 it had, and the walk stops there."""
+    import json
+
+    from codealign.tasks.artifacts.layout import TOMBSTONE_SUFFIX
+
+    prefix = store.root + "/"
+    problems: list[str] = []
+    seen, queue = {uri}, [uri]
+    while queue:
+        current = queue.pop()
+        for ref in store.meta(current).inputs:
+            if not ref.uri.startswith(prefix) or ref.uri in seen:
+                continue
+            seen.add(ref.uri)
+            key = ref.uri[len(prefix):]
+            if not store.exists(key):
+                raw = store.read_object(key + TOMBSTONE_SUFFIX)
+                if raw is None or json.loads(raw).get("sha256") != ref.sha256:
+                    problems.append(f"{ref.uri}: missing (an input of {current})")
+                continue
+            if (recorded := store.meta(key).sha256) != ref.sha256:
+                problems.append(f"{ref.uri}: sha256 {recorded[:16]}… is not the {ref.sha256[:16]}… {current} used")
+                continue
+            queue.append(ref.uri)
+    return problems

@@ -214,17 +214,13 @@ class ArtifactStore:
     def get_many(self, keys: list[str]) -> dict[str, bytes | CodealignError]:
         """Several artifacts' bytes, each verified as :meth:`get` does; a missing or damaged one
         maps to its :class:`MissingArtifact` or :class:`IntegrityError`.  Contents and sidecars
-        are fetched as one batch (fsspec's ``cat`` of a list: concurrent requests on S3, where
-        one read after another costs a round trip each): how `codealign runs` reads the records
-        of thousands of runs."""
-        paths = {key: self.path(key) for key in keys}
-        norm = self.fs._strip_protocol
-        wanted = [p for path in paths.values() for p in (path, path + META_SUFFIX)]
-        raw = {norm(p): v for p, v in self.fs.cat(wanted, on_error="return").items()} if wanted else {}
+        are fetched as one batch (:meth:`read_objects`): how `codealign runs` reads the records of
+        thousands of runs."""
+        raw = self.read_objects([k for key in keys for k in (key, key + META_SUFFIX)])
         out: dict[str, bytes | CodealignError] = {}
-        for key, path in paths.items():
-            data, sidecar = raw.get(norm(path)), raw.get(norm(path + META_SUFFIX))
-            if not isinstance(sidecar, bytes) or not isinstance(data, bytes):
+        for key in keys:
+            data, sidecar = raw[key], raw[key + META_SUFFIX]
+            if sidecar is None or data is None:
                 out[key] = MissingArtifact(f"{self.uri(key)}: no such artifact")
                 continue
             recorded = ArtifactMeta.from_json(json.loads(sidecar)).sha256
@@ -232,6 +228,27 @@ class ArtifactStore:
             out[key] = data if digest == recorded else IntegrityError(
                 f"{self.uri(key)}: content sha256 {digest[:16]}… does not match the recorded {recorded[:16]}…")
         return out
+
+    def read_objects(self, keys: list[str]) -> dict[str, bytes | None]:
+        """Raw objects (no sidecar, no check), None where absent, fetched as one batch: fsspec's
+        ``cat`` of a list, concurrent requests on S3, where reads one after another cost a round
+        trip each."""
+        if not keys:
+            return {}
+        norm = self.fs._strip_protocol
+        raw = {norm(p): v for p, v in self.fs.cat([self.path(k) for k in keys], on_error="return").items()}
+        return {k: v if isinstance(v := raw.get(norm(self.path(k))), bytes) else None for k in keys}
+
+    def objects(self) -> dict[str, dict[str, Any]]:
+        """Every object under the root by key — artifacts, sidecars, leases, Ray Train state,
+        Prefect results — with fsspec's details (``size``, modification time): one recursive
+        listing (paged LISTs on S3).  For gc, which must see what has no sidecar too."""
+        root = self._root_path.strip("/") + "/"
+        try:
+            found = self.fs.find(self._root_path, detail=True)
+        except FileNotFoundError:
+            return {}
+        return {p[len(root):]: info for path, info in found.items() if (p := path.lstrip("/")).startswith(root)}
 
     def get_json(self, key: str) -> Any:
         return json.loads(self.get(key))

@@ -208,3 +208,30 @@ def test_a_changed_dpo_setting_retrains_only_dpo(sweep):
     assert dpo.delta.low <= dpo.delta.estimate <= dpo.delta.high
     assert dpo.b - dpo.a == pytest.approx(dpo.delta.estimate)
     assert cells[("dpo", 1)].note == "only in sw1"  # sw3 ran seed 0 only
+
+
+def test_gc_keeping_the_newest_sweep_keeps_all_it_needs_and_it_resumes_reports_and_verifies(sweep):
+    """After the tests above: gc --keep-last 1 keeps sw3 (with its sub-runs and the data run
+    whose dataset its reused SFT stage was trained on); sw1's DPO stage, which only sw1 and sw2
+    used, goes, as does every finished stage's Ray Train state; sw3 resumes recomputing nothing,
+    reports, and its lineage verifies."""
+    from codealign.flows import registry
+    from codealign.tasks.artifacts import gc
+    from codealign.tasks.artifacts.lineage import verify
+    from codealign.tasks.sweeps import report
+    from codealign.tasks.sweeps.results import read_record
+
+    _, given, store, _ = sweep
+    old, new = read_record(store, "sw1"), read_record(store, "sw3")
+    plan = gc.plan(store, keep_last=1)
+    assert "sw3" in plan.kept_runs and {"sw1", "sw2"} <= set(plan.deleted_runs)
+    assert {d.what for d in plan.deletions} >= {"run", "unit", "train-state"}
+    gc.apply(store, plan)
+    assert not store.exists(layout.unit_artifact(old.stages[1].stage_key, "stage.json"))  # only sw1/sw2 used it
+    assert all(store.exists(layout.unit_artifact(s.stage_key, "stage.json")) for s in new.stages)
+    assert not any("/train-state/" in k for k in store.objects())
+    assert verify(store, store.uri(layout.run_record("sw3", layout.RESULTS))) == []
+    left = {k: store.meta(k).sha256 for k in store.list(layout.UNITS)}
+    registry.resume(given["store"], "sw3")
+    assert {k: store.meta(k).sha256 for k in store.list(layout.UNITS)} == left  # nothing recomputed
+    assert report.build(store, "sw3").tables
