@@ -10,8 +10,11 @@ FTA from toy-instruct (Command mode: instructions through its chat template):
     evaluate-checkpoints: the starting model and each stage's final checkpoint on the held-out
     toy benchmark (toy tasks never in toy-train), greedy pass@1
 
-and prints Base / SFT / DPO / BoNBoN x PTA / FTA with Delta-rel = (final - baseline) / baseline.
-Target: DPO or BoNBoN >= +10 points over the starting model on at least one pathway.
+and prints Base / SFT / DPO / BoNBoN x PTA / FTA with Delta-rel = (final - baseline) / baseline,
+and each DPO / BoNBoN gain over the starting model in points with its 95% paired-bootstrap
+interval over the held-out tasks (tasks/evaluation/intervals.py).
+Target: DPO or BoNBoN >= +10 points over the starting model, its interval excluding 0, on at
+least one pathway.
 
 Run: ``python benchmarks/toy_alignment.py [--limit 120] [--n 8] [--store out/toy-alignment]``
 (about 15 minutes on 2 cores; a rerun reuses every stage, dataset and evaluation in the store).
@@ -33,7 +36,7 @@ PATHWAYS = (("pta", "toy-base", "flow"), ("fta", "toy-instruct", "command"))
 STAGES = ("base", "sft", "dpo", "bonbon")
 
 
-def run_pathway(args: argparse.Namespace, pathway: str, model: str, mode: str) -> dict[str, float]:
+def run_pathway(args: argparse.Namespace, pathway: str, model: str, mode: str) -> dict[str, dict]:
     from codealign.flows import registry
     from codealign.tasks.artifacts import layout, runs
     from codealign.tasks.artifacts.store import ArtifactStore
@@ -70,9 +73,11 @@ def run_pathway(args: argparse.Namespace, pathway: str, model: str, mode: str) -
         sampling={"n": 1, "temperature": 0.0, "max_tokens": 160}), f"{pathway}-eval")
     rows = runs.read_results(store, f"{pathway}-eval")
     from codealign.tasks.artifacts.checkpoints import fingerprint
+    from codealign.tasks.evaluation.intervals import unit_pass1
 
-    by_sha = {r["checkpoint_sha256"]: r["pass@1"] for r in rows}
-    return {name: by_sha[fingerprint(uri).sha256] for name, uri in finals.items()}
+    by_sha = {r["checkpoint_sha256"]: r for r in rows}
+    picked = {name: by_sha[fingerprint(uri).sha256] for name, uri in finals.items()}
+    return {name: {"pass@1": r["pass@1"], "tasks": unit_pass1(store, r["unit"])} for name, r in picked.items()}
 
 
 def main() -> None:
@@ -92,17 +97,26 @@ def main() -> None:
     finally:
         ray.shutdown()
 
-    print(f"\nheld-out toy pass@1 (greedy, 60 problems); {args.limit} toy-train instructions x {args.n} responses\n")
-    print(f"{'pathway':8} " + " ".join(f"{s:>8}" for s in STAGES) + f" {'Δrel DPO':>9} {'Δrel BoNBoN':>12}")
-    best = 0.0
-    for pathway, s in scores.items():
-        base = s["base"]
-        rel = {k: (s[k] - base) / base if base else float("nan") for k in ("dpo", "bonbon")}
-        best = max(best, s["dpo"] - base, s["bonbon"] - base)
-        print(f"{pathway.upper():8} " + " ".join(f"{100 * s[k]:8.1f}" for k in STAGES)
-              + f" {100 * rel['dpo']:+8.1f}% {100 * rel['bonbon']:+11.1f}%")
-    print(f"\nbest DPO/BoNBoN gain over the starting model: {100 * best:+.1f} points (target +10)")
+    from codealign.tasks.evaluation.intervals import paired_difference
 
+    held_out = len(next(iter(scores.values()))["base"]["tasks"])
+    print(f"\nheld-out toy pass@1 (greedy, {held_out} problems); {args.limit} toy-train instructions x {args.n} "
+          "responses\n")
+    print(f"{'pathway':8} " + " ".join(f"{s:>8}" for s in STAGES) + f" {'Δrel DPO':>9} {'Δrel BoNBoN':>12}")
+    gains = []
+    for pathway, s in scores.items():
+        base = s["base"]["pass@1"]
+        rel = {k: (s[k]["pass@1"] - base) / base if base else float("nan") for k in ("dpo", "bonbon")}
+        print(f"{pathway.upper():8} " + " ".join(f"{100 * s[k]['pass@1']:8.1f}" for k in STAGES)
+              + f" {100 * rel['dpo']:+8.1f}% {100 * rel['bonbon']:+11.1f}%")
+        for k in ("dpo", "bonbon"):
+            gains.append((f"{pathway.upper()} {k}", paired_difference(s["base"]["tasks"], s[k]["tasks"])))
+    print("\ngain over the starting model, points [95% paired bootstrap interval over tasks]:")
+    for name, d in gains:
+        print(f"  {name:12} {d.points()}{'' if d.excludes_zero else '  (within noise)'}")
+    name, best = max(gains, key=lambda g: g[1].estimate)
+    verdict = "reached" if 100 * best.estimate >= 10 and best.excludes_zero else "not reached"
+    print(f"\nbest DPO/BoNBoN gain: {name} {best.points()} (target: >= +10 points, interval excluding 0: {verdict})")
 
 if __name__ == "__main__":
     main()

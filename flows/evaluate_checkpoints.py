@@ -26,6 +26,7 @@ from codealign.tasks.artifacts.checkpoints import discover
 from codealign.tasks.artifacts.store import ArtifactRef
 from codealign.tasks.evaluation import units as ev
 from codealign.tasks.evaluation.units import CheckpointEvalConfig, Unit
+from codealign.tasks.training import tracking
 
 FLOW_NAME = "evaluate-checkpoints"
 
@@ -89,4 +90,6 @@ def evaluate_checkpoints(config: CheckpointEvalConfig, run_id: str | None = None
             queue.stop()
 
     rows, scored = ev.result_rows(store, units)
+    # each trained checkpoint's pass@k onto its stage's tracker runs, at the checkpoint's step
+    tracking.log_evaluation(store, rows, run_id, made_by, logger.warning)
     return runtime.end_run(store, status, rows, scored, made_by)

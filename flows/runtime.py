@@ -29,13 +29,13 @@ from codealign.tasks.artifacts.store import ArtifactStore, local_path, storage_o
 from codealign.tasks.errors import CodealignError, is_transient
 
 # Environment the Ray workers need from the caller: data and cache locations, where the store
-# and the Prefect API are, model hub settings.  Passed per task (runtime_env), so it reaches
+# and the Prefect API are, model hub and experiment tracker settings.  Passed per task (runtime_env), so it reaches
 # workers of a cluster that was started before the caller set them.  Ray shows a task's
 # runtime_env to anyone who can read its dashboard or state API, so *secrets never travel this
 # way*: no key, token, password or session variable is forwarded.  Workers take credentials from
 # their node (its environment, a mounted credentials file named by AWS_SHARED_CREDENTIALS_FILE,
 # an instance/IRSA role): docs/cluster.md.
-FORWARD_PREFIXES = ("CODEALIGN_", "HF_", "VLLM_")
+FORWARD_PREFIXES = ("CODEALIGN_", "HF_", "VLLM_", "MLFLOW_", "WANDB_")
 FORWARD_NAMES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE",
                  "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "PREFECT_API_URL")
 _SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|SESSION|CREDENTIAL(?!S_FILE)")

@@ -38,7 +38,7 @@ from codealign.tasks.artifacts.store import ArtifactStore, local_path
 from codealign.tasks.evaluation.units import CheckpointEvalConfig
 from codealign.tasks.generation.models import resolve_model
 from codealign.tasks.plugins import plugin_names
-from codealign.tasks.training import stages
+from codealign.tasks.training import stages, tracking
 from codealign.tasks.training.config import StageConfig
 from codealign.tasks.training.data import check_dataset
 from codealign.tasks.training.stages import StageRecord, StageSpec
@@ -77,6 +77,9 @@ def train_worker(args: dict[str, Any]) -> None:
         if resume and rank == 0:
             queue.put(f"{spec.config.stage}: resuming from {checkpoint.path}")
         train(trainer, resume)
+    if rank == 0:  # the curves into the store, the trackers' run ids beside them
+        tracking.publish(ArtifactStore(spec.config.store), spec.key, output_dir, trainer.tracker_ids.ids,
+                         args["producer"])
 
 
 def fit_stage(spec: StageSpec, made_by: dict[str, Any], log: Any) -> dict[str, Any]:
@@ -204,7 +207,7 @@ def train_flow(config: StageConfig, run_id: str | None = None) -> dict[str, Any]
                              {"uri": data.uri, "sha256": data.sha256, "rows": data.rows, "n": data.n}, checkpoints,
                              checkpoints[-1]["uri"], {**trained["metrics"], "examples_seen": len(seen),
                                                       "distinct_examples_seen": len(set(seen))},
-                             asdict(degradation) if degradation else None)
+                             asdict(degradation) if degradation else None, tracking.read_run_ids(store, spec.key))
         stages.write_record(store, record, made_by)
     record_ref = store.ref_if_exists(spec.artifact(stages.RECORD))
     row = {"stage_key": spec.key, "stage": record.stage, "pathway": record.pathway, "model": record.model["uri"],

@@ -155,6 +155,7 @@ def result_rows(store: ArtifactStore, units: list[Unit]) -> tuple[list[dict[str,
         bench = scores["benchmarks"].get(unit.benchmark, {})
         rows.append({"checkpoint": unit.checkpoint.name, "step": unit.checkpoint.step, "benchmark": unit.benchmark,
                      "mode": unit.mode, "unit": unit.key, "checkpoint_sha256": unit.checkpoint.sha256,
+                     "checkpoint_uri": unit.checkpoint.uri,
                      **{k: v for k, v in bench.items()
                         if k.startswith("pass@") or k in ("tasks", "samples", "failures")}})
         inputs.append(InputRef(meta.uri, meta.sha256))

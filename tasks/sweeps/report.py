@@ -27,6 +27,7 @@ from codealign.tasks.artifacts.store import ArtifactStore
 from codealign.tasks.evaluation.intervals import paired_difference, unit_pass1
 from codealign.tasks.plots import png_bytes, pyplot
 from codealign.tasks.sweeps.results import SweepRecord, read_record
+from codealign.tasks.training import tracking
 
 TECHNIQUES = (("base", "Base"), ("sft", "SFT"), ("dpo", "DPO"), ("bonbon", "BoNBoN"))
 REPORT_DIR = "report"
@@ -369,6 +370,8 @@ def build(store: ArtifactStore, run_id: str) -> Report:
                                              *record.all_eval_runs()]),
              *([f"- **time**: the pieces took {cp['sum_seconds']:.0f} s in all; critical path "
                 f"{cp['seconds']:.0f} s ({' → '.join(cp['pieces'])})"] if (cp := record.critical_path) else []),
+             *(f"- **tracking** {s.label}: {tracking.describe(ids)}" for s in record.stages
+               if (ids := tracking.read_run_ids(store, s.stage_key))),
              ""]
     status = runs.read_status(store, run_id)
     if status and REGRESSION in status.failed:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import shutil
 import sys
@@ -66,6 +65,9 @@ class ToyModelConfig:
     learning_rate: float = 2e-3
     batch_size: int = 32
     seed: int = 0
+    # Torch's CPU kernels split reductions by thread count, so the weights depend on it: a fixed
+    # count (not the machine's cores) makes every machine build the same bytes.
+    threads: int = 2
 
 
 def _python_corpus(limit_bytes: int = 400_000) -> list[str]:
@@ -262,7 +264,7 @@ def _build(work: Path, config: ToyModelConfig, started: float) -> None:
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(config.seed)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(config.threads)
 
     tasks = toy_tasks("train", config.train_per_family)
     prompts, completions = base_corpus(tasks, config.seed)

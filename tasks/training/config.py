@@ -25,6 +25,7 @@ from pydantic import (
 from codealign.tasks.artifacts.placement import RunPlacement
 from codealign.tasks.artifacts.store import to_uri
 from codealign.tasks.generation.prompts import Mode
+from codealign.tasks.training.tracking import Tracker
 
 Stage = Literal["sft", "dpo", "bonbon"]
 Pathway = Literal["pta", "fta"]
@@ -81,6 +82,11 @@ class TrainSettings(BaseModel):
     eval_max_tokens: int = Field(512, ge=1, description="tokens generated per problem in the degradation check")
     eval_mode: Mode | None = Field(
         None, description="mode of the degradation check (default: flow for pta, command for fta)")
+    report_to: list[Tracker] = Field(
+        default_factory=lambda: ["tensorboard"],
+        description="experiment trackers of the training curves and each checkpoint's evaluation: tensorboard "
+                    "(event files in the store), mlflow (MLFLOW_TRACKING_URI), wandb (offline unless WANDB_MODE); "
+                    "[] for none.  Not part of the stage's key")
 
     @field_validator("lora_r")
     @classmethod
@@ -132,7 +138,7 @@ class StageConfig(TrainSettings, RunPlacement):
         settings = json.loads(self.model_dump_json(exclude={"store", "ray_address", "model", "dataset",
                                                             "degradation_benchmarks", "cpus_per_worker",
                                                             "degradation_threshold", "degradation_limit",
-                                                            "eval_mode", "eval_max_tokens"}))
+                                                            "eval_mode", "eval_max_tokens", "report_to"}))
         if self.stage in ("dpo", "bonbon"):  # TRL's DPOTrainer sets every dropout, LoRA's included, to 0
             settings.pop("lora_dropout")  # (DPOConfig.disable_dropout): changing it changes nothing
         return settings

@@ -55,11 +55,12 @@ class StageSpec:
         return RunItem(self.key, self.label(), self.artifact(RECORD),
                        {"model": asdict(self.model), "data": asdict(self.data)})
 
-    def checkpoint_meta(self, step: int, producer: dict[str, Any]) -> ArtifactMeta:
-        """Lineage of a checkpoint: the dataset and the starting model it was trained from, and
-        the stage config (the code version is added by the store)."""
+    def checkpoint_meta(self, step: int, producer: dict[str, Any], tracking: dict[str, Any] | None = None
+                        ) -> ArtifactMeta:
+        """Lineage of a checkpoint: the dataset and the starting model it was trained from, the
+        stage config and the trackers' run ids (the code version is added by the store)."""
         params = {"stage_key": self.key, "step": step, "stage": self.config.model_dump(mode="json"),
-                  "bonbon_beta": self.bonbon_beta}
+                  "bonbon_beta": self.bonbon_beta, "tracking": tracking or {}}
         return ArtifactMeta("checkpoint", producer,
                             (InputRef(self.data.uri, self.data.sha256), InputRef(self.model.uri, self.model.sha256)),
                             params)
@@ -103,6 +104,7 @@ class StageRecord:
     final_checkpoint: str
     metrics: dict[str, Any] = field(default_factory=dict)  # first/last loss, rewards, examples seen
     degradation: dict[str, Any] | None = None
+    tracking: dict[str, Any] = field(default_factory=dict)  # the trackers' runs (tracking.py)
 
     @property
     def final(self) -> dict[str, Any]:

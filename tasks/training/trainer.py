@@ -20,6 +20,7 @@ from typing import Any
 
 from codealign.tasks.artifacts.checkpoints import fingerprint
 from codealign.tasks.artifacts.store import ArtifactStore
+from codealign.tasks.training import tracking
 from codealign.tasks.training.data import COLUMNS, ID_COLUMN, read_rows
 from codealign.tasks.training.stages import StageSpec
 
@@ -38,7 +39,8 @@ def training_args(spec: StageSpec, output_dir: str) -> Any:
         per_device_train_batch_size=c.batch_size, gradient_accumulation_steps=c.grad_accum,
         learning_rate=c.resolved_learning_rate, lr_scheduler_type=c.lr_scheduler, warmup_steps=c.warmup_steps,
         weight_decay=c.weight_decay, max_length=c.max_length, logging_steps=1, save_strategy="steps",
-        save_steps=c.save_steps, save_total_limit=2, report_to=[], seed=c.seed, data_seed=c.seed,
+        save_steps=c.save_steps, save_total_limit=2, report_to=tracking.report_to(c.report_to),
+        run_name=f"{c.stage} {c.pathway} {spec.key[:12]}", seed=c.seed, data_seed=c.seed,
         bf16=c.use_gpu, fp16=False, gradient_checkpointing=c.use_gpu, use_cpu=not c.use_gpu,
         dataloader_num_workers=0, disable_tqdm=True, remove_unused_columns=False,
         ddp_find_unused_parameters=False, save_only_model=False,
@@ -121,7 +123,7 @@ def _with_example_log(base: type) -> type:
 
 
 def _callbacks(spec: StageSpec, store: ArtifactStore | None, start_path: str, producer: dict[str, Any],
-               progress: Callable[[str], None]) -> list[Any]:
+               progress: Callable[[str], None], ids: Any) -> list[Any]:
     from transformers import TrainerCallback
 
     class SaveAtEnd(TrainerCallback):
@@ -161,10 +163,10 @@ def _callbacks(spec: StageSpec, store: ArtifactStore | None, start_path: str, pr
             with tempfile.TemporaryDirectory(prefix="codealign-export-") as tmp:
                 export_model(folder, start_path, spec.config.adapter, kwargs["processing_class"], tmp)
                 store.put_directory(key, tmp, fingerprint(tmp).sha256,
-                                    spec.checkpoint_meta(state.global_step, producer))
+                                    spec.checkpoint_meta(state.global_step, producer, ids.ids))
             progress(f"{spec.config.stage} checkpoint-{state.global_step} -> {store.uri(key)}")
 
-    return [SaveAtEnd(), Progress(), Export()]
+    return [ids, SaveAtEnd(), Progress(), Export()]
 
 
 def export_model(checkpoint_dir: str, start_path: str, adapter: str, tokenizer: Any, out_dir: str) -> None:
@@ -221,7 +223,8 @@ def build_trainer(spec: StageSpec, start_path: str, output_dir: str, store: Arti
     tokenizer = AutoTokenizer.from_pretrained(start_path)
     model = load_model(start_path, c.use_gpu)
     peft = lora_config(spec) if c.adapter == "lora" else None
-    callbacks = _callbacks(spec, store, start_path, producer, progress)
+    tracker_ids = tracking.ids_callback()
+    callbacks = _callbacks(spec, store, start_path, producer, progress, tracker_ids)
     common: dict[str, Any] = dict(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                                   peft_config=peft, callbacks=callbacks)
     if c.stage == "sft":
@@ -234,6 +237,7 @@ def build_trainer(spec: StageSpec, start_path: str, output_dir: str, store: Arti
             trainer = _with_example_log(BoNBoNTrainer)(ref_model=ref, bonbon_alpha=c.bonbon_alpha,
                                                        bonbon_beta=spec.bonbon_beta, **common)
     trainer.ids = ids
+    trainer.tracker_ids, tracker_ids.trainer = tracker_ids, trainer
     trainer.remove_callback(PrinterCallback)  # raw log dicts; Progress prints readable lines
     truncated = truncated_rows(trainer.train_dataset, c.max_length, tokenizer.eos_token_id)
     if truncated:

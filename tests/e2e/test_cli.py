@@ -1,15 +1,21 @@
-"""The `codealign exec` / `score` commands, run as a user would, including bad input."""
+"""The `codealign exec` / `score` commands, run as a user would, including bad input; an
+evaluation run from the command line with no server or cluster given."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from cli_runs import assert_quiet, flow_command
+from toy_checkpoints import make_checkpoints
 
 from codealign.tasks.problems.registry import load_benchmark
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def codealign(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -127,3 +133,39 @@ def test_a_bug_is_one_line_and_exit_1_and_its_traceback_needs_verbose(tmp_path, 
         "codealign: internal error: KeyError: 'a bug' (run with --verbose for the traceback)"]
     loud = CliRunner().invoke(cli.app, ["--verbose", "score", "--verdicts", str(verdicts)])
     assert isinstance(loud.exception, KeyError)  # the traceback is the user's to see
+
+
+@pytest.mark.slow
+def test_cli_run_without_a_prefect_server_or_cluster_starts_one_of_each_for_the_run(tmp_path, toy_model_paths):
+    """No PREFECT_API_URL and no --ray-address: the CLI starts one temporary Prefect server and a
+    Ray instance of its own for the run, and the Ray workers report to that server (they used to
+    start one each); the terminal stays quiet, and every task run is recorded on the server."""
+    train = make_checkpoints(tmp_path / "train", toy_model_paths, [1, 2])
+    store = tmp_path / "store"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env.update(PYTHONPATH=str(REPO), PREFECT_HOME=str(tmp_path / "prefect-home"), RAY_DEDUP_LOGS="0")
+    cmd = flow_command(store, train, "", "one-server")
+    cmd = cmd[: cmd.index("--ray-address")] + cmd[cmd.index("--run-id"):]
+    r = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    log = store / "runs" / "one-server" / "terminal.log"
+    assert_quiet(r, log, units=4)
+    starts = [line for line in log.read_text().splitlines() if "Starting temporary server" in line]
+    assert len(starts) == 1, starts  # the workers' output reaches the log too: none started its own
+
+    # the run's records, read back through a server over the same database
+    probe = ("import asyncio, json\n"
+             "from prefect.client.orchestration import get_client\n"
+             "async def main():\n"
+             "    async with get_client() as c:\n"
+             "        (run,) = [r for r in await c.read_flow_runs() if r.flow_id]\n"
+             "        tasks = await c.read_task_runs(limit=200)\n"
+             "        print(json.dumps([[t.name.rsplit('-', 1)[0], t.flow_run_id == run.id, t.state_name]"
+             " for t in tasks]))\n"
+             "asyncio.run(main())\n")
+    seen = subprocess.run([sys.executable, "-c", probe], env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert seen.returncode == 0, seen.stderr[-3000:]
+    task_runs = json.loads(seen.stdout.strip().splitlines()[-1])
+    names = sorted(name for name, _, _ in task_runs)
+    assert names.count("fingerprint") == 2 and names.count("execute-unit") == 4, names
+    assert all(in_run and state == "Completed" for _, in_run, state in task_runs), task_runs

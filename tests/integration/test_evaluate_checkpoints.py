@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_runs import assert_quiet, flow_command
 from killed_runs import kill_then_resume
 from toy_checkpoints import make_checkpoints
 
@@ -111,21 +112,13 @@ def test_corrupt_checkpoint_fails_its_units_and_resume_runs_only_those(tmp_path,
     assert leaves == {f"file://{train}/checkpoint-10", f"file://{train}/checkpoint-20"}
 
 
-def _flow_command(store: Path, train: Path, address: str, run_id: str) -> list[str]:
-    return [sys.executable, "-m", "codealign", "evaluate-checkpoints", "--checkpoints", str(train),
-            "--store", str(store),
-            "--benchmarks", "toy,toy-infill", "--modes", "flow", "--n", "2", "--k", "1,2", "--temperature", "0.8",
-            "--max-tokens", "48", "--limit", "4", "--max-model-len", "512", "--enforce-eager", "--workers", "1",
-            "--ray-address", address, "--run-id", run_id]
-
-
 def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path, toy_model_paths, prefect_api,
                                                                    ray_cluster):
     train = make_checkpoints(tmp_path / "train", toy_model_paths, [1, 2])
     store_dir = tmp_path / "store"
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "PYTHONPATH": str(REPO)}
     units = store_dir / "units"
-    store = kill_then_resume(_flow_command(store_dir, train, ray_cluster["address"], "killed"), env, REPO,
+    store = kill_then_resume(flow_command(store_dir, train, ray_cluster["address"], "killed"), env, REPO,
                              lambda: bool(list(units.glob("*/scores.json.meta.json"))),  # sidecar written last
                              "complete unit", store_dir, ray_cluster["address"], items=4)
     artifacts = unit_artifacts(store)
@@ -180,28 +173,12 @@ def test_two_node_cluster_spreads_samplers(tmp_path, toy_model_paths, prefect_ap
     assert runs.summarize(store, "two").complete == 2
 
 
-QUIET_NOISE = ("(pid=", "vllm", "Starting temporary server", "Stopping temporary server", "Beginning flow run")
-
-
-def assert_quiet(r: subprocess.CompletedProcess, log: Path, units: int) -> None:
-    """A quiet terminal: the progress display, the result table, where the log is; Ray's worker
-    prefixes, vLLM's notes and Prefect's server lines went to the run's log instead."""
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert f"{units}/{units} units complete" in r.stderr
-    terminal = r.stdout + r.stderr
-    assert f"log: {log}" in terminal and f"evaluate-checkpoints {log.parent.name}" in terminal
-    for noise in QUIET_NOISE:
-        assert noise not in terminal, noise
-    assert len(terminal.splitlines()) < 40, terminal
-    assert "Beginning flow run" in log.read_text() and "Finished in state Completed" in log.read_text()
-
-
 def test_cli_drives_a_cluster_through_ray_client_quietly(tmp_path, toy_model_paths, prefect_api, ray_cluster):
     """ray://host:port: the flow drives the session's cluster through Ray Client."""
     train = make_checkpoints(tmp_path / "train", toy_model_paths, [1])
     store = tmp_path / "store"
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "PYTHONPATH": str(REPO)}
-    r = subprocess.run(_flow_command(store, train, ray_cluster["client"], "r"), env=env, cwd=REPO,
+    r = subprocess.run(flow_command(store, train, ray_cluster["client"], "r"), env=env, cwd=REPO,
                        capture_output=True, text=True, timeout=600)
     assert_quiet(r, store / "runs" / "r" / "terminal.log", units=2)
     st = ArtifactStore(str(store))
@@ -336,7 +313,7 @@ def test_two_concurrent_runs_over_the_same_checkpoints_compute_each_unit_once(tm
     train = make_checkpoints(tmp_path / "train", toy_model_paths, [1, 2])
     store_dir = tmp_path / "store"
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "PYTHONPATH": str(REPO)}
-    commands = [_flow_command(store_dir, train, ray_cluster["address"], run_id) for run_id in ("night-a", "night-b")]
+    commands = [flow_command(store_dir, train, ray_cluster["address"], run_id) for run_id in ("night-a", "night-b")]
     commands[0].insert(3, "--verbose")  # everything as it comes, on the terminal; night-b stays quiet
     procs = [subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for command in commands]
@@ -372,41 +349,6 @@ def test_two_concurrent_runs_over_the_same_checkpoints_compute_each_unit_once(tm
     time.sleep(5)  # a duplicate would have been logged before the runs ended; let its batch arrive
     lines = asyncio.run(computing())
     assert sorted(line.split(" (")[0] for line in lines) == sorted(expected), "each artifact computed once"
-
-
-def test_cli_run_without_a_prefect_server_or_cluster_starts_one_of_each_for_the_run(tmp_path, toy_model_paths):
-    """No PREFECT_API_URL and no --ray-address: the CLI starts one temporary Prefect server and a
-    Ray instance of its own for the run, and the Ray workers report to that server (they used to
-    start one each); the terminal stays quiet, and every task run is recorded on the server."""
-    train = make_checkpoints(tmp_path / "train", toy_model_paths, [1, 2])
-    store = tmp_path / "store"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-    env.update(PYTHONPATH=str(REPO), PREFECT_HOME=str(tmp_path / "prefect-home"), RAY_DEDUP_LOGS="0")
-    cmd = _flow_command(store, train, "", "one-server")
-    cmd = cmd[: cmd.index("--ray-address")] + cmd[cmd.index("--run-id"):]
-    r = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
-    log = store / "runs" / "one-server" / "terminal.log"
-    assert_quiet(r, log, units=4)
-    starts = [line for line in log.read_text().splitlines() if "Starting temporary server" in line]
-    assert len(starts) == 1, starts  # the workers' output reaches the log too: none started its own
-
-    # the run's records, read back through a server over the same database
-    probe = ("import asyncio, json\n"
-             "from prefect.client.orchestration import get_client\n"
-             "async def main():\n"
-             "    async with get_client() as c:\n"
-             "        (run,) = [r for r in await c.read_flow_runs() if r.flow_id]\n"
-             "        tasks = await c.read_task_runs(limit=200)\n"
-             "        print(json.dumps([[t.name.rsplit('-', 1)[0], t.flow_run_id == run.id, t.state_name]"
-             " for t in tasks]))\n"
-             "asyncio.run(main())\n")
-    seen = subprocess.run([sys.executable, "-c", probe], env=env, cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
-    assert seen.returncode == 0, seen.stderr[-3000:]
-    task_runs = json.loads(seen.stdout.strip().splitlines()[-1])
-    names = sorted(name for name, _, _ in task_runs)
-    assert names.count("fingerprint") == 2 and names.count("execute-unit") == 4, names
-    assert all(in_run and state == "Completed" for _, in_run, state in task_runs), task_runs
 
 
 def test_a_run_on_a_persistent_cluster_reuses_the_warm_sampler(tmp_path, toy_model_paths, prefect_api, ray_cluster):

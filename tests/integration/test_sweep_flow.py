@@ -98,6 +98,10 @@ def test_a_toy_sweep_trains_evaluates_and_reports(sweep):
     assert all(r["pass@1"] == by_sha[r["checkpoint_sha256"]] for r in rows)
 
     built = report.build(store, "sw1")
+    # each stage's curves are linked: its TensorBoard logdir in the store (the default tracker)
+    for stage in record.stages:
+        logdir = store.uri(layout.unit_artifact(stage.stage_key, "tracking/tensorboard"))
+        assert f"- **tracking** {stage.label}: TensorBoard `tensorboard --logdir {logdir}`" in built.markdown
     table = next(t for t in built.tables if t.name == "alignment-toy-functional-s0-r16-command")
     cells = {row[0]: row[1] for row in table.rows}
     final = {r["technique"]: r["pass@1"] for r in rows if r["final"] and r["seed"] in (0, None)}

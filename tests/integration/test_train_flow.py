@@ -36,8 +36,23 @@ def trained(store: ArtifactStore, run_id: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def fta_chain(pathway_runs, prefect_api, ray_cluster):
-    """toy-instruct -> SFT on the FTA run's sft data; from the SFT model, DPO and BoNBoN."""
+def mlflow_store(tmp_path_factory):
+    """An MLflow tracking store (sqlite) the DPO stage reports to, named as users do: through
+    MLFLOW_TRACKING_URI in the environment (forwarded to the Ray workers)."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    yield uri
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI")
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+@pytest.fixture(scope="module")
+def fta_chain(pathway_runs, prefect_api, ray_cluster, mlflow_store):
+    """toy-instruct -> SFT on the FTA run's sft data; from the SFT model, DPO (to TensorBoard
+    and MLflow) and BoNBoN (to TensorBoard, the default)."""
     from codealign.flows import registry
 
     store, _ = pathway_runs[2]["fta"]
@@ -45,7 +60,8 @@ def fta_chain(pathway_runs, prefect_api, ray_cluster):
     address = ray_cluster["address"]
     registry.run("train", stage_config(store, "sft", "toy-instruct", data["sft"], address, epochs=2), "sft")
     sft = trained(store, "sft")
-    registry.run("train", stage_config(store, "dpo", sft["final_checkpoint"], data["dpo"], address, epochs=3), "dpo")
+    registry.run("train", stage_config(store, "dpo", sft["final_checkpoint"], data["dpo"], address, epochs=3,
+                                       report_to=["tensorboard", "mlflow"]), "dpo")
     registry.run("train", stage_config(store, "bonbon", sft["final_checkpoint"], data["bon"], address, epochs=3),
                  "bonbon")
     return store, data, {name: trained(store, name) for name in ("sft", "dpo", "bonbon")}
@@ -182,3 +198,44 @@ def test_sigkill_mid_stage_then_resume_sees_every_example_once(tmp_path, toy_mod
     assert record["metrics"]["examples_seen"] == 80 == record["metrics"]["distinct_examples_seen"]
     for key, meta in exported.items():  # checkpoints exported before the kill are kept as they were
         assert store.meta(key) == meta, key
+
+
+def test_curves_reach_tensorboard_and_mlflow_and_each_evaluation_joins_them_at_its_step(fta_chain, mlflow_store):
+    """After the evaluation above: the DPO stage's event files are in the store and TensorBoard's
+    own reader reads loss, learning rate and reward margins/accuracies per step, and pass@1 at
+    each checkpoint's step; the MLflow run holds the training params and the same curves; its
+    id is in every checkpoint's lineage and the stage record."""
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from codealign.tasks.training import tracking
+
+    store, _, stages = fta_chain
+    record = stages["dpo"]["record"]
+    steps = [c["step"] for c in record["checkpoints"]]
+    logdir = store.path(record["tracking"]["tensorboard"]["logdir"])
+    scalars: dict[str, list] = {}
+    for name in sorted(os.listdir(logdir)):
+        if ".tfevents." in name and not name.endswith(".meta.json"):
+            events = EventAccumulator(os.path.join(logdir, name))
+            events.Reload()
+            for tag in events.Tags()["scalars"]:
+                scalars.setdefault(tag, []).extend(events.Scalars(tag))
+    assert {"train/loss", "train/learning_rate", "train/rewards/margins", "train/rewards/accuracies"} <= set(scalars)
+    assert [e.step for e in scalars["train/loss"]] == list(range(1, steps[-1] + 1))  # every logging step
+    rows = {r["step"]: r["pass@1"] for r in runs.read_results(store, "eval-dpo")}
+    assert [(e.step, round(e.value, 6)) for e in scalars["eval/toy/command/pass@1"]] == \
+        [(step, round(rows[step], 6)) for step in steps]
+
+    ids = record["tracking"]["mlflow"]
+    assert ids["tracking_uri"] == mlflow_store
+    client = MlflowClient(tracking_uri=mlflow_store)
+    run = client.get_run(ids["run_id"])
+    assert float(run.data.params["learning_rate"]) == pytest.approx(2e-4) and run.data.params["beta"] == "0.1"
+    assert len(client.get_metric_history(ids["run_id"], "loss")) == steps[-1]
+    assert {"rewards/margins", "rewards/accuracies"} <= set(run.data.metrics)
+    evaluated = client.get_metric_history(ids["run_id"], "eval/toy/command/pass_at_1")
+    assert sorted((m.step, round(m.value, 6)) for m in evaluated) == [(s, round(rows[s], 6)) for s in steps]
+    for checkpoint in record["checkpoints"]:  # the tracker's run in each checkpoint's lineage
+        assert store.meta(checkpoint["uri"]).params["tracking"]["mlflow"]["run_id"] == ids["run_id"]
+    assert tracking.read_run_ids(store, stages["bonbon"]["stage_key"]).keys() == {"tensorboard"}  # the default

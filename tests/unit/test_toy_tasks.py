@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from codealign.tasks.evaluation.execute import execute
 from codealign.tasks.generation.samples import Sample
 from codealign.tasks.problems.registry import load_benchmark
@@ -76,3 +78,35 @@ def test_building_the_toy_models_prints_readable_progress_on_stderr_only(tmp_pat
     out, err = capfd.readouterr()
     assert "'loss'" not in out + err and "{'" not in out
     assert "codealign: toy-base: step 25/" in err and ", loss " in err
+
+
+BUILD = """
+import hashlib, os, sys
+from pathlib import Path
+os.cpu_count = lambda: int(sys.argv[2])  # what the machine says it has
+from codealign.tasks.toy.models import ToyModelConfig, build_toy_models
+config = ToyModelConfig(train_per_family=12, vocab_size=400, hidden_size=32, intermediate_size=64, num_layers=1,
+                        num_heads=2, base_epochs=0.5, instruct_epochs=0.5, batch_size=8)
+for name, path in sorted(build_toy_models(Path(sys.argv[1]), config, force=True).items()):
+    for f in sorted(path.iterdir()):
+        print(name, f.name, hashlib.sha256(f.read_bytes()).hexdigest())
+"""
+
+
+@pytest.mark.slow
+def test_the_toy_models_build_bit_identically_whatever_the_core_count(tmp_path):
+    """Two builds of (shrunken) toy models, on 'machines' of 1 and 8 cores with different hash
+    seeds: the same bytes, weights included (torch's CPU reductions depend on the thread count,
+    which is now fixed by the config, not taken from the machine)."""
+    import os
+    import subprocess
+    import sys
+
+    outputs = []
+    for cores, hash_seed in ((1, "1"), (8, "2")):
+        done = subprocess.run([sys.executable, "-c", BUILD, str(tmp_path / f"cores{cores}"), str(cores)],
+                              capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": hash_seed},
+                              timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        outputs.append(done.stdout)
+    assert "model.safetensors" in outputs[0] and outputs[0] == outputs[1]

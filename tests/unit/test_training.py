@@ -166,6 +166,20 @@ def test_lora_dropout_keys_only_the_stages_that_use_it():
     assert settings("sft", 0.1) != settings("sft", 0.3)
 
 
+def test_the_tracker_is_not_part_of_a_stage_key(tmp_path, instruct):
+    """report_to says where curves go, not what is trained: changing it retrains nothing."""
+    from codealign.tasks.artifacts.checkpoints import fingerprint
+
+    path, tokenizer = instruct
+    data = write_parquet(toy_rows(tokenizer, 3, n=None), tmp_path / "sft.parquet")
+    keys = {make_stage(StageConfig(stage="sft", pathway="fta", model="m", dataset=data, report_to=trackers),
+                       fingerprint(path), check_dataset(data, "sft")).key
+            for trackers in (["tensorboard"], [], ["mlflow", "wandb"])}
+    assert len(keys) == 1
+    with pytest.raises(ValueError, match="report_to"):
+        StageConfig(stage="sft", pathway="fta", model="m", dataset="d", report_to=["neptune"])
+
+
 def test_dataset_checks_name_the_file_and_problem(tmp_path, instruct):
     _, tokenizer = instruct
     rows = toy_rows(tokenizer, 3, n=None)
@@ -253,3 +267,28 @@ def test_train_command_rejects_bad_input_before_anything_starts(tmp_path, instru
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr, (message, result.stderr)
         assert not store.exists()
+
+
+def test_an_evaluation_joins_its_stage_tracker_runs_and_a_tracker_that_fails_only_warns(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from codealign.tasks.artifacts.lineage import ArtifactMeta
+    from codealign.tasks.artifacts.store import ArtifactStore
+    from codealign.tasks.training import tracking
+
+    store = ArtifactStore(str(tmp_path / "store"))
+    ids = {"tensorboard": {"logdir": store.uri("units/st/tracking/tensorboard")},
+           "mlflow": {"run_id": "no-such-run", "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}}
+    store.put_json("units/st/tracking/runs.json", ids, ArtifactMeta("tracking-runs", {}))
+    rows = [{"checkpoint_uri": store.uri("units/st/checkpoints/checkpoint-4"), "benchmark": "toy", "mode": "flow",
+             "pass@1": 0.5, "pass@2": 0.75},
+            {"checkpoint_uri": "file:///elsewhere/checkpoint-4", "benchmark": "toy", "mode": "flow", "pass@1": 1.0}]
+    warnings: list[str] = []
+    assert tracking.log_evaluation(store, rows, "e1", {}, warnings.append) == 2  # TensorBoard took both values
+    assert len(warnings) == 1 and warnings[0].startswith("tracking: mlflow did not take the evaluation of stage st")
+    [events] = [k for k in store.list("units/st/tracking/tensorboard") if k.endswith(".eval-e1")]
+    accumulator = EventAccumulator(store.path(events))
+    accumulator.Reload()
+    assert [(e.step, e.value) for e in accumulator.Scalars("eval/toy/flow/pass@2")] == [(4, 0.75)]
+    assert tracking.stage_checkpoint(store, store.uri("units/st/checkpoints/checkpoint-12")) == ("st", 12)
+    assert tracking.stage_checkpoint(store, store.uri("units/st/checkpoints")) is None
