@@ -25,6 +25,7 @@ A tracker that cannot be reached never fails a run: its error is logged and the 
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import re
 import tempfile
@@ -100,13 +101,17 @@ def stage_checkpoint(store: ArtifactStore, uri: str) -> tuple[str, int] | None:
 def log_evaluation(store: ArtifactStore, rows: list[dict[str, Any]], run_id: str, producer: dict[str, Any],
                    warn: Callable[[str], None] = print) -> int:
     """Send each evaluated stage checkpoint's pass@k (per benchmark × mode) to the stage's
-    trackers, at the checkpoint's step.  Returns how many values went out."""
+    trackers, at the checkpoint's step.  Each evaluation unit is sent once: a marker
+    (``tracking/evaluations/<unit>.json``) records it, so a resumed or repeated run that reuses
+    the unit adds no duplicate points.  Returns how many values went out."""
     by_stage: dict[str, list[tuple[int, str, float]]] = {}
+    units: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         where = stage_checkpoint(store, row.get("checkpoint_uri", ""))
-        if where is None:
+        if where is None or store.exists(_marker(where[0], row["unit"])):
             continue
         stage, step = where
+        units.setdefault(stage, []).append(row)
         for name, value in row.items():
             if name.startswith("pass@") and isinstance(value, (int, float)):
                 by_stage.setdefault(stage, []).append((step, f"eval/{row['benchmark']}/{row['mode']}/{name}",
@@ -114,30 +119,39 @@ def log_evaluation(store: ArtifactStore, rows: list[dict[str, Any]], run_id: str
     sent = 0
     for stage, values in by_stage.items():
         ids = read_run_ids(store, stage)
+        tag = hashlib.sha256(" ".join(sorted(r["unit"] for r in units[stage])).encode()).hexdigest()[:16]
         for tracker, send in (("tensorboard", _tensorboard), ("mlflow", _mlflow), ("wandb", _wandb)):
             if tracker not in ids:
                 continue
             try:
-                send(store, stage, ids[tracker], values, run_id, producer)
+                send(store, stage, ids[tracker], values, f"{run_id}-{tag}", producer)
                 sent += len(values)
             except Exception as exc:  # noqa: BLE001 - a tracker that is down never fails the evaluation
                 warn(f"tracking: {tracker} did not take the evaluation of stage {stage}: {type(exc).__name__}: {exc}")
+        for row in units[stage]:
+            store.put_json(_marker(stage, row["unit"]), {k: v for k, v in row.items() if k.startswith("pass@")},
+                           ArtifactMeta("tracked-evaluation", producer))
     return sent
 
 
+def _marker(stage: str, unit: str) -> str:
+    return layout.unit_artifact(stage, f"{TRACKING}/evaluations/{unit}.json")
+
+
 def _tensorboard(store: ArtifactStore, stage: str, _: dict[str, Any], values: list[tuple[int, str, float]],
-                 run_id: str, producer: dict[str, Any]) -> None:
+                 tag: str, producer: dict[str, Any]) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
     with tempfile.TemporaryDirectory(prefix="codealign-tb-") as tmp:
-        writer = SummaryWriter(log_dir=tmp, filename_suffix=f".eval-{run_id}")
+        writer = SummaryWriter(log_dir=tmp)
         for step, name, value in sorted(values):
             writer.add_scalar(name, value, global_step=step, walltime=time.time())
         writer.close()
-        for path in glob.glob(os.path.join(tmp, "events.out.tfevents.*")):
-            key = layout.unit_artifact(stage, f"{TENSORBOARD}/{os.path.basename(path)}")
-            with open(path, "rb") as f:
-                store.put(key, f.read(), ArtifactMeta("tensorboard-events", producer))
+        [path] = glob.glob(os.path.join(tmp, "events.out.tfevents.*"))
+        # named by the evaluation, not the clock: the same evaluation is one file, however often sent
+        key = layout.unit_artifact(stage, f"{TENSORBOARD}/events.out.tfevents.eval-{tag}")
+        with open(path, "rb") as f:
+            store.put(key, f.read(), ArtifactMeta("tensorboard-events", producer))
 
 
 def _mlflow(_: ArtifactStore, __: str, ids: dict[str, Any], values: list[tuple[int, str, float]], ___: str,

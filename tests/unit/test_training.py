@@ -281,12 +281,14 @@ def test_an_evaluation_joins_its_stage_tracker_runs_and_a_tracker_that_fails_onl
            "mlflow": {"run_id": "no-such-run", "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}}
     store.put_json("units/st/tracking/runs.json", ids, ArtifactMeta("tracking-runs", {}))
     rows = [{"checkpoint_uri": store.uri("units/st/checkpoints/checkpoint-4"), "benchmark": "toy", "mode": "flow",
-             "pass@1": 0.5, "pass@2": 0.75},
-            {"checkpoint_uri": "file:///elsewhere/checkpoint-4", "benchmark": "toy", "mode": "flow", "pass@1": 1.0}]
+             "unit": "u1", "pass@1": 0.5, "pass@2": 0.75},
+            {"checkpoint_uri": "file:///elsewhere/checkpoint-4", "benchmark": "toy", "mode": "flow", "unit": "u2",
+             "pass@1": 1.0}]
     warnings: list[str] = []
     assert tracking.log_evaluation(store, rows, "e1", {}, warnings.append) == 2  # TensorBoard took both values
     assert len(warnings) == 1 and warnings[0].startswith("tracking: mlflow did not take the evaluation of stage st")
-    [events] = [k for k in store.list("units/st/tracking/tensorboard") if k.endswith(".eval-e1")]
+    assert tracking.log_evaluation(store, rows, "e2", {}, warnings.append) == 0  # a unit is sent once
+    [events] = [k for k in store.list("units/st/tracking/tensorboard") if ".eval-e1-" in k]
     accumulator = EventAccumulator(store.path(events))
     accumulator.Reload()
     assert [(e.step, e.value) for e in accumulator.Scalars("eval/toy/flow/pass@2")] == [(4, 0.75)]
