@@ -21,7 +21,7 @@ from prefect.runtime import flow_run, task_run
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_ray.context import remote_options
 
-from codealign.tasks.artifacts import gc, layout, runs
+from codealign.tasks.artifacts import layout, runs
 from codealign.tasks.artifacts.checkpoints import Checkpoint, fingerprint
 from codealign.tasks.artifacts.leases import LEASE_TTL_S, Lease
 from codealign.tasks.artifacts.lineage import InputRef, utc_now
@@ -267,7 +267,7 @@ def open_run(flow_name: str, config: Any, run_id: str | None) -> RunContext:
         made_by["deployment"] = deployment
     logger = get_run_logger()
     if run_id not in _run_leases:
-        lease = Lease(store, layout.run_record(run_id, gc.RUN_LEASE), LEASE_TTL_S)
+        lease = Lease(store, layout.run_record(run_id, layout.RUN_LEASE), LEASE_TTL_S)
         if lease.try_acquire():
             _run_leases[run_id] = lease
         else:

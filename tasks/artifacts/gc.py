@@ -51,8 +51,8 @@ from codealign.tasks.artifacts.store import META_SUFFIX, ArtifactStore
 from codealign.tasks.errors import CodealignError
 
 TOMBSTONE_SUFFIX = layout.TOMBSTONE_SUFFIX
-RUN_LEASE = "run"  # runs/<id>/run.lease: held by the process running the run (flows/runtime.open_run)
-STAGE_RECORD, CHECKPOINTS, TRAIN_STATE = "stage.json", "checkpoints", "train-state"  # tasks/training/stages.py
+RUN_LEASE, STAGE_RECORD, CHECKPOINTS, TRAIN_STATE = (layout.RUN_LEASE, layout.STAGE_RECORD, layout.STAGE_CHECKPOINTS,
+                                                     layout.TRAIN_STATE)
 
 
 class GcError(CodealignError, ValueError):
@@ -169,7 +169,7 @@ def _needed(store: ArtifactStore, kept: set[str], manifests: dict[str, runs.Mani
     return needed, units
 
 
-def _stale(store: ArtifactStore, summary: runs.RunSummary, live: set[str]) -> bool:
+def _stale(summary: runs.RunSummary, live: set[str]) -> bool:
     """Running by its status, but no process holds its run lease."""
     return summary.state == "running" and layout.run_record(summary.run_id, RUN_LEASE) not in live
 
@@ -192,7 +192,7 @@ def plan(store: ArtifactStore, keep_last: int | None = None, older_than_days: fl
         raise GcError(f"--keep-run {', '.join(unknown)}: no such run in {store.root} (see `codealign runs`)")
     manifests = {run_id: runs.read_manifest(store, run_id) for run_id in everyone}
     cutoff = (now - dt.timedelta(days=older_than_days)).isoformat() if older_than_days is not None else None
-    stale = [s.run_id for s in everyone.values() if _stale(store, s, live)]
+    stale = [s.run_id for s in everyone.values() if _stale(s, live)]
     dropped: set[str] = set()
     for rank, top in enumerate(listed):  # newest first
         family = [top.run_id, *(c.run_id for c in top.children)]

@@ -26,7 +26,7 @@ from codealign.tasks.artifacts.store import ArtifactRef, ArtifactStore
 from codealign.tasks.training.config import StageConfig
 from codealign.tasks.training.data import TrainingData
 
-CHECKPOINTS, TRAIN_STATE, RECORD = "checkpoints", "train-state", "stage.json"
+CHECKPOINTS, TRAIN_STATE, RECORD = layout.STAGE_CHECKPOINTS, layout.TRAIN_STATE, layout.STAGE_RECORD
 
 
 @dataclass(frozen=True)
