@@ -8,7 +8,7 @@ FTA from toy-instruct (Command mode: instructions through its chat template):
     train SFT from the starting model (with the degradation check), then DPO and BoNBoN from
     the SFT model (two Ray Train workers, LoRA r=16 merged into every checkpoint)
     evaluate-checkpoints: the starting model and each stage's final checkpoint on the held-out
-    toy benchmark (toy tasks never in toy-train), greedy pass@1
+    toy benchmark (300 toy tasks never in toy-train), greedy pass@1
 
 and prints Base / SFT / DPO / BoNBoN x PTA / FTA with Delta-rel = (final - baseline) / baseline,
 and each DPO / BoNBoN gain over the starting model in points with its 95% paired-bootstrap
@@ -16,7 +16,7 @@ interval over the held-out tasks (tasks/evaluation/intervals.py).
 Target: DPO or BoNBoN >= +10 points over the starting model, its interval excluding 0, on at
 least one pathway.
 
-Run: ``python benchmarks/toy_alignment.py [--limit 120] [--n 8] [--store out/toy-alignment]``
+Run: ``python benchmarks/toy_alignment.py [--limit 216] [--n 8] [--store out/toy-alignment]``
 (about 15 minutes on 2 cores; a rerun reuses every stage, dataset and evaluation in the store).
 """
 
@@ -82,7 +82,7 @@ def run_pathway(args: argparse.Namespace, pathway: str, model: str, mode: str) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--limit", type=int, default=120, help="toy-train instructions")
+    parser.add_argument("--limit", type=int, default=216, help="toy-train instructions (216: all of them)")
     parser.add_argument("--n", type=int, default=8, help="responses per instruction")
     parser.add_argument("--sft-epochs", type=float, default=3)
     parser.add_argument("--pref-epochs", type=float, default=3)

@@ -47,7 +47,7 @@ from codealign.tasks.evaluation.settings import EvalSettings
 from codealign.tasks.evaluation.taxonomy import label_failures
 from codealign.tasks.generation.prompts import Mode
 from codealign.tasks.generation.samples import Sample
-from codealign.tasks.problems.local_files import local_benchmark_digest
+from codealign.tasks.problems.registry import benchmark_digest
 
 
 class CheckpointEvalConfig(EvalSettings, RunPlacement):
@@ -91,11 +91,12 @@ class Unit:
 def make_units(config: CheckpointEvalConfig, checkpoints: list[Checkpoint]) -> list[Unit]:
     settings = json.dumps(config.result_settings(), sort_keys=True)
     units: dict[str, Unit] = {}
+    # a user's file or a generated (plugin) benchmark is also identified by its content
+    contents = {benchmark: benchmark_digest(benchmark) for benchmark in config.benchmarks}
     for ckpt in checkpoints:
         for benchmark in config.benchmarks:
             for mode in config.modes:
-                # a benchmark read from a user's file is also identified by that file's content
-                content = local_benchmark_digest(benchmark)
+                content = contents[benchmark]
                 ident = json.dumps([ckpt.sha256, benchmark, mode, settings, *([content] if content else [])])
                 key = hashlib.sha256(ident.encode()).hexdigest()[:24]
                 # two paths with the same content are one unit (evaluated once, under the first path)

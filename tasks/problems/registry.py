@@ -12,6 +12,7 @@ checkout) and verified against the sha256 recorded in :data:`DATA_FILES` before 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from typing import Any
@@ -266,3 +267,19 @@ class BenchmarkTable(dict):  # type: ignore[type-arg]
 
 
 BENCHMARKS = BenchmarkTable(BENCHMARKS)
+
+
+def benchmark_digest(name: str) -> str | None:
+    """What identifies a benchmark's content beyond its name, for evaluation unit keys: the sha256
+    of a ``kind:PATH`` benchmark's file, or of a plugin benchmark's generated problems (the toy
+    world's, which change when its generators do).  None for shipped benchmarks, whose data
+    files are verified against fixed digests.  Results computed on one version of a benchmark
+    are never reused for another."""
+    local = local_files.local_benchmark_digest(name)
+    if local is not None or name not in plugin_names("benchmarks"):
+        return local
+    h = hashlib.sha256()
+    for p in load_benchmark(name):
+        h.update(json.dumps([p.task_id, p.prompt, p.instruction, p.canonical_completion, p.suffix, p.test_setup,
+                             p.test, p.split]).encode())
+    return h.hexdigest()

@@ -13,6 +13,7 @@ constants), so no held-out task is a copy of a training task.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -127,13 +128,15 @@ def strings(rng: random.Random) -> ToyTask:
 
 
 def lists(rng: random.Random) -> ToyTask:
-    k = rng.randint(1, 40)
-    variant = rng.choice(["keep_greater", "keep_less", "add_each", "times_each"])
+    k = rng.randint(1, 50)
+    variant = rng.choice(["keep_greater", "keep_less", "add_each", "times_each", "minus_each", "cap_each"])
     expr, doc = {
         "keep_greater": (f"[x for x in xs if x > {k}]", f"Return the elements of xs that are greater than {k}."),
         "keep_less": (f"[x for x in xs if x < {k}]", f"Return the elements of xs that are less than {k}."),
         "add_each": (f"[x + {k} for x in xs]", f"Return a list with {k} added to each element of xs."),
         "times_each": (f"[x * {k} for x in xs]", f"Return a list with each element of xs multiplied by {k}."),
+        "minus_each": (f"[x - {k} for x in xs]", f"Return a list with {k} subtracted from each element of xs."),
+        "cap_each": (f"[min(x, {k}) for x in xs]", f"Return a list with each element of xs capped at {k}."),
     }[variant]
     inputs = tuple((xs,) for xs in _lists(rng, 5))
     return ToyTask("lists", variant, (k,), f"{variant}_{k}", "xs", doc, f"    result = {expr}\n    return result\n",
@@ -152,35 +155,47 @@ def conditionals(rng: random.Random) -> ToyTask:
                    body, inputs)
 
 
+LOOPS = {  # variant: (what it does, the loop's body)
+    "sum_times": ("Return the sum of the elements of xs, each multiplied by {k}.", "result += x * {k}"),
+    "sum_plus": ("Return the sum of the elements of xs, each increased by {k}.", "result += x + {k}"),
+    "sum_minus": ("Return the sum of the elements of xs, each decreased by {k}.", "result += x - {k}"),
+    "count_equal": ("Return how many elements of xs are equal to {k}.", "if x == {k}:\n            result += 1"),
+    "count_greater": ("Return how many elements of xs are greater than {k}.",
+                      "if x > {k}:\n            result += 1"),
+    "count_less": ("Return how many elements of xs are less than {k}.", "if x < {k}:\n            result += 1"),
+}
+
+
 def loops(rng: random.Random) -> ToyTask:
-    k = rng.randint(2, 40)
-    variant = rng.choice(["sum_times", "count_equal", "sum_plus"])
-    if variant == "sum_times":
-        doc = f"Return the sum of the elements of xs, each multiplied by {k}."
-        body = f"    result = 0\n    for x in xs:\n        result += x * {k}\n    return result\n"
-    elif variant == "sum_plus":
-        doc = f"Return the sum of the elements of xs, each increased by {k}."
-        body = f"    result = 0\n    for x in xs:\n        result += x + {k}\n    return result\n"
-    else:
-        doc = f"Return how many elements of xs are equal to {k}."
-        body = f"    result = 0\n    for x in xs:\n        if x == {k}:\n            result += 1\n    return result\n"
+    k = rng.randint(2, 50)
+    variant = rng.choice(list(LOOPS))
+    doc, step = (text.format(k=k) for text in LOOPS[variant])
+    body = f"    result = 0\n    for x in xs:\n        {step}\n    return result\n"
     inputs = tuple((xs + [k] * (i % 3),) for i, xs in enumerate(_lists(rng, 5)))
     return ToyTask("loops", variant, (k,), f"{variant}_{k}", "xs", doc, body, inputs)
 
 
 def dicts(rng: random.Random) -> ToyTask:
-    k = rng.randint(1, 40)
-    variant = rng.choice(["get_default", "add_values", "count_chars_times"])
+    k = rng.randint(1, 50)
+    variant = rng.choice(["get_default", "add_values", "sub_values", "times_values", "len_plus",
+                          "count_chars_times"])
     if variant == "get_default":
         doc = f"Return d[key] if key is in d, otherwise return {k}."
         body = f"    result = d.get(key, {k})\n    return result\n"
         args = "d, key"
         inputs = tuple(({w: i for i, w in enumerate(_words(rng, 3))}, w) for w in _words(rng, 4))
-    elif variant == "add_values":
-        doc = f"Return a new dictionary with the same keys as d and every value increased by {k}."
-        body = f"    result = {{key: value + {k} for key, value in d.items()}}\n    return result\n"
+    elif variant in ("add_values", "sub_values", "times_values"):
+        op, how = {"add_values": ("+", "increased by"), "sub_values": ("-", "decreased by"),
+                   "times_values": ("*", "multiplied by")}[variant]
+        doc = f"Return a new dictionary with the same keys as d and every value {how} {k}."
+        body = f"    result = {{key: value {op} {k} for key, value in d.items()}}\n    return result\n"
         args = "d"
         inputs = tuple(({w: v for w, v in zip(_words(rng, 3), _ints(rng, 3))},) for _ in range(4))
+    elif variant == "len_plus":
+        doc = f"Return the number of keys in d plus {k}."
+        body = f"    result = len(d) + {k}\n    return result\n"
+        args = "d"
+        inputs = tuple(({w: v for w, v in zip(_words(rng, n), _ints(rng, n))},) for n in range(4))
     else:
         doc = f"Return a dictionary mapping each character of s to {k} times the number of times it appears."
         body = f"    result = {{}}\n    for c in s:\n        result[c] = result.get(c, 0) + {k}\n    return result\n"
@@ -203,19 +218,21 @@ def generate(seed: int, family: str) -> ToyTask:
     return FAMILIES[family](random.Random(f"{family}:{seed}"))
 
 
-def toy_tasks(split: str, per_family: int, seed_start: int = 0) -> list[ToyTask]:
-    """``per_family`` distinct tasks of each family in ``split``, drawn from seeds upward."""
-    tasks: list[ToyTask] = []
+def toy_tasks(split: str, per_family: int, skip: int = 0) -> list[ToyTask]:
+    """``per_family`` distinct tasks of each family in ``split`` (after the first ``skip``), drawn
+    from seeds upward and interleaved family by family, so any prefix (``--limit``) covers every
+    family evenly."""
+    by_family: list[list[ToyTask]] = []
     for family in FAMILIES:
-        seen: set[str] = set()
-        seed = seed_start
-        while len(seen) < per_family and seed < seed_start + 200 * per_family + 1000:
+        seen: dict[str, ToyTask] = {}
+        seed, wanted = 0, skip + per_family
+        while len(seen) < wanted and seed < 200 * wanted + 1000:
             task = generate(seed, family)
             seed += 1
             if task.split == split and task.identity not in seen:
-                seen.add(task.identity)
-                tasks.append(task)
-    return tasks
+                seen[task.identity] = task
+        by_family.append(list(seen.values())[skip:])
+    return [task for row in itertools.zip_longest(*by_family) for task in row if task is not None]
 
 
 def to_problem(task: ToyTask, benchmark: str = "toy") -> Problem:
@@ -230,9 +247,14 @@ def to_problem(task: ToyTask, benchmark: str = "toy") -> Problem:
                    split=task.split)
 
 
-TOY_TEST_PER_FAMILY = 10
+# The toy models are trained on the first TOY_MODEL_TRAIN_PER_FAMILY training tasks of each
+# family (tasks/toy/models.py); preference sources draw the next ones (tasks/toy/sources.py), so
+# alignment data are instructions the starting models never saw, as they are in real alignment.
+TOY_MODEL_TRAIN_PER_FAMILY = 200
+# 50 held-out tasks per family: 300 problems, enough for a paired interval of a few points.
+TOY_TEST_PER_FAMILY = 50
 
 
 def toy_benchmark(benchmark: str = "toy") -> list[Problem]:
-    """The held-out toy benchmark (10 tasks per family)."""
+    """The held-out toy benchmark (TOY_TEST_PER_FAMILY tasks per family, interleaved)."""
     return [to_problem(t, benchmark) for t in toy_tasks("test", TOY_TEST_PER_FAMILY)]

@@ -34,7 +34,7 @@ from codealign.tasks.generation.prompts import (
     plain_instruction_prompt,
 )
 from codealign.tasks.preferences.selfalign import TEMPLATE_DIR, stage_prompt
-from codealign.tasks.toy.families import ToyTask, to_problem, toy_tasks
+from codealign.tasks.toy.families import TOY_MODEL_TRAIN_PER_FAMILY, ToyTask, to_problem, toy_tasks
 
 EOS = "<|endoftext|>"
 FIM = fim_format("starcoder")  # the toy models speak StarCoder's fill-in-the-middle
@@ -53,7 +53,7 @@ CHAT_TEMPLATE = (
 class ToyModelConfig:
     """Everything that determines the toy models (part of the cache key)."""
 
-    train_per_family: int = 300
+    train_per_family: int = TOY_MODEL_TRAIN_PER_FAMILY
     vocab_size: int = 2048
     hidden_size: int = 256
     intermediate_size: int = 768

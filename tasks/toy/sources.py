@@ -7,15 +7,15 @@ from pathlib import Path
 
 from codealign.tasks.preferences.sources import Instruction, Source
 from codealign.tasks.toy import families
-from codealign.tasks.toy.families import toy_tasks
+from codealign.tasks.toy.families import TOY_MODEL_TRAIN_PER_FAMILY, toy_tasks
 
-# Toy sources: tasks per family (the toy models were trained on the first 300 of each family)
-TOY_SOURCE_PER_FAMILY = 20
+# Toy sources: training-split tasks per family that the toy models were not trained on
+TOY_SOURCE_PER_FAMILY = 40
 
 
 def toy_source(name: str) -> Source:
     """``toy-train`` (instructions with given tests) or ``toy-seeds`` (SelfCodeAlign seeds)."""
-    tasks = toy_tasks("train", TOY_SOURCE_PER_FAMILY)
+    tasks = toy_tasks("train", TOY_SOURCE_PER_FAMILY, skip=TOY_MODEL_TRAIN_PER_FAMILY)
     digest = hashlib.sha256(Path(families.__file__).read_bytes() + f"{name}:{TOY_SOURCE_PER_FAMILY}".encode())
     if name == "toy-train":
         items = [Instruction(f"toy/{t.family}/{t.name}", name, t.instruction, tuple(t.asserts()), "given", t.name,

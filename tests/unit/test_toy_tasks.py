@@ -7,15 +7,31 @@ import pytest
 from codealign.tasks.evaluation.execute import execute
 from codealign.tasks.generation.samples import Sample
 from codealign.tasks.problems.registry import load_benchmark
-from codealign.tasks.toy.families import FAMILIES, generate, toy_tasks
+from codealign.tasks.toy.families import (
+    FAMILIES,
+    TOY_MODEL_TRAIN_PER_FAMILY,
+    generate,
+    toy_tasks,
+)
+from codealign.tasks.toy.sources import toy_source
 
 
-def test_at_least_six_families_with_held_out_tasks():
+def test_at_least_six_families_with_300_held_out_tasks_interleaved():
     assert len(FAMILIES) >= 6
     held_out = load_benchmark("toy")
-    assert {p.task_id.split("/")[1] for p in held_out} == set(FAMILIES)
-    assert len(held_out) == 10 * len(FAMILIES)
+    assert len(held_out) >= 300 and len(held_out) == 50 * len(FAMILIES)
     assert all(p.split == "test" for p in held_out)
+    # any prefix (a test's or a user's --limit) covers the families evenly
+    assert [p.task_id.split("/")[1] for p in held_out[:len(FAMILIES)]] == list(FAMILIES)
+    assert len({p.task_id for p in held_out}) == len(held_out)
+
+
+def test_toy_train_instructions_are_new_to_the_toy_models():
+    """Alignment data are instructions the starting models were not trained on."""
+    seen = {t.name for t in toy_tasks("train", TOY_MODEL_TRAIN_PER_FAMILY)}
+    items = toy_source("toy-train").instructions
+    assert len(items) >= 200  # 40 per family, fewer where a family has no more training tasks
+    assert not {item.id.rsplit("/", 1)[1] for item in items} & seen
 
 
 def test_generation_is_deterministic():
@@ -42,7 +58,7 @@ def test_every_mode_is_available_and_reference_solutions_pass():
     # and a wrong answer fails
     wrong = execute(toy[:6], [Sample(p.task_id, 0, "    return None\n") for p in toy[:6]])
     assert not any(v.passed for v in wrong)
-    assert len(problems) == 120
+    assert len(problems) == 600
 
 
 def test_toy_training_prompts_are_what_the_evaluator_sends(toy_model_paths):
