@@ -40,10 +40,14 @@ EOS = "<|endoftext|>"
 FIM = fim_format("starcoder")  # the toy models speak StarCoder's fill-in-the-middle
 USER, ASSISTANT = "<|user|>", "<|assistant|>"
 SPECIAL_TOKENS = [EOS, FIM.prefix, FIM.suffix, FIM.middle, USER, ASSISTANT, "<|pad|>"]
+# The assistant's turns are marked ({% generation %}): TRL's conversational SFT with the loss on
+# them only (assistant_only_loss) needs the marks; they change nothing in the rendered text.
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if message['role'] == 'user' %}{{ '<|user|>\\n' + message['content'] + '\\n' }}"
-    "{% else %}{{ '<|assistant|>\\n' + message['content'] + '<|endoftext|>\\n' }}{% endif %}"
+    "{% elif message['role'] == 'system' %}{{ message['content'] + '\\n' }}"
+    "{% else %}{{ '<|assistant|>\\n' }}{% generation %}{{ message['content'] + '<|endoftext|>' }}{% endgeneration %}"
+    "{{ '\\n' }}{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
 )
