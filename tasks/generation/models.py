@@ -4,7 +4,9 @@ A reference is a local model directory (or its ``file://`` URI), a checkpoint in
 (``s3://…``, fetched by whoever loads it), a toy model name (``toy-base``, ``toy-instruct``: built
 offline on first use) or a Hugging Face id.  Resolution happens before any engine or cluster
 starts and turns every way a reference can be wrong into one clear line: a missing directory
-named as such, a malformed id, a hub that cannot be reached (with the hint to pass a local path,
+named as such, a malformed id, a gated or missing hub model (asked of the hub through
+``huggingface_hub``, so a login by ``hf auth login``, ``HF_TOKEN_PATH`` or ``HF_TOKEN`` counts), a hub
+that cannot be reached within seconds (with the hint to pass a local path,
 or a cached copy with ``HF_HUB_OFFLINE=1``).  Hub ids already in the local Hugging Face cache
 resolve to that copy, so they work offline.
 """
@@ -13,8 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from codealign.tasks.errors import CodealignError
@@ -58,29 +58,36 @@ def resolve_model(ref: str) -> str:
 
 
 def _resolve_hub_id(ref: str) -> str:
-    from huggingface_hub import snapshot_download
+    """A cached copy, else the hub's own answer through ``huggingface_hub`` (so the user's login
+    counts: ``HF_TOKEN``, ``HF_TOKEN_PATH`` or ``hf auth login``), within HUB_TIMEOUT_S."""
+    from huggingface_hub import HfApi, constants, get_session, snapshot_download
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
     try:
         return snapshot_download(ref, local_files_only=True)  # a cached copy: no network needed
     except Exception:  # noqa: BLE001 - not cached (huggingface_hub raises several kinds)
         pass
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         raise ModelNotFound(f"{ref}: not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
                             "pass a local model directory")
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-    request = urllib.request.Request(f"{endpoint}/api/models/{ref}", method="GET")
-    if token := os.environ.get("HF_TOKEN"):
-        request.add_header("Authorization", f"Bearer {token}")
+    endpoint = constants.ENDPOINT.rstrip("/")
+    # The client waits forever by default; the shared session's timeout is set for this one call.
+    session = get_session()
+    previous, session.timeout = session.timeout, HUB_TIMEOUT_S
     try:
-        with urllib.request.urlopen(request, timeout=HUB_TIMEOUT_S):
-            return ref
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            raise ModelNotFound(f"{ref}: no such model on the Hugging Face Hub ({endpoint})") from None
-        if exc.code in (401, 403):
-            raise ModelNotFound(f"{ref}: gated or private on the Hugging Face Hub; set HF_TOKEN") from None
-        raise ModelNotFound(f"{ref}: the Hugging Face Hub ({endpoint}) answered HTTP {exc.code}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise ModelNotFound(f"{ref}: the Hugging Face Hub ({endpoint}) cannot be reached ({reason}); pass a local "
-                            "model directory, or a cached copy with HF_HUB_OFFLINE=1") from None
+        HfApi(endpoint=endpoint).auth_check(ref)
+        return ref
+    except GatedRepoError:  # first: it is a RepositoryNotFoundError too
+        raise ModelNotFound(f"{ref}: a gated model on the Hugging Face Hub and this login has no access; "
+                            f"request it at {endpoint}/{ref}, then log in (hf auth login) or set HF_TOKEN") from None
+    except RepositoryNotFoundError:
+        raise ModelNotFound(f"{ref}: no such model on the Hugging Face Hub ({endpoint}), or a private one this "
+                            "login cannot see (hf auth login, or set HF_TOKEN)") from None
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else "an error"
+        raise ModelNotFound(f"{ref}: the Hugging Face Hub ({endpoint}) answered HTTP {status}") from None
+    except Exception as exc:  # noqa: BLE001 - the transport's errors (refused, DNS, timeout)
+        raise ModelNotFound(f"{ref}: the Hugging Face Hub ({endpoint}) cannot be reached ({type(exc).__name__}: "
+                            f"{exc}); pass a local model directory, or a cached copy with HF_HUB_OFFLINE=1") from None
+    finally:
+        session.timeout = previous
