@@ -144,4 +144,10 @@ def evaluate_command(
     except ValueError as exc:  # bad values outside codealign's errors (which the CLI root catches)
         fail(str(exc))
     print_scores(out, scores, config.ks)
-    console.print(f"samples, verdicts and scores in {out_dir}")
+    console.print(f"samples (evalplus' samples.jsonl), generations, verdicts, eval_results and scores in {out_dir}")
+    if config.limit:  # evalplus asserts "Missing problems in samples" on a partial file
+        full = config.model_copy(update={"limit": None}).select_problems()
+        for name, row in scores["benchmarks"].items():
+            if row["tasks"] < len(full[name]):
+                console.print(f"note: samples.jsonl covers {row['tasks']} of {len(full[name])} {name} tasks "
+                              "(--limit); evalplus' evaluator only takes a file that covers every task")

@@ -3,8 +3,9 @@
 Every evaluation in codealign is these three stages: ``codealign evaluate`` writes their
 outputs to a directory (:func:`evaluate_model`), the units of ``evaluate-checkpoints`` store
 them as artifacts (tasks/evaluation/units.py), ``codealign demo`` executes and scores sample
-files.  Files written: ``samples.jsonl`` (prompt, raw text and extracted code side by side,
-token counts, log-probabilities), ``verdicts.jsonl`` and ``scores.json``.
+files.  Files written: ``generations.jsonl`` (prompt, raw text and extracted code side by side,
+token counts, log-probabilities), ``samples.jsonl`` and ``eval_results.json`` (evalplus' formats:
+tasks/evaluation/evalplus_output.py), ``verdicts.jsonl`` and ``scores.json``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from codealign.tasks.evaluation import evalplus_output
 from codealign.tasks.evaluation.efficiency import label_efficiency
 from codealign.tasks.evaluation.generation_fidelity import label_fidelity
 from codealign.tasks.evaluation.scoring import score
@@ -95,18 +97,24 @@ def score_verdicts(verdicts: Sequence[Verdict | dict[str, Any]], settings: EvalS
 
 
 def evaluate_model(config: EvaluateConfig, out_dir: str | Path, llm: Any = None, tokenizer: Any = None,
-                   progress: bool = False) -> dict[str, Any]:
-    """Sample, execute, score; write everything under ``out_dir``; return the scores."""
+                   progress: bool = False, problems: dict[str, list[Problem]] | None = None) -> dict[str, Any]:
+    """Sample, execute, score; write everything under ``out_dir``; return the scores.
+    ``problems`` defaults to the config's selection (benchmarks, split, limit)."""
     out = Path(out_dir)
-    problems = config.select_problems()
+    problems = problems if problems is not None else config.select_problems()
     records = sample_model(config.model, config.mode, config, problems, llm, tokenizer)
-    write_jsonl_atomic(out / "samples.jsonl", (asdict(r) for r in records))
+    write_jsonl_atomic(out / "generations.jsonl", (asdict(r) for r in records))
+    write_jsonl_atomic(out / "samples.jsonl", evalplus_output.samples_lines(evalplus_output.problem_index(problems),
+                                                                            records))
     verdicts = execute_samples(problems, by_benchmark(records), config, progress)
     flat, rows = [p for group in problems.values() for p in group], [asdict(r) for r in records]
     labelled = label_failures(flat, config.mode, rows, [v.to_json() for v in verdicts])
     labelled = label_fidelity(flat, config.mode, rows, labelled)
     labelled = label_efficiency(flat, labelled, workers=config.workers)
     write_jsonl_atomic(out / "verdicts.jsonl", labelled)
+    for name, group in problems.items():
+        results = evalplus_output.eval_results(name, group, records, labelled, config.ks)
+        write_json_atomic(out / evalplus_output.results_file_name(name, list(problems)), results)
     scores = score_verdicts(labelled, config)
     scores["config"] = json.loads(config.model_dump_json())
     write_json_atomic(out / "scores.json", scores)

@@ -8,6 +8,7 @@ model text, the extracted code and the problem:
 =====================  ====================================================================
 class                  when (first that applies, in this order)
 =====================  ====================================================================
+``prompt_too_long``    the prompt left no room in the model's context: nothing was generated
 ``empty``              no code at all (nothing generated, or nothing extractable)
 ``truncated``          generation stopped at the token limit (``finish_reason == "length"``)
 ``format:no_code``     Command mode: the answer has no fenced code block (prose, or bare code)
@@ -42,10 +43,12 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from codealign.tasks.generation.sampling import PROMPT_TOO_LONG
 from codealign.tasks.problems.problem import Problem
 
-CLASSES = ("empty", "truncated", "format:no_code", "format:language", "over_generation", "signature_change",
-           "syntax_error", "compile_error", "timeout", "memory", "not_plain_data", "ended_early", "runtime_error",
+CLASSES = ("prompt_too_long", "empty", "truncated", "format:no_code", "format:language", "over_generation",
+           "signature_change", "syntax_error", "compile_error", "timeout", "memory", "not_plain_data", "ended_early",
+           "runtime_error",
            "wrong_answer")
 # The judge's own names for a failure (``Verdict.flag``): the reward hacks it caught.
 JUDGE_FLAGS = ("not_plain_data", "ended_early")
@@ -139,6 +142,8 @@ def classify(problem: Problem, mode: str, verdict: dict[str, Any], raw: str | No
         return None
     code = solution if solution is not None else (completion or "")
     program = solution if solution is not None else problem.solution(completion or "")
+    if finish_reason == PROMPT_TOO_LONG:
+        return "prompt_too_long"
     if not code.strip():
         return "empty"
     if finish_reason == "length":

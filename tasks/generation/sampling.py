@@ -142,13 +142,31 @@ def prompt_seed(seed: int, prompt: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}\0{prompt}".encode()).digest()[:4], "big")
 
 
+# What a prompt longer than the model's context gets instead of generations: no text, this
+# finish reason, and a failure class of its own (tasks/evaluation/taxonomy.py); the run goes on.
+PROMPT_TOO_LONG = "prompt_too_long"
+
+
+def context_length(llm: Any) -> int | None:
+    """The engine's context length in tokens (None for an engine that does not say)."""
+    return getattr(getattr(llm, "model_config", None), "max_model_len", None)
+
+
 def generate(llm: Any, prompts: list[str], settings: SamplingSettings,
              stops: list[list[str]] | None = None, use_tqdm: bool = False) -> list[list[Generation]]:
-    """``settings.n`` generations for every prompt, in prompt order."""
+    """``settings.n`` generations for every prompt, in prompt order.  A prompt that leaves no room
+    in the model's context gets ``n`` empty generations marked :data:`PROMPT_TOO_LONG` instead of
+    ending the whole batch with vLLM's error."""
     params = [sampling_params(settings, stops[i] if stops else None, prompt_seed(settings.seed, p))
               for i, p in enumerate(prompts)]
-    outputs = llm.generate(prompts, params, use_tqdm=use_tqdm)
-    return [
-        [Generation(c.text, len(c.token_ids), c.cumulative_logprob, c.finish_reason) for c in out.outputs]
-        for out in outputs
-    ]
+    limit = context_length(llm)
+    if limit is None:
+        fits = list(range(len(prompts)))
+    else:
+        tokenizer = llm.get_tokenizer()
+        fits = [i for i, p in enumerate(prompts) if len(tokenizer.encode(p)) < limit]
+    outputs = llm.generate([prompts[i] for i in fits], [params[i] for i in fits], use_tqdm=use_tqdm) if fits else []
+    made = {i: [Generation(c.text, len(c.token_ids), c.cumulative_logprob, c.finish_reason) for c in out.outputs]
+            for i, out in zip(fits, outputs)}
+    too_long = [Generation("", 0, None, PROMPT_TOO_LONG)] * settings.n
+    return [made.get(i, too_long) for i in range(len(prompts))]

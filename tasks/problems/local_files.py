@@ -76,7 +76,7 @@ CODAL measures non-functional quality: an LLM judge rates each response 1-10 for
 preference against a reference response (single-answer grading), averaged per dimension.  Its
 problems (:class:`JudgedProblem`) have an ``instruction`` for Command-mode sampling and no
 executable tests; executing them refuses with :class:`JudgedBenchmarkError`, so
-``codealign evaluate`` writes the sampled responses (``samples.jsonl``) and then stops with
+``codealign evaluate`` writes the sampled responses (``generations.jsonl``) and then stops with
 that message instead of reporting a meaningless pass@k.  Judging is not wired into evaluate;
 ``metadata["judge_dimension"]`` names the rubric in ``tasks/preferences/templates/judge/``.
 CodeUltraFeedback's generator prefixes each instruction with one of ten GPT-4-written
@@ -130,7 +130,7 @@ class JudgedProblem(Problem):
             f"{self.benchmark} {self.task_id}: CODAL-Bench is scored by an LLM judge (a 1-10 rating of "
             f"the response for its coding preference {self.metadata.get('preference')!r}, against a "
             f"reference response), not by running tests, so the sandbox cannot score it. Sample it in "
-            f"Command mode and rate the responses (samples.jsonl) with a judge; see "
+            f"Command mode and rate the responses (generations.jsonl) with a judge; see "
             f"tasks/problems/local_files.py."
         )
 

@@ -50,12 +50,19 @@ def test_evaluate_toy_base(toy_base, tmp_path, mode, benchmark):
     config = EvaluateConfig(model=path, benchmarks=[benchmark], mode=mode, ks=[1, 2], limit=18,
                             sampling=SamplingSettings(n=2, temperature=0.8, max_tokens=96))
     scores = evaluate_model(config, tmp_path, llm=llm, tokenizer=tokenizer)
-    samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    samples = [json.loads(line) for line in (tmp_path / "generations.jsonl").read_text().splitlines()]
     verdicts = [json.loads(line) for line in (tmp_path / "verdicts.jsonl").read_text().splitlines()]
     assert len(samples) == len(verdicts) == 36
     assert all(s["raw"] is not None and s["prompt"] for s in samples)
+    # samples.jsonl is what evalplus reads: task_id and the full program judged, nothing else
+    evalplus = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert len(evalplus) == 36 and all(set(s) == {"task_id", "solution"} and s["solution"] for s in evalplus)
+    results = json.loads((tmp_path / "eval_results.json").read_text())
+    assert sum(len(rows) for rows in results["eval"].values()) == 36
     row = scores["benchmarks"][benchmark]
     assert row["tasks"] == 18 and 0.0 <= row["pass@1"] <= row["pass@2"] <= 1.0
+    assert results["pass_at_k"] == {"base": {"pass@1": pytest.approx(row["pass@1"]),
+                                             "pass@2": pytest.approx(row["pass@2"])}}
     if mode == "flow" and benchmark == "toy":
         assert row["pass@1"] > 0, "toy-base should solve some held-out toy tasks in Flow mode"
 
@@ -65,7 +72,7 @@ def test_evaluate_toy_instruct_command_mode_and_humaneval_subset(toy_instruct, t
     config = EvaluateConfig(model=path, benchmarks=["toy", "humaneval"], mode="command", ks=[1], limit=12,
                             sampling=SamplingSettings(n=2, temperature=0.8, max_tokens=128))
     scores = evaluate_model(config, tmp_path, llm=llm, tokenizer=tokenizer)
-    samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    samples = [json.loads(line) for line in (tmp_path / "generations.jsonl").read_text().splitlines()]
     assert {s["benchmark"] for s in samples} == {"toy", "humaneval"}
     assert all(s["prompt"].startswith("<|user|>") for s in samples)  # the chat template was used
     assert all(s["solution"] is not None for s in samples)
@@ -85,7 +92,7 @@ def test_evaluate_other_languages_end_to_end(toy_base, tmp_path, mode):
     config = EvaluateConfig(model=path, benchmarks=["humaneval-x-js", "humaneval-x-cpp", multipl_e], mode=mode,
                             ks=[1], limit=2, sampling=SamplingSettings(n=2, temperature=0.8, max_tokens=96))
     scores = evaluate_model(config, tmp_path, llm=llm, tokenizer=tokenizer)
-    samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    samples = [json.loads(line) for line in (tmp_path / "generations.jsonl").read_text().splitlines()]
     verdicts = [json.loads(line) for line in (tmp_path / "verdicts.jsonl").read_text().splitlines()]
     assert len(samples) == len(verdicts) == 12
     assert set(scores["benchmarks"]) == {"humaneval-x-js", "humaneval-x-cpp", multipl_e}
@@ -129,3 +136,30 @@ def test_benchmarks_sharing_prompts_are_sampled_once_and_judged_as_if_sampled_ap
                 {name: {k: v for k, v in row.items() if k.startswith("pass@")} for name, row in scores.items()})
 
     assert judged(together) == judged(apart)
+
+
+def test_a_prompt_longer_than_the_context_is_a_failure_of_its_own_and_the_run_goes_on(toy_base, tmp_path):
+    """`codealign evaluate --model toy-base --benchmarks humaneval+` used to end with vLLM's
+    "input_tokens 513": HumanEval+ prompts run past toy-base's 512-token context.  Now each such
+    sample is recorded as `prompt_too_long`, and the other prompts are sampled and judged."""
+    from codealign.tasks.generation.sampling import PROMPT_TOO_LONG, context_length
+
+    llm, tokenizer, path = toy_base
+    limit = context_length(llm)
+    problems = load_benchmark("humaneval+")
+    lengths = {p.task_id: len(tokenizer.encode(build_prompt(p, PromptSpec("flow"), tokenizer))) for p in problems}
+    long_ids = [t for t, n in lengths.items() if n >= limit]
+    short_ids = [t for t, n in lengths.items() if n < limit]
+    assert limit and long_ids and short_ids, (limit, max(lengths.values()))
+    config = EvaluateConfig(model=path, benchmarks=["humaneval+"], mode="flow", ks=[1],
+                            sampling=SamplingSettings(n=1, temperature=0.0, max_tokens=16))
+    chosen = {long_ids[0], short_ids[0]}
+    scores = evaluate_model(config, tmp_path, llm=llm, tokenizer=tokenizer,
+                            problems={"humaneval+": [p for p in problems if p.task_id in chosen]})
+    generations = {r["task_id"]: r for r in map(json.loads, (tmp_path / "generations.jsonl").read_text().splitlines())}
+    verdicts = {v["task_id"]: v for v in map(json.loads, (tmp_path / "verdicts.jsonl").read_text().splitlines())}
+    assert generations[long_ids[0]]["finish_reason"] == PROMPT_TOO_LONG and generations[long_ids[0]]["raw"] == ""
+    assert verdicts[long_ids[0]]["failure"] == "prompt_too_long" and not verdicts[long_ids[0]]["passed"]
+    assert generations[short_ids[0]]["n_tokens"] > 0 and verdicts[short_ids[0]]["failure"] != "prompt_too_long"
+    assert scores["benchmarks"]["humaneval+"]["tasks"] == 2
+    assert scores["benchmarks"]["humaneval+"]["failures"]["prompt_too_long"] == 1
