@@ -58,7 +58,7 @@ def train_command(config: StageConfig, run_id: RunIdOpt = None, submit: SubmitOp
 
     check_run_id_option(run_id)
     # bad input fails here, before any server, cluster or worker starts
-    check_dataset(config.dataset, config.stage)
+    check_dataset(config.dataset, config.stage, config.bonbon_n)
     validate(resolve_model(config.model))
     run_flow_command("train", config, run_id, submit=submit)
 

@@ -179,7 +179,7 @@ def train_flow(config: StageConfig, run_id: str | None = None) -> dict[str, Any]
     """Train one stage unless an identical stage (same model and data content, same settings)
     is complete in the store; then, after SFT, check it for degradation."""
     logger, store, run_id, made_by, status = runtime.open_run(FLOW_NAME, config, run_id)
-    data = check_dataset(config.dataset, config.stage)
+    data = check_dataset(config.dataset, config.stage, config.bonbon_n)
     with runtime.ray_options():
         model = runtime.fingerprint_task.submit(resolve_model(config.model)).result()
     validate(model.uri)  # no weights, a corrupt file: fail now, naming it, before any worker starts

@@ -69,6 +69,8 @@ class TrainSettings(BaseModel):
     bonbon_alpha: float = Field(0.005, ge=0, le=1, description="BoNBoN's weight on the best response's NLL")
     bonbon_beta: float | None = Field(None, gt=0,
                                       description="BoNBoN beta (default 1/(2(n-1)H(n-1)) from the dataset's n)")
+    bonbon_n: int | None = Field(None, ge=2, description="the n BoNBoN pairs were drawn from, for data without an "
+                                                         "n column (the column wins)")
     save_steps: int = Field(50, ge=1, description="a checkpoint every N optimizer steps (and at the end)")
     seed: int = Field(0, description="seed of initialisation, data order and dropout")
     workers: int = Field(1, ge=1, description="Ray Train workers (one GPU each with use_gpu)")
@@ -139,6 +141,8 @@ class StageConfig(TrainSettings, RunPlacement):
                                                             "degradation_benchmarks", "cpus_per_worker",
                                                             "degradation_threshold", "degradation_limit",
                                                             "eval_mode", "eval_max_tokens", "report_to"}))
+        if settings.get("bonbon_n") is None:  # added later: unset, it leaves existing stage keys as they were
+            settings.pop("bonbon_n", None)
         if self.stage in ("dpo", "bonbon"):  # TRL's DPOTrainer sets every dropout, LoRA's included, to 0
             settings.pop("lora_dropout")  # (DPOConfig.disable_dropout): changing it changes nothing
         return settings

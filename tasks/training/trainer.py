@@ -21,7 +21,7 @@ from typing import Any
 from codealign.tasks.artifacts.checkpoints import fingerprint
 from codealign.tasks.artifacts.store import ArtifactStore
 from codealign.tasks.training import tracking
-from codealign.tasks.training.data import COLUMNS, ID_COLUMN, read_rows
+from codealign.tasks.training.data import COLUMNS, MESSAGES, example_ids, read_rows
 from codealign.tasks.training.stages import StageSpec
 
 SEEN_FILE = "examples_seen.json"
@@ -46,6 +46,8 @@ def training_args(spec: StageSpec, output_dir: str) -> Any:
         ddp_find_unused_parameters=False, save_only_model=False,
     )
     if c.stage == "sft":
+        if spec.data.columns == (MESSAGES,):  # the loss on the assistant turns (generation markers)
+            return SFTConfig(**common, assistant_only_loss=True)
         return SFTConfig(**common, completion_only_loss=True)
     beta = spec.bonbon_beta if c.stage == "bonbon" else c.beta
     return DPOConfig(**common, beta=beta, loss_type=[c.loss_type])
@@ -72,9 +74,9 @@ def train_dataset(spec: StageSpec) -> tuple[Any, list[str]]:
     from datasets import Dataset
 
     rows = read_rows(spec.data.uri, spec.data.sha256)
-    columns = [c for c in COLUMNS[spec.config.stage] if c != "n"]
+    columns = spec.data.columns or COLUMNS[spec.config.stage]
     data = Dataset.from_list([{INDEX: i, **{c: r[c] for c in columns}} for i, r in enumerate(rows)])
-    return data, [str(r[ID_COLUMN]) for r in rows]
+    return data, example_ids(rows)
 
 
 class _IndexedCollator:

@@ -185,8 +185,10 @@ def test_dataset_checks_name_the_file_and_problem(tmp_path, instruct):
     rows = toy_rows(tokenizer, 3, n=None)
     plain = write_parquet(rows, tmp_path / "pairs.parquet")
     assert check_dataset(plain, "dpo").rows == 3
-    with pytest.raises(DatasetError, match=r"pairs.parquet: a bonbon dataset needs column\(s\) n"):
+    with pytest.raises(DatasetError, match=r"pairs.parquet: a BoNBoN dataset needs the n .*: a column n, or the "
+                                           "bonbon_n setting"):
         check_dataset(plain, "bonbon")
+    assert check_dataset(plain, "bonbon", bonbon_n=4).n == 4  # the setting, where the data has no n
     no_completion = write_parquet([{k: v for k, v in r.items() if k != "completion"} for r in rows],
                                   tmp_path / "no-completion.parquet")
     with pytest.raises(DatasetError, match=r"no-completion.parquet: a sft dataset needs column\(s\) completion"):
@@ -201,7 +203,7 @@ def test_dataset_checks_name_the_file_and_problem(tmp_path, instruct):
     with pytest.raises(DatasetError, match="row 0 .*'chosen'"):
         check_dataset(empty, "dpo")
     (tmp_path / "junk.parquet").write_text("not parquet")
-    with pytest.raises(DatasetError, match="junk.parquet: not a parquet dataset"):
+    with pytest.raises(DatasetError, match="junk.parquet: not a parquet, JSONL or save_to_disk dataset"):
         check_dataset(str(tmp_path / "junk.parquet"), "sft")
     with pytest.raises(DatasetError, match="missing.parquet: no such dataset"):
         check_dataset(str(tmp_path / "missing.parquet"), "sft")
@@ -294,3 +296,32 @@ def test_an_evaluation_joins_its_stage_tracker_runs_and_a_tracker_that_fails_onl
     assert [(e.step, e.value) for e in accumulator.Scalars("eval/toy/flow/pass@2")] == [(4, 0.75)]
     assert tracking.stage_checkpoint(store, store.uri("units/st/checkpoints/checkpoint-12")) == ("st", 12)
     assert tracking.stage_checkpoint(store, store.uri("units/st/checkpoints")) is None
+
+
+def test_conversational_sft_trains_on_the_assistant_turns_only(tmp_path, instruct):
+    """TRL's conversational format (`messages`), from a JSONL file without instruction ids: the
+    toy-instruct chat template marks the assistant turns ({% generation %}), so the loss is on
+    them only; two optimizer steps train."""
+    from codealign.tasks.generation.prompts import fenced
+    from codealign.tasks.toy.families import toy_tasks
+    from codealign.tasks.training.trainer import build_trainer, train
+
+    path, tokenizer = instruct
+    rows = [{"messages": [{"role": "user", "content": t.instruction},
+                          {"role": "assistant", "content": fenced(t.source)}]} for t in toy_tasks("train", 10)[:4]]
+    data = tmp_path / "chat.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    checked = check_dataset(str(data), "sft")
+    assert checked.conversational and checked.columns == ("messages",) and checked.ids == "prompt:sha256"
+    config = StageConfig(stage="sft", pathway="fta", model=path, dataset=str(data), store=str(tmp_path / "store"),
+                         batch_size=2, save_steps=2, warmup_steps=0, max_length=256, max_steps=2)
+    spec = make_stage(config, fingerprint(path), checked)
+    trainer = build_trainer(spec, path, str(tmp_path / "out"), None, {})
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    learned = [tokenizer.decode([t for t, label in zip(ids, labels) if label != -100])
+               for ids, labels in zip(batch["input_ids"].tolist(), batch["labels"].tolist())]
+    for text, row in zip(learned, rows[:2]):
+        assert row["messages"][1]["content"].strip() in text and row["messages"][0]["content"] not in text
+    train(trainer)
+    assert trainer.state.global_step == 2
+    assert all(math.isfinite(h["loss"]) for h in trainer.state.log_history if "loss" in h)
