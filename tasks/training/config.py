@@ -117,7 +117,8 @@ class StageConfig(TrainSettings, RunPlacement):
     pathway: Pathway = Field(description="pta: from a pretrained model; fta: from its instruction-tuned sibling")
     model: str = Field(
         description="starting model: local directory, checkpoint, Hugging Face id or toy-base/toy-instruct")
-    dataset: str = Field(description="parquet dataset of generate-preferences (path or URI)")
+    dataset: str = Field(description="parquet or JSONL file (path or URI), save_to_disk directory or hub dataset id "
+                                     "(org/name@rev), in TRL's standard or conversational format")
 
     @field_validator("dataset")
     @classmethod
