@@ -317,4 +317,7 @@ def test_evalplus_reads_codealigns_samples_file_and_agrees_with_its_eval_results
     for group, ok in (("base", lambda r: r["base_status"] == "pass"), ("plus", both)):
         theirs_pass1 = sum(sum(map(ok, rows)) / len(rows) for rows in theirs.values()) / len(theirs)
         assert ours["pass_at_k"][group]["pass@1"] == pytest.approx(theirs_pass1), group
-    assert 0.4 < ours["pass_at_k"]["plus"]["pass@1"] <= 0.5  # canonicals pass, wrong programs fail
+    print(f"\nevalplus and codealign on one samples file: {sum(map(len, theirs.values()))} samples, "
+          f"pass@1 base {ours['pass_at_k']['base']['pass@1']:.4f}, "
+          f"base + extra {ours['pass_at_k']['plus']['pass@1']:.4f}")
+    assert 0.45 < ours["pass_at_k"]["plus"]["pass@1"] < 0.55  # canonicals pass, (almost) every wrong program fails
