@@ -23,8 +23,10 @@ PREFECT_RESULTS = "prefect-results"
 MANIFEST, STATUS, RESULTS = "manifest.json", "status.json", "results.json"
 SWEEP_RECORD = "sweep.json"  # an alignment sweep's record (tasks/sweeps/results.py), beside its manifest
 DATASETS = "datasets"
-# A training stage's unit (tasks/training/stages.py): its record, its merged checkpoints, Ray Train's state.
+# A training stage's unit (tasks/training/stages.py): its record, its merged checkpoints, Ray Train's state,
+# and (LoRA) each checkpoint's adapter on its own.
 STAGE_RECORD, STAGE_CHECKPOINTS, TRAIN_STATE = "stage.json", "checkpoints", "train-state"
+STAGE_ADAPTERS = "adapters"
 RUN_LEASE = "run"  # runs/<id>/run.lease: held by the process running the run (flows/runtime.open_run)
 TOMBSTONE_SUFFIX = ".gc.json"  # <checkpoint>.gc.json: what `codealign gc` thinned (tasks/artifacts/gc.py)
 

@@ -6,6 +6,8 @@ twice and a changed input is a new stage.  Under ``units/<key>/``:
 
     checkpoints/checkpoint-<step>/   merged Hugging Face model + tokenizer (what vLLM and
                                      `evaluate-checkpoints` load), with a lineage sidecar
+    adapters/checkpoint-<step>/      LoRA stages: the PEFT adapter alone (MBs, to share or push;
+                                     ``--model`` takes it), beside the merged model, not in it
     train-state/                     Ray Train's checkpoints: optimizer, scheduler, RNG and
                                      data position, for resuming after a kill
     stage.json                       the stage's record; its existence completes the stage
@@ -48,6 +50,9 @@ class StageSpec:
     def checkpoint_key(self, step: int) -> str:
         return self.artifact(f"{CHECKPOINTS}/checkpoint-{step}")
 
+    def adapter_key(self, step: int) -> str:
+        return self.artifact(f"{layout.STAGE_ADAPTERS}/checkpoint-{step}")
+
     def label(self) -> str:
         return f"{self.config.stage} {self.config.pathway} {self.model.name}"
 
@@ -55,13 +60,13 @@ class StageSpec:
         return RunItem(self.key, self.label(), self.artifact(RECORD),
                        {"model": asdict(self.model), "data": asdict(self.data)})
 
-    def checkpoint_meta(self, step: int, producer: dict[str, Any], tracking: dict[str, Any] | None = None
-                        ) -> ArtifactMeta:
+    def checkpoint_meta(self, step: int, producer: dict[str, Any], tracking: dict[str, Any] | None = None,
+                        kind: str = "checkpoint") -> ArtifactMeta:
         """Lineage of a checkpoint: the dataset and the starting model it was trained from, the
         stage config and the trackers' run ids (the code version is added by the store)."""
         params = {"stage_key": self.key, "step": step, "stage": self.config.model_dump(mode="json"),
                   "bonbon_beta": self.bonbon_beta, "tracking": tracking or {}}
-        return ArtifactMeta("checkpoint", producer,
+        return ArtifactMeta(kind, producer,
                             (InputRef(self.data.uri, self.data.sha256), InputRef(self.model.uri, self.model.sha256)),
                             params)
 

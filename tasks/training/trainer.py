@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
 
-from codealign.tasks.artifacts.checkpoints import fingerprint
+from codealign.tasks.artifacts.checkpoints import combined_digest, file_digests, fingerprint
 from codealign.tasks.artifacts.store import ArtifactStore
 from codealign.tasks.training import tracking
 from codealign.tasks.training.data import COLUMNS, MESSAGES, example_ids, read_rows
@@ -159,9 +160,15 @@ def _callbacks(spec: StageSpec, store: ArtifactStore | None, start_path: str, pr
             if store is None or not state.is_world_process_zero:
                 return
             key = spec.checkpoint_key(state.global_step)
+            folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+            adapter_key = spec.adapter_key(state.global_step)
+            if spec.config.adapter == "lora" and not store.exists(adapter_key):
+                with tempfile.TemporaryDirectory(prefix="codealign-adapter-") as tmp:
+                    export_adapter(folder, spec.config.model, tmp)
+                    store.put_directory(adapter_key, tmp, combined_digest(file_digests(tmp)),
+                                        spec.checkpoint_meta(state.global_step, producer, ids.ids, kind="adapter"))
             if store.exists(key):  # made before a kill, by the same deterministic steps
                 return
-            folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
             with tempfile.TemporaryDirectory(prefix="codealign-export-") as tmp:
                 export_model(folder, start_path, spec.config.adapter, kwargs["processing_class"], tmp)
                 store.put_directory(key, tmp, fingerprint(tmp).sha256,
@@ -169,6 +176,23 @@ def _callbacks(spec: StageSpec, store: ArtifactStore | None, start_path: str, pr
             progress(f"{spec.config.stage} checkpoint-{state.global_step} -> {store.uri(key)}")
 
     return [ids, SaveAtEnd(), Progress(), Export()]
+
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def export_adapter(checkpoint_dir: str, base: str, out_dir: str) -> None:
+    """The checkpoint's LoRA adapter alone, as PEFT saved it, its ``base_model_name_or_path``
+    naming the stage's starting model as the user gave it (a hub id, a toy model, a directory),
+    not this worker's copy of it."""
+    for name in ADAPTER_FILES:
+        shutil.copyfile(os.path.join(checkpoint_dir, name), os.path.join(out_dir, name))
+    config_path = os.path.join(out_dir, "adapter_config.json")
+    with open(config_path) as f:
+        config = json.load(f)
+    config["base_model_name_or_path"] = base
+    with open(config_path, "w") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
 
 
 def export_model(checkpoint_dir: str, start_path: str, adapter: str, tokenizer: Any, out_dir: str) -> None:

@@ -93,6 +93,45 @@ def test_each_stage_trains_on_two_workers_and_records_its_checkpoints(fta_chain)
     assert stages["bonbon"]["record"]["dataset"]["n"] == 8
 
 
+def test_each_lora_checkpoint_exports_its_adapter_beside_it_and_evaluates_through_model(fta_chain, tmp_path):
+    """The adapter alone (MBs), beside the merged checkpoint and not in it; its base is the model
+    the user named (toy-instruct; the SFT checkpoint for DPO), not a worker's copy; `--model
+    ADAPTER_DIR` merges it into that base: the same weights as the stored merged checkpoint, and
+    `codealign evaluate` runs on it."""
+    import json
+    import subprocess
+
+    from safetensors.torch import load_file
+
+    from codealign.tasks.generation.models import ADAPTER_RECORD, resolve_model
+
+    store, _, stages = fta_chain
+    adapters = {}
+    for name in ("sft", "dpo"):
+        record = stages[name]["record"]
+        for checkpoint in record["checkpoints"]:
+            key = layout.unit_artifact(stages[name]["stage_key"], f"adapters/checkpoint-{checkpoint['step']}")
+            assert set(os.listdir(store.path(key))) == {"adapter_config.json", "adapter_model.safetensors"}
+            assert store.meta(key).kind == "adapter"
+        adapters[name] = store.path(key)
+    base_of = {n: json.loads(Path(a, "adapter_config.json").read_text())["base_model_name_or_path"]
+               for n, a in adapters.items()}
+    assert base_of == {"sft": "toy-instruct", "dpo": stages["sft"]["final_checkpoint"]}
+
+    merged = resolve_model(adapters["sft"])
+    assert json.loads(Path(merged, ADAPTER_RECORD).read_text())["base"] == "toy-instruct"
+    ours, stored = (load_file(str(Path(d, "model.safetensors")))
+                    for d in (merged, store.path(stages["sft"]["final_checkpoint"])))
+    assert ours.keys() == stored.keys() and all((ours[k] == stored[k]).all() for k in ours)
+    done = subprocess.run([sys.executable, "-m", "codealign", "evaluate", "--model", adapters["sft"],
+                           "--benchmarks", "toy", "--mode", "command", "--limit", "6", "--n", "1",
+                           "--temperature", "0", "--max-tokens", "96", "--max-model-len", "512",
+                           "--out", str(tmp_path / "eval")], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    scores = json.loads((tmp_path / "eval" / "scores.json").read_text())
+    assert scores["benchmarks"]["toy"]["tasks"] == 6 and scores["config"]["model"] == merged
+
+
 def test_an_identical_stage_is_not_trained_twice(fta_chain, ray_cluster):
     from codealign.flows import registry
 

@@ -98,3 +98,17 @@ def test_a_hub_that_does_not_answer_is_an_error_within_seconds(hub, tmp_path):
     done = resolve("org/slow", hub, tmp_path)
     assert done.returncode == 2 and "cannot be reached" in done.stderr and "HF_HUB_OFFLINE=1" in done.stderr
     assert time.monotonic() - started < 25  # the client's own default would wait the full 30 s answer
+
+
+def test_a_pinned_revision_resolves_to_its_snapshot_and_another_is_not_taken_for_it(hub, tmp_path):
+    """`org/name@rev`: the snapshot of that commit in the Hugging Face cache (offline here), the
+    directory every engine loads and lineage fingerprints; a revision not in the cache is not
+    replaced by another one."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = tmp_path / "hf" / "hub" / "models--org--tiny" / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    done = resolve(f"org/tiny@{commit}", hub, tmp_path, HF_HUB_OFFLINE="1")
+    assert done.returncode == 0 and done.stdout.strip() == str(snapshot), done.stderr
+    other = resolve("org/tiny@" + "f" * 40, hub, tmp_path, HF_HUB_OFFLINE="1")
+    assert other.returncode == 2 and "not in the local Hugging Face cache" in other.stderr
