@@ -11,6 +11,8 @@ from pathlib import Path
 from codealign.tasks.artifacts import layout
 from codealign.tasks.artifacts.lineage import ArtifactMeta
 from codealign.tasks.artifacts.store import ArtifactStore
+from codealign.tasks.preferences.sources import load_source
+from codealign.tasks.problems.registry import load_benchmark
 from codealign.tasks.sweeps.config import load_preset
 from codealign.tasks.sweeps.forecast import forecast
 
@@ -22,7 +24,8 @@ def test_paper_003_plan_counts_what_is_known_and_says_unknown_for_the_rest(tmp_p
     pieces = {p.label: p for p in result.pieces}
     assert len(pieces) == 10 + 1 + 130 * 2  # data jobs, the starting models' evaluation, stages and theirs
     data = pieces["llama3-8b-pta-s0"]
-    assert data.generation_requests == data.executions == 120 * 8  # toy-seeds x n
+    seeds = len(load_source("toy-seeds").instructions)
+    assert data.generation_requests == data.executions == seeds * 8  # toy-seeds x n
     starts = pieces["eval-starts"]
     assert starts.evaluation_units == 10 * 4  # 10 starting models x 4 benchmarks x Command mode
     # HumanEval and HumanEval+ share 163 of 164 prompts: sampled once, judged twice
@@ -76,7 +79,9 @@ def test_plan_json_from_the_command_line(tmp_path):
     r = run("--preset", "toy", "--plan", "--json", "--store", str(tmp_path / "store"))
     assert r.returncode == 0, r.stderr
     plan = json.loads(r.stdout)
-    assert plan["totals"]["generation_requests"] == {"known": 2 * 768 + 240 + 6 * 120, "unknown_pieces": 2}
+    held_out = len(load_benchmark("toy"))  # starting models and six stages, each in two modes
+    assert plan["totals"]["generation_requests"] == {"known": 2 * 96 * 8 + 2 * 2 * held_out + 6 * 2 * held_out,
+                                                     "unknown_pieces": 2}
     assert plan["critical_path"]["pieces"][0] == "toy-pta-s0"
     r = run("--preset", "toy", "--json")
     assert r.returncode == 2 and "--json goes with --plan" in r.stderr
