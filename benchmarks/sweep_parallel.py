@@ -39,8 +39,8 @@ def settings(store: Path, address: str, max_parallel: int) -> dict:
         "data": {"source": "toy-train", "limit": 24, "shard_size": 8,
                  "sampling": {"n": 4, "temperature": 0.8, "top_p": 0.95, "max_tokens": 160},
                  "engine": {"max_model_len": 512, "enforce_eager": True}},
-        "training": {"workers": 1, "batch_size": 4, "epochs": 1, "warmup_steps": 0, "save_steps": 10000,
-                     "max_length": 384, "degradation_limit": 12, "eval_max_tokens": 160},
+        "training": {"workers": 1, "per_device_train_batch_size": 4, "num_train_epochs": 1, "warmup_steps": 0,
+                     "save_steps": 10000, "max_length": 384, "degradation_limit": 12, "eval_max_tokens": 160},
         "evaluation": {"benchmarks": ["toy"], "modes": ["command"], "checkpoints": "final", "limit": 24, "ks": [1],
                        "sampling": {"n": 1, "temperature": 0.0, "max_tokens": 160}},
     }

@@ -55,12 +55,12 @@ def run_pathway(args: argparse.Namespace, pathway: str, model: str, mode: str) -
     def dataset(name: str) -> str:
         return store.uri(layout.run_dataset(data_run, f"{name}.parquet"))
 
-    common = dict(pathway=pathway, store=store.root, workers=2, batch_size=4, warmup_steps=5, save_steps=10_000,
-                  max_length=512, eval_max_tokens=160, lora_r=16, seed=args.seed)
+    common = dict(pathway=pathway, store=store.root, workers=2, per_device_train_batch_size=4, warmup_steps=5,
+                  save_steps=10_000, max_length=512, eval_max_tokens=160, lora_r=16, seed=args.seed)
 
     def stage(name: str, start: str, data: str, epochs: float) -> str:
-        registry.run("train", StageConfig(stage=name, model=start, dataset=dataset(data), epochs=epochs, **common),
-                  f"{pathway}-{name}")
+        registry.run("train", StageConfig(stage=name, model=start, dataset=dataset(data), num_train_epochs=epochs,
+                                          **common), f"{pathway}-{name}")
         [row] = runs.read_results(store, f"{pathway}-{name}")
         return row["final_checkpoint"]
 

@@ -56,8 +56,9 @@ def make_spec(root: Path, pairs: int, batch_size: int, workers: int, cpus_per_wo
                  "chosen": fenced(t.source), "rejected": fenced(t.source.replace("return result", "return None"))}
                 for t in toy_tasks("train", pairs)[:pairs]]
         Dataset.from_list(rows).to_parquet(str(data))
-    config = StageConfig(stage="dpo", pathway="fta", model=model, dataset=str(data), batch_size=batch_size,
-                         workers=workers, cpus_per_worker=cpus_per_worker, store=str(root / f"store-{workers}w"),
+    config = StageConfig(stage="dpo", pathway="fta", model=model, dataset=str(data),
+                         per_device_train_batch_size=batch_size, workers=workers, cpus_per_worker=cpus_per_worker,
+                         store=str(root / f"store-{workers}w"),
                          warmup_steps=5, save_steps=100_000, max_length=384)
     return make_stage(config, fingerprint(model), check_dataset(str(data), "dpo"))
 

@@ -266,7 +266,7 @@ class _Pieces:
                                               stage.after, trained.checkpoints, trained.degradation))
         settings = {**config.training.model_dump(), **config.stage_overrides.get(stage.technique, {})}
         return {"run_id": sub, "stage_key": trained.key,
-                "work": _work("example_epochs", int(trained.dataset.get("n") or 0) * int(settings["epochs"]))}
+                "work": _work("example_epochs", int(trained.dataset.get("n") or 0) * int(settings["num_train_epochs"]))}
 
     def evaluate_starts(self) -> dict[str, Any]:
         """The starting models, in the sweep's modes; and in Command mode with each extra ICL shot count."""

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from codealign.flows.cli import RunIdOpt, SubmitOpt, check_run_id_option, fail, out, run_flow_command
+from codealign.flows.cli import RunIdOpt, SubmitOpt, check_run_id_option, console, fail, out, run_flow_command
 from codealign.flows.options import with_config_options
 from codealign.tasks.evaluation.units import CheckpointEvalConfig
 from codealign.tasks.preferences.generate import GenerateConfig
@@ -48,7 +48,26 @@ def generate_command(
     run_flow_command("generate-preferences", config, run_id, submit=submit)
 
 
-@with_config_options(StageConfig, on_error=fail)
+def read_train_config(path: Path) -> dict[str, Any]:
+    """A ``--config`` file for ``train``: codealign's settings, or TRL's own YAML (it names
+    ``model_name_or_path`` / ``dataset_name``): mapped, and what codealign ignores in it named."""
+    from codealign.flows.options import ConfigError, read_config_file
+    from codealign.tasks.training.config import TRL_SCRIPT_FIELDS, from_trl_config
+
+    data = read_config_file(path)
+    if not set(TRL_SCRIPT_FIELDS) & set(data):
+        return data
+    try:
+        settings, ignored = from_trl_config(data)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    if ignored:
+        console.print(f"codealign: {path} is a TRL config; ignored (codealign sets or does not use them): "
+                      f"{', '.join(ignored)}", highlight=False)
+    return settings
+
+
+@with_config_options(StageConfig, on_error=fail, read_file=read_train_config)
 def train_command(config: StageConfig, run_id: RunIdOpt = None, submit: SubmitOpt = None) -> None:
     """Train one stage (SFT, DPO or BoNBoN; LoRA or full) on Ray Train workers (Prefect flow
     `train`); checkpoints go to the store, merged, with lineage.  Resumable after a kill."""
@@ -118,9 +137,10 @@ def load_sweep_config(preset: str, config_file: Path | None, store: str | None, 
     from pydantic import ValidationError
 
     from codealign.flows.options import merge_settings, read_config_file
-    from codealign.tasks.sweeps.config import SweepConfig, SweepError, read_preset
+    from codealign.tasks.sweeps.config import SweepConfig, SweepError, read_preset, with_trl_names
 
-    settings = merge_settings(read_preset(preset), read_config_file(config_file) if config_file else {})
+    settings = merge_settings(with_trl_names(read_preset(preset)),
+                              with_trl_names(read_config_file(config_file) if config_file else {}))
     settings.update({k: v for k, v in (("store", store), ("ray_address", ray_address)) if v is not None})
     try:
         return SweepConfig.model_validate(settings)

@@ -38,10 +38,15 @@ class ConfigOption:
     kind: type  # str, int, float or bool
     many: bool  # a list field
     help: str
+    old_name: str | None = None  # a renamed field's old name: its flag still works, for one release
 
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        return (self.flag, *(("--" + self.old_name.replace("_", "-"),) if self.old_name else ()))
 
 
 def _unwrap_optional(annotation: Any) -> Any:
@@ -72,8 +77,11 @@ def config_options(model: type[BaseModel], skip: tuple[str, ...] = (), prefix: t
         many = typing.get_origin(annotation) is list
         kind = _scalar(typing.get_args(annotation)[0] if many else annotation)
         help_text = info.description or ""
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        if typing.get_origin(annotation) is dict:
+            continue  # a section of free-form settings (TRL's sft:/dpo:): set in a --config file
         options.append(ConfigOption((*prefix, field_name), FLAG_NAMES.get(field_name, field_name), kind, many,
-                                    help_text))
+                                    help_text, extra.get("old_name")))
     names = [o.name for o in options]
     clashes = {n for n in names if names.count(n) > 1}
     if clashes:
@@ -81,11 +89,14 @@ def config_options(model: type[BaseModel], skip: tuple[str, ...] = (), prefix: t
     return options
 
 
-def with_config_options(model: type[BaseModel], on_error: Callable[[str], Any], skip: tuple[str, ...] = ()
+def with_config_options(model: type[BaseModel], on_error: Callable[[str], Any], skip: tuple[str, ...] = (),
+                        read_file: Callable[[Path], dict[str, Any]] | None = None,
                         ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorate a typer command: it gains ``--config`` and an option per field of ``model``, and
     receives the validated config as its ``config`` argument (its other parameters stay).  A
-    config that does not validate goes to ``on_error`` with a message naming the flag or file."""
+    config that does not validate goes to ``on_error`` with a message naming the flag or file.
+    ``read_file`` reads the ``--config`` file instead of :func:`read_config_file` (``train`` also
+    takes TRL's own YAML files)."""
     options = config_options(model, skip)
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -100,13 +111,13 @@ def with_config_options(model: type[BaseModel], on_error: Callable[[str], Any], 
                 raise TypeError(f"{command.__name__}: parameter {o.name!r} clashes with a config option")
             kind: Any = list[str] if o.many else o.kind  # "1,10": split here, converted by pydantic
             added.append(inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                                           annotation=Annotated[kind | None, typer.Option(o.flag, help=o.help)]))
+                                           annotation=Annotated[kind | None, typer.Option(*o.flags, help=o.help)]))
 
         def wrapper(**kwargs: Any) -> Any:
             given = {o.name: kwargs.pop(o.name) for o in options}
             config_file = kwargs.pop("config_file")
             try:
-                config = build_config(model, options, given, config_file, skip)
+                config = build_config(model, options, given, config_file, skip, read_file)
             except ConfigError as exc:
                 return on_error(str(exc))
             return command(config=config, **kwargs)
@@ -154,9 +165,10 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 
 def build_config(model: type[BaseModel], options: list[ConfigOption], given: dict[str, Any],
-                 config_file: Path | None, skip: tuple[str, ...] = ()) -> BaseModel:
+                 config_file: Path | None, skip: tuple[str, ...] = (),
+                 read_file: Callable[[Path], dict[str, Any]] | None = None) -> BaseModel:
     """Defaults < ``config_file`` < flags, validated by ``model``."""
-    from_file = read_config_file(config_file) if config_file else {}
+    from_file = (read_file or read_config_file)(config_file) if config_file else {}
     for name in skip:
         if name in from_file:
             raise ConfigError(f"{config_file}: {name!r} cannot be set in a config file here")

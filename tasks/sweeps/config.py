@@ -38,6 +38,7 @@ from codealign.tasks.training.config import (
     Stage,
     StageConfig,
     TrainSettings,
+    trl_names,
 )
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
@@ -129,7 +130,8 @@ class SweepConfig(RunPlacement):
     data: DataSettings = Field(default_factory=DataSettings)
     training: TrainSettings = Field(default_factory=TrainSettings, description="settings of every stage")
     stage_overrides: dict[Stage, dict[str, Any]] = Field(
-        default_factory=dict, description="per technique, settings that differ from `training` (e.g. dpo: {epochs: 3})")
+        default_factory=dict, description="per technique, settings that differ from `training` "
+                                          "(e.g. dpo: {num_train_epochs: 3})")
     evaluation: SweepEvaluation = Field(default_factory=SweepEvaluation)
     early_stop: bool = Field(True, description="skip a branch's DPO/BoNBoN when its SFT stage degraded")
     max_parallel: int = Field(4, ge=1, description="pieces (data jobs, stages, evaluations) run at once, at most; "
@@ -137,6 +139,11 @@ class SweepConfig(RunPlacement):
     regression: RegressionSettings | None = Field(
         None, description="fail the sweep when a cell is significantly worse than in the previous completed "
                           "sweep of its deployment or preset (none: never)")
+
+    @field_validator("stage_overrides")
+    @classmethod
+    def _override_names(cls, overrides: dict[Stage, dict[str, Any]]) -> dict[Stage, dict[str, Any]]:
+        return {technique: trl_names(settings) for technique, settings in overrides.items()}
 
     @field_validator("pathways", "techniques", "objectives", "seeds", "lora_ranks")
     @classmethod
@@ -175,6 +182,18 @@ class SweepConfig(RunPlacement):
                 raise ValueError(f"stage_overrides.{technique}.{'.'.join(map(str, err['loc']))}: "
                                  f"{err['msg']}") from None
         return self
+
+
+def with_trl_names(settings: dict[str, Any]) -> dict[str, Any]:
+    """A sweep's settings (a preset, a user's file) with old training names turned into TRL's,
+    before one layer is merged over another (so an old name in a file overrides a preset)."""
+    settings = dict(settings)
+    if isinstance(settings.get("training"), dict):
+        settings["training"] = trl_names(settings["training"])
+    if isinstance(settings.get("stage_overrides"), dict):
+        settings["stage_overrides"] = {k: trl_names(v) if isinstance(v, dict) else v
+                                       for k, v in settings["stage_overrides"].items()}
+    return settings
 
 
 def preset_names() -> list[str]:

@@ -134,7 +134,8 @@ def _checkpoints(config: SweepConfig, stage: sweep_plan.PlannedStage, examples: 
     if examples is None:
         return None
     settings = {**config.training.model_dump(), **config.stage_overrides.get(stage.technique, {})}
-    steps = math.ceil(examples / (settings["batch_size"] * settings["workers"])) * settings["epochs"]
+    per_step = settings["per_device_train_batch_size"] * settings["workers"]
+    steps = math.ceil(examples / per_step) * settings["num_train_epochs"]
     return max(1, math.ceil(steps / settings["save_steps"]))
 
 
@@ -185,7 +186,7 @@ def forecast(config: SweepConfig, run_id: str | None = None) -> SweepForecast:
         elif piece.kind == "stage":
             stage = plan.stage(piece.label)
             settings = {**config.training.model_dump(), **config.stage_overrides.get(stage.technique, {})}
-            f.examples, f.epochs = _stage_examples(config, store, run_id, stage), int(settings["epochs"])
+            f.examples, f.epochs = _stage_examples(config, store, run_id, stage), int(settings["num_train_epochs"])
             if stage.technique != "sft":
                 f.generation_requests = f.generation_requests_separate = f.executions = 0
             elif settings["degradation_limit"]:  # its degradation check: greedy, the start and the final model

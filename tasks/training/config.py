@@ -33,6 +33,59 @@ LORA_PRESETS = (16, 32, 64)
 FULL_LEARNING_RATE = 1e-5  # full fine-tuning moves every weight: a LoRA learning rate would wreck the model
 
 
+# codealign's training settings carry TRL's names; these old names still read, for one release.
+RENAMED = {"batch_size": "per_device_train_batch_size", "epochs": "num_train_epochs",
+           "grad_accum": "gradient_accumulation_steps", "lr_scheduler": "lr_scheduler_type"}
+# TRL fields codealign sets itself (from its own settings, or to keep its guarantees): not in sft:/dpo:.
+OWNED_BY_CODEALIGN = {
+    "output_dir", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+    "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "max_length", "logging_steps",
+    "save_strategy", "save_steps", "save_total_limit", "report_to", "run_name", "seed", "data_seed", "bf16", "fp16",
+    "use_cpu", "dataloader_num_workers", "disable_tqdm", "remove_unused_columns", "save_only_model",
+    "completion_only_loss", "assistant_only_loss", "beta", "loss_type", "gradient_checkpointing",
+}
+# What would break codealign's guarantees: packing mixes examples into one sequence, so the
+# per-example resume log (examples_seen.json) could no longer tell which ones a step trained on.
+REFUSED = {"packing": "packing mixes examples into one sequence, which breaks the per-example resume log"}
+
+
+def trl_names(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` with the old names of renamed fields turned into TRL's (a warning each)."""
+    import warnings
+
+    settings = dict(settings)
+    for old, new in RENAMED.items():
+        if old in settings:
+            warnings.warn(f"training setting {old!r} is now {new!r}, TRL's name; the old name goes in the next "
+                          "release", FutureWarning, stacklevel=2)
+            value = settings.pop(old)
+            settings.setdefault(new, value)  # both given (an old file under new flags): the new name wins
+    return settings
+
+
+def check_trl_section(section_name: str, section: dict[str, Any]) -> dict[str, Any]:
+    """An ``sft:`` / ``dpo:`` section, checked against TRL's own config dataclass: an unknown
+    field is an error naming it, and so is one codealign sets itself or refuses."""
+    if not section:
+        return section
+    import dataclasses
+
+    from trl import DPOConfig, SFTConfig
+
+    trl_config = SFTConfig if section_name == "sft" else DPOConfig
+    known = {f.name for f in dataclasses.fields(trl_config)}
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise ValueError(f"{section_name}: {', '.join(unknown)}: not a field of TRL's {trl_config.__name__}")
+    for name in sorted(section):
+        if name in REFUSED and section[name]:
+            raise ValueError(f"{section_name}.{name}: refused: {REFUSED[name]}")
+        if name in OWNED_BY_CODEALIGN:
+            raise ValueError(f"{section_name}.{name}: set by codealign itself"
+                             + (f" (use the training setting {name})" if name in TrainSettings.model_fields else ""))
+    return section
+
+
 def harmonic(m: int) -> float:
     return sum(1.0 / k for k in range(1, m + 1))
 
@@ -56,13 +109,17 @@ class TrainSettings(BaseModel):
     lora_r: int = Field(16, ge=1, le=256, description="LoRA rank (presets 16, 32, 64); alpha = 2r unless set")
     lora_dropout: float = Field(0.1, ge=0, lt=1, description="LoRA dropout")
     learning_rate: float | None = Field(None, gt=0, description="default 2e-4 with LoRA, 1e-5 full")
-    lr_scheduler: str = Field("cosine", description="transformers scheduler name")
+    lr_scheduler_type: str = Field("cosine", json_schema_extra={"old_name": "lr_scheduler"},
+                                   description="transformers scheduler name")
     warmup_steps: int = Field(50, ge=0, description="learning-rate warmup steps")
     weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay")
-    epochs: float = Field(1.0, gt=0, description="passes over the dataset")
+    num_train_epochs: float = Field(1.0, gt=0, json_schema_extra={"old_name": "epochs"},
+                                    description="passes over the dataset")
     max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: the epochs decide)")
-    batch_size: int = Field(4, ge=1, description="examples per worker per step")
-    grad_accum: int = Field(1, ge=1, description="gradient accumulation steps")
+    per_device_train_batch_size: int = Field(4, ge=1, json_schema_extra={"old_name": "batch_size"},
+                                             description="examples per worker per step")
+    gradient_accumulation_steps: int = Field(1, ge=1, json_schema_extra={"old_name": "grad_accum"},
+                                             description="gradient accumulation steps")
     max_length: int = Field(1024, ge=16, description="tokens per sequence (prompt + completion)")
     beta: float = Field(0.1, gt=0, description="DPO beta (IPO: its tau)")
     loss_type: Literal["sigmoid", "ipo"] = Field("sigmoid", description="DPO loss")
@@ -84,11 +141,25 @@ class TrainSettings(BaseModel):
     eval_max_tokens: int = Field(512, ge=1, description="tokens generated per problem in the degradation check")
     eval_mode: Mode | None = Field(
         None, description="mode of the degradation check (default: flow for pta, command for fta)")
+    sft: dict[str, Any] = Field(
+        default_factory=dict, description="any other field of TRL's SFTConfig, by its name (YAML: an sft: section)")
+    dpo: dict[str, Any] = Field(
+        default_factory=dict, description="any other field of TRL's DPOConfig, for DPO and BoNBoN (a dpo: section)")
     report_to: list[Tracker] = Field(
         default_factory=lambda: ["tensorboard"],
         description="experiment trackers of the training curves and each checkpoint's evaluation: tensorboard "
                     "(event files in the store), mlflow (MLFLOW_TRACKING_URI), wandb (offline unless WANDB_MODE); "
                     "[] for none.  Not part of the stage's key")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_names(cls, data: Any) -> Any:
+        return trl_names(data) if isinstance(data, dict) else data
+
+    @field_validator("sft", "dpo")
+    @classmethod
+    def _trl_fields(cls, section: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        return check_trl_section(info.field_name or "", section)
 
     @field_validator("lora_r")
     @classmethod
@@ -144,6 +215,53 @@ class StageConfig(TrainSettings, RunPlacement):
                                                             "eval_mode", "eval_max_tokens", "report_to"}))
         if settings.get("bonbon_n") is None:  # added later: unset, it leaves existing stage keys as they were
             settings.pop("bonbon_n", None)
+        for old, new in RENAMED.items():  # the names stage keys were made with (keys stay valid)
+            settings[old] = settings.pop(new)
+        for section in ("sft", "dpo"):  # added later: empty, they leave existing stage keys as they were
+            if not settings.get(section) or section != ("sft" if self.stage == "sft" else "dpo"):
+                settings.pop(section, None)
         if self.stage in ("dpo", "bonbon"):  # TRL's DPOTrainer sets every dropout, LoRA's included, to 0
             settings.pop("lora_dropout")  # (DPOConfig.disable_dropout): changing it changes nothing
         return settings
+
+
+# TRL's example configs mix ScriptArguments and ModelConfig with the trainer's fields; what
+# codealign maps from them (besides every TrainSettings field, taken by its own name).
+TRL_SCRIPT_FIELDS = {"model_name_or_path": "model", "dataset_name": "dataset"}
+
+
+def from_trl_config(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A TRL YAML config (``trl sft --config FILE``) as codealign training settings, and the names
+    of what codealign ignores in it.  ``model_revision`` pins the model (``model@revision``);
+    ``use_peft`` picks LoRA or full fine-tuning; a trainer field codealign does not set itself goes
+    to the ``sft:`` / ``dpo:`` section of the trainer that has it."""
+    import dataclasses
+
+    from trl import DPOConfig, SFTConfig
+
+    sft_fields = {f.name for f in dataclasses.fields(SFTConfig)}
+    dpo_fields = {f.name for f in dataclasses.fields(DPOConfig)}
+    ours = set(TrainSettings.model_fields) - {"sft", "dpo"}
+    settings: dict[str, Any] = {}
+    ignored: list[str] = []
+    data = trl_names(data)
+    for name, value in data.items():
+        if name in TRL_SCRIPT_FIELDS:
+            settings[TRL_SCRIPT_FIELDS[name]] = value
+        elif name == "model_revision":
+            continue  # with model_name_or_path, below
+        elif name == "use_peft":
+            settings["adapter"] = "lora" if value else "full"
+        elif name in ours:
+            settings[name] = value
+        elif name in REFUSED and value:
+            raise ValueError(f"{name}: refused: {REFUSED[name]}")
+        elif name not in OWNED_BY_CODEALIGN and (name in sft_fields or name in dpo_fields):
+            for section, fields in (("sft", sft_fields), ("dpo", dpo_fields)):
+                if name in fields:
+                    settings.setdefault(section, {})[name] = value
+        else:
+            ignored.append(name)
+    if data.get("model_revision") and "model" in settings:
+        settings["model"] = f"{settings['model']}@{data['model_revision']}"
+    return settings, sorted(ignored)

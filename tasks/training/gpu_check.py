@@ -87,8 +87,8 @@ def _spec(stage: str, model: str, root: Path, device: str, steps: int, count: in
     data = root / f"{stage}.parquet"
     Dataset.from_list(toy_rows(stage, AutoTokenizer.from_pretrained(model), count)).to_parquet(str(data))
     config = StageConfig(stage=stage, pathway="fta", model=model, dataset=str(data), store=str(root / "store"),
-                         adapter="lora", use_gpu=device == "cuda", batch_size=4, max_steps=steps, warmup_steps=0,
-                         save_steps=100_000, max_length=384, workers=1)
+                         adapter="lora", use_gpu=device == "cuda", per_device_train_batch_size=4, max_steps=steps,
+                         warmup_steps=0, save_steps=100_000, max_length=384, workers=1)
     return make_stage(config, fingerprint(model), check_dataset(str(data), stage))
 
 

@@ -31,14 +31,16 @@ INDEX = "example_index"  # a row's position in the dataset, carried through the 
 
 def training_args(spec: StageSpec, output_dir: str) -> Any:
     """TRL's config for the stage; precision and gradient checkpointing set explicitly (TRL
-    defaults both on): bf16 + checkpointing on GPU, fp32 without on CPU."""
+    defaults both on): bf16 + checkpointing on GPU, fp32 without on CPU.  The stage's ``sft:`` /
+    ``dpo:`` section sets any other field (checked against TRL's dataclass by the config)."""
     from trl import DPOConfig, SFTConfig
 
     c = spec.config
     common = dict(
-        output_dir=output_dir, num_train_epochs=c.epochs, max_steps=c.max_steps,
-        per_device_train_batch_size=c.batch_size, gradient_accumulation_steps=c.grad_accum,
-        learning_rate=c.resolved_learning_rate, lr_scheduler_type=c.lr_scheduler, warmup_steps=c.warmup_steps,
+        output_dir=output_dir, num_train_epochs=c.num_train_epochs, max_steps=c.max_steps,
+        per_device_train_batch_size=c.per_device_train_batch_size,
+        gradient_accumulation_steps=c.gradient_accumulation_steps,
+        learning_rate=c.resolved_learning_rate, lr_scheduler_type=c.lr_scheduler_type, warmup_steps=c.warmup_steps,
         weight_decay=c.weight_decay, max_length=c.max_length, logging_steps=1, save_strategy="steps",
         save_steps=c.save_steps, save_total_limit=2, report_to=tracking.report_to(c.report_to),
         run_name=f"{c.stage} {c.pathway} {spec.key[:12]}", seed=c.seed, data_seed=c.seed,
@@ -48,10 +50,10 @@ def training_args(spec: StageSpec, output_dir: str) -> Any:
     )
     if c.stage == "sft":
         if spec.data.columns == (MESSAGES,):  # the loss on the assistant turns (generation markers)
-            return SFTConfig(**common, assistant_only_loss=True)
-        return SFTConfig(**common, completion_only_loss=True)
+            return SFTConfig(**common, assistant_only_loss=True, **c.sft)
+        return SFTConfig(**common, completion_only_loss=True, **c.sft)
     beta = spec.bonbon_beta if c.stage == "bonbon" else c.beta
-    return DPOConfig(**common, beta=beta, loss_type=[c.loss_type])
+    return DPOConfig(**common, beta=beta, loss_type=[c.loss_type], **c.dpo)
 
 
 def lora_config(spec: StageSpec) -> Any:

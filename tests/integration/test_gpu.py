@@ -63,7 +63,8 @@ def test_a_stage_trains_on_one_gpu_worker_over_nccl_and_its_checkpoint_is_evalua
     Dataset.from_list(toy_rows("sft", AutoTokenizer.from_pretrained(model), 32)).to_parquet(str(data))
     store = str(tmp_path / "store")
     stage = StageConfig(stage="sft", pathway="fta", model=model, dataset=str(data), store=store, use_gpu=True,
-                        workers=1, batch_size=4, epochs=1, save_steps=4, warmup_steps=0, max_length=384)
+                        workers=1, per_device_train_batch_size=4, num_train_epochs=1, save_steps=4, warmup_steps=0,
+                        max_length=384)
     registry.run("train", stage, "gpu-sft")
     [row] = runs.read_results(ArtifactStore(store), "gpu-sft")
     checkpoint = row["final_checkpoint"]

@@ -24,9 +24,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def stage_config(store: ArtifactStore, stage: str, model: str, dataset: str, address: str, **overrides) -> StageConfig:
-    base = dict(stage=stage, pathway="fta", model=model, dataset=dataset, store=store.root, workers=2, batch_size=2,
-                save_steps=2, warmup_steps=0, max_length=384, degradation_limit=12, eval_max_tokens=160,
-                ray_address=address)
+    base = dict(stage=stage, pathway="fta", model=model, dataset=dataset, store=store.root, workers=2,
+                per_device_train_batch_size=2, save_steps=2, warmup_steps=0, max_length=384, degradation_limit=12,
+                eval_max_tokens=160, ray_address=address)
     return StageConfig.model_validate({**base, **overrides})
 
 
@@ -58,12 +58,12 @@ def fta_chain(pathway_runs, prefect_api, ray_cluster, mlflow_store):
     store, _ = pathway_runs[2]["fta"]
     data = {name: store.uri(layout.run_dataset("fta", f"{name}.parquet")) for name in ("sft", "dpo", "bon")}
     address = ray_cluster["address"]
-    registry.run("train", stage_config(store, "sft", "toy-instruct", data["sft"], address, epochs=2), "sft")
+    registry.run("train", stage_config(store, "sft", "toy-instruct", data["sft"], address, num_train_epochs=2), "sft")
     sft = trained(store, "sft")
-    registry.run("train", stage_config(store, "dpo", sft["final_checkpoint"], data["dpo"], address, epochs=3,
+    registry.run("train", stage_config(store, "dpo", sft["final_checkpoint"], data["dpo"], address, num_train_epochs=3,
                                        report_to=["tensorboard", "mlflow"]), "dpo")
-    registry.run("train", stage_config(store, "bonbon", sft["final_checkpoint"], data["bon"], address, epochs=3),
-                 "bonbon")
+    registry.run("train", stage_config(store, "bonbon", sft["final_checkpoint"], data["bon"], address,
+                                       num_train_epochs=3), "bonbon")
     return store, data, {name: trained(store, name) for name in ("sft", "dpo", "bonbon")}
 
 
@@ -139,7 +139,7 @@ def test_an_identical_stage_is_not_trained_twice(fta_chain, ray_cluster):
     record_key = layout.unit_artifact(stages["dpo"]["stage_key"], "stage.json")
     before = store.meta(record_key)
     registry.run("train", stage_config(store, "dpo", stages["sft"]["final_checkpoint"], data["dpo"],
-                                       ray_cluster["address"], epochs=3, degradation_limit=3),
+                                       ray_cluster["address"], num_train_epochs=3, degradation_limit=3),
                  "dpo-again")  # not a weight-changing setting
     assert trained(store, "dpo-again")["stage_key"] == stages["dpo"]["stage_key"]
     assert store.meta(record_key) == before
@@ -213,7 +213,7 @@ def test_sigkill_mid_stage_then_resume_sees_every_example_once(tmp_path, toy_mod
     store_dir = tmp_path / "store"
     command = [sys.executable, "-m", "codealign", "train", "--stage", "sft", "--pathway", "fta", "--model",
                "toy-instruct", "--dataset", str(tmp_path / "sft.parquet"), "--store", str(store_dir), "--workers", "2",
-               "--batch-size", "1", "--save-steps", "5", "--warmup-steps", "0", "--max-length", "384",
+               "--per-device-train-batch-size", "1", "--save-steps", "5", "--warmup-steps", "0", "--max-length", "384",
                "--degradation-limit", "4", "--eval-max-tokens", "120", "--ray-address", ray_cluster["address"],
                "--run-id", "killed"]
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "PYTHONPATH": str(REPO)}

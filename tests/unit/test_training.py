@@ -75,7 +75,8 @@ def instruct(toy_model_paths):
 def stage(tmp_path: Path, model: str, rows: list[dict], kind: str, **settings):
     data = write_parquet(rows, tmp_path / f"{kind}.parquet")
     config = StageConfig(stage=kind, pathway="fta", model=model, dataset=data, store=str(tmp_path / "store"),
-                         **{"batch_size": 2, "save_steps": 2, "warmup_steps": 0, "max_length": 256, **settings})
+                         **{"per_device_train_batch_size": 2, "save_steps": 2, "warmup_steps": 0, "max_length": 256,
+                            **settings})
     return make_stage(config, fingerprint(model), check_dataset(data, kind))
 
 
@@ -141,7 +142,7 @@ def test_rows_cut_by_max_length_are_counted_and_reported(tmp_path, instruct, kin
 def test_stage_config_presets_and_errors():
     config = StageConfig(stage="dpo", pathway="pta", model="m", dataset="d.parquet")
     assert (config.lora_r, config.resolved_lora_alpha, config.lora_dropout) == (16, 32, 0.1)
-    assert (config.resolved_learning_rate, config.lr_scheduler, config.warmup_steps, config.weight_decay) == \
+    assert (config.resolved_learning_rate, config.lr_scheduler_type, config.warmup_steps, config.weight_decay) == \
         (2e-4, "cosine", 50, 0.05)
     assert StageConfig(stage="sft", pathway="fta", model="m", dataset="d",
                        adapter="full").resolved_learning_rate == 1e-5
@@ -314,7 +315,7 @@ def test_conversational_sft_trains_on_the_assistant_turns_only(tmp_path, instruc
     checked = check_dataset(str(data), "sft")
     assert checked.conversational and checked.columns == ("messages",) and checked.ids == "prompt:sha256"
     config = StageConfig(stage="sft", pathway="fta", model=path, dataset=str(data), store=str(tmp_path / "store"),
-                         batch_size=2, save_steps=2, warmup_steps=0, max_length=256, max_steps=2)
+                         per_device_train_batch_size=2, save_steps=2, warmup_steps=0, max_length=256, max_steps=2)
     spec = make_stage(config, fingerprint(path), checked)
     trainer = build_trainer(spec, path, str(tmp_path / "out"), None, {})
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
