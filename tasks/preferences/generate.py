@@ -82,6 +82,8 @@ class GenerateConfig(RunPlacement):
     test_cpu_s: float = Field(1.0, gt=0, description="CPU seconds each test statement may take")
     limits: Limits = Field(default_factory=Limits)
     workers: int | None = Field(None, ge=1, description="sandbox workers per shard (default: the node's cores)")
+    save_to_disk: bool = Field(False, description="also write each dataset as a datasets save_to_disk directory "
+                                                  "(runs/<id>/datasets/<name>/), beside its parquet file")
 
     @field_validator("source", "shots_file", "self_align_shots")
     @classmethod
@@ -283,6 +285,10 @@ def build_run_datasets(store: ArtifactStore, run_id: str, config: GenerateConfig
                         ArtifactMeta("preference-dataset", producer, tuple(inputs), {**params, "dataset": name}))
         rows.append({"dataset": name, "rows": len(datasets[name]), "uri": ref.uri, "sha256": ref.sha256,
                      "dropped": stats.datasets[name]["dropped"]})
+        if config.save_to_disk:  # what `datasets.load_from_disk` and TRL scripts open as they are
+            rows[-1]["disk_uri"] = put_disk_dataset(store, layout.run_dataset(run_id, name), datasets[name],
+                                                    ArtifactMeta("preference-dataset", producer, tuple(inputs),
+                                                                 {**params, "dataset": name, "format": "save_to_disk"}))
     stats_json = stats.to_json()
     meta = ArtifactMeta("preference-stats", producer, tuple(inputs), params)
     store.put_json(layout.run_dataset(run_id, "stats.json"), stats_json, meta)
@@ -291,6 +297,19 @@ def build_run_datasets(store: ArtifactStore, run_id: str, config: GenerateConfig
     store.put(layout.run_dataset(run_id, "report.md"), report.markdown(stats_json, run_id, header).encode(), meta)
     store.put(layout.run_dataset(run_id, "report.png"), report.png(stats_json, run_id), meta)
     return rows
+
+
+def put_disk_dataset(store: ArtifactStore, key: str, rows: list[dict[str, Any]], meta: ArtifactMeta) -> str:
+    """The rows as a ``datasets`` ``save_to_disk`` directory in the store; its URI."""
+    import tempfile
+
+    from datasets import Dataset
+
+    from codealign.tasks.artifacts.checkpoints import combined_digest, file_digests
+
+    with tempfile.TemporaryDirectory(prefix="codealign-dataset-") as tmp:
+        (Dataset.from_list(rows) if rows else Dataset.from_dict({"prompt": []})).save_to_disk(tmp)
+        return store.put_directory(key, tmp, combined_digest(file_digests(tmp)), meta).uri
 
 
 def to_parquet(rows: list[dict[str, Any]]) -> bytes:

@@ -85,3 +85,21 @@ def test_a_hub_dataset_offline_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(DatasetError, match="org/pairs@v1: a hub dataset, and HF_HUB_OFFLINE is set"):
         check_dataset("org/pairs@v1", "dpo")
+
+
+def test_generate_preferences_save_to_disk_output_trains_as_it_is(tmp_path):
+    """`generate-preferences --save-to-disk` writes each dataset as a save_to_disk directory in
+    the store (the same writer): `train --dataset` and `datasets.load_from_disk` open it."""
+    from datasets import load_from_disk
+
+    from codealign.tasks.artifacts.lineage import ArtifactMeta
+    from codealign.tasks.artifacts.store import ArtifactStore
+    from codealign.tasks.preferences.generate import GenerateConfig, put_disk_dataset
+
+    assert GenerateConfig(model="toy-instruct", save_to_disk=True).save_to_disk
+    store = ArtifactStore(str(tmp_path / "store"))
+    rows = [{**r, "instruction_id": f"i{n}"} for n, r in enumerate(SFT)]
+    uri = put_disk_dataset(store, "runs/r/datasets/sft", rows, ArtifactMeta("preference-dataset"))
+    assert load_from_disk(store.path(uri)).to_list() == rows
+    checked = check_dataset(uri, "sft")
+    assert checked.rows == 2 and checked.ids == "instruction_id" and store.meta(uri).sha256
