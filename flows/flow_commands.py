@@ -79,6 +79,10 @@ def train_command(config: StageConfig, run_id: RunIdOpt = None, submit: SubmitOp
     # bad input fails here, before any server, cluster or worker starts
     check_dataset(config.dataset, config.stage, config.bonbon_n)
     validate(resolve_model(config.model))
+    if config.push_to_hub:
+        from codealign.tasks.training.publish import check_push_target
+
+        check_push_target(config.push_to_hub)
     run_flow_command("train", config, run_id, submit=submit)
 
 

@@ -32,13 +32,13 @@ from codealign.flows.evaluate_checkpoints import evaluate_checkpoints
 from codealign.tasks.artifacts import runs
 from codealign.tasks.artifacts.checkpoint_cache import local_copy
 from codealign.tasks.artifacts.checkpoints import validate
-from codealign.tasks.artifacts.lineage import InputRef
+from codealign.tasks.artifacts.lineage import ArtifactMeta, InputRef
 from codealign.tasks.artifacts.runs import Manifest
 from codealign.tasks.artifacts.store import ArtifactStore, local_path
 from codealign.tasks.evaluation.units import CheckpointEvalConfig
 from codealign.tasks.generation.models import resolve_model
 from codealign.tasks.plugins import plugin_names
-from codealign.tasks.training import stages, tracking
+from codealign.tasks.training import publish, stages, tracking
 from codealign.tasks.training.config import StageConfig
 from codealign.tasks.training.data import check_dataset
 from codealign.tasks.training.stages import StageRecord, StageSpec
@@ -180,6 +180,8 @@ def train_flow(config: StageConfig, run_id: str | None = None) -> dict[str, Any]
     is complete in the store; then, after SFT, check it for degradation."""
     logger, store, run_id, made_by, status = runtime.open_run(FLOW_NAME, config, run_id)
     data = check_dataset(config.dataset, config.stage, config.bonbon_n)
+    if config.push_to_hub:
+        publish.check_push_target(config.push_to_hub)  # offline or not logged in: now, not after training
     with runtime.ray_options():
         model = runtime.fingerprint_task.submit(resolve_model(config.model)).result()
     validate(model.uri)  # no weights, a corrupt file: fail now, naming it, before any worker starts
@@ -210,6 +212,14 @@ def train_flow(config: StageConfig, run_id: str | None = None) -> dict[str, Any]
                              asdict(degradation) if degradation else None, tracking.read_run_ids(store, spec.key))
         stages.write_record(store, record, made_by)
     record_ref = store.ref_if_exists(spec.artifact(stages.RECORD))
+    card_key = spec.artifact(publish.MODEL_CARD)
+    shared = publish.published_folder(store, spec, record)
+    card = publish.model_card(spec, record, shared)
+    if not store.exists(card_key):  # a new artifact of the stage; the stored ones are never modified
+        store.put(card_key, card.encode(), ArtifactMeta("model-card", made_by, (InputRef(record_ref.uri,
+                                                                                         record_ref.sha256),)))
+    if config.push_to_hub:
+        logger.info(f"pushed {shared} to {config.push_to_hub}: {publish.push(config.push_to_hub, shared, card)}")
     row = {"stage_key": spec.key, "stage": record.stage, "pathway": record.pathway, "model": record.model["uri"],
            "dataset": record.dataset["uri"], "final_checkpoint": record.final_checkpoint,
            "checkpoints": len(record.checkpoints), "degraded": (record.degradation or {}).get("degraded"),

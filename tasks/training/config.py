@@ -188,6 +188,8 @@ class StageConfig(TrainSettings, RunPlacement):
     pathway: Pathway = Field(description="pta: from a pretrained model; fta: from its instruction-tuned sibling")
     model: str = Field(
         description="starting model: local directory, checkpoint, Hugging Face id or toy-base/toy-instruct")
+    push_to_hub: str | None = Field(None, description="at the end of the stage, upload its final adapter (LoRA) or "
+                                                      "model with its model card to this hub repo (org/name)")
     dataset: str = Field(description="parquet or JSONL file (path or URI), save_to_disk directory or hub dataset id "
                                      "(org/name@rev), in TRL's standard or conversational format")
 
@@ -212,7 +214,8 @@ class StageConfig(TrainSettings, RunPlacement):
         settings = json.loads(self.model_dump_json(exclude={"store", "ray_address", "model", "dataset",
                                                             "degradation_benchmarks", "cpus_per_worker",
                                                             "degradation_threshold", "degradation_limit",
-                                                            "eval_mode", "eval_max_tokens", "report_to"}))
+                                                            "eval_mode", "eval_max_tokens", "report_to",
+                                                            "push_to_hub"}))
         if settings.get("bonbon_n") is None:  # added later: unset, it leaves existing stage keys as they were
             settings.pop("bonbon_n", None)
         for old, new in RENAMED.items():  # the names stage keys were made with (keys stay valid)

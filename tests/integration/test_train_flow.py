@@ -95,9 +95,9 @@ def test_each_stage_trains_on_two_workers_and_records_its_checkpoints(fta_chain)
 
 def test_each_lora_checkpoint_exports_its_adapter_beside_it_and_evaluates_through_model(fta_chain, tmp_path):
     """The adapter alone (MBs), beside the merged checkpoint and not in it; its base is the model
-    the user named (toy-instruct; the SFT checkpoint for DPO), not a worker's copy; `--model
-    ADAPTER_DIR` merges it into that base: the same weights as the stored merged checkpoint, and
-    `codealign evaluate` runs on it."""
+    the user named (toy-instruct; the SFT checkpoint for DPO), not a worker's copy; the stage's
+    model card names base, data and scores; `--model ADAPTER_DIR` merges the adapter into that
+    base: the same weights as the stored merged checkpoint, and `codealign evaluate` runs on it."""
     import json
     import subprocess
 
@@ -117,6 +117,12 @@ def test_each_lora_checkpoint_exports_its_adapter_beside_it_and_evaluates_throug
     base_of = {n: json.loads(Path(a, "adapter_config.json").read_text())["base_model_name_or_path"]
                for n, a in adapters.items()}
     assert base_of == {"sft": "toy-instruct", "dpo": stages["sft"]["final_checkpoint"]}
+
+    card = store.get(layout.unit_artifact(stages["sft"]["stage_key"], "README.md")).decode()
+    degradation = stages["sft"]["record"]["degradation"]
+    assert 'base_model: "toy-instruct"' in card and 'library_name: "peft"' in card
+    assert f"starting model {degradation['start_score']:.3f}, this model {degradation['sft_score']:.3f}" in card
+    assert stages["sft"]["record"]["final_checkpoint"] in card
 
     merged = resolve_model(adapters["sft"])
     assert json.loads(Path(merged, ADAPTER_RECORD).read_text())["base"] == "toy-instruct"

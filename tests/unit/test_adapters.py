@@ -50,3 +50,24 @@ def test_an_adapter_without_a_base_is_named(tmp_path):
     (tmp_path / "adapter_config.json").unlink()
     with pytest.raises(ModelNotFound, match=r"not a model directory \(no config.json\) nor a PEFT adapter"):
         resolve_model(str(tmp_path))
+
+
+def test_push_to_hub_offline_is_an_error_before_training_starts(tmp_path):
+    """Offline (or not logged in), --push-to-hub fails at once, naming the repo, not after the
+    stage has trained."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    data = tmp_path / "sft.jsonl"
+    data.write_text(json.dumps({"prompt": "Write f.", "completion": "def f():\n    return 1\n"}) + "\n")
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "codealign", "train", "--stage", "sft", "--pathway", "fta",
+                           "--model", "toy-instruct", "--dataset", str(data), "--store", str(tmp_path / "store"),
+                           "--push-to-hub", "someone/toy-sft"], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[2], env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 2, done.stderr
+    assert "--push-to-hub someone/toy-sft: HF_HUB_OFFLINE is set" in done.stderr
+    assert not (tmp_path / "store" / "units").exists() and time.monotonic() - started < 120
