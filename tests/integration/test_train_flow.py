@@ -93,13 +93,12 @@ def test_each_stage_trains_on_two_workers_and_records_its_checkpoints(fta_chain)
     assert stages["bonbon"]["record"]["dataset"]["n"] == 8
 
 
-def test_each_lora_checkpoint_exports_its_adapter_beside_it_and_evaluates_through_model(fta_chain, tmp_path):
+def test_each_lora_checkpoint_exports_its_adapter_beside_it_and_merges_back_through_model(fta_chain):
     """The adapter alone (MBs), beside the merged checkpoint and not in it; its base is the model
     the user named (toy-instruct; the SFT checkpoint for DPO), not a worker's copy; the stage's
     model card names base, data and scores; `--model ADAPTER_DIR` merges the adapter into that
-    base: the same weights as the stored merged checkpoint, and `codealign evaluate` runs on it."""
+    base: the same weights as the stored merged checkpoint."""
     import json
-    import subprocess
 
     from safetensors.torch import load_file
 
@@ -129,13 +128,8 @@ def test_each_lora_checkpoint_exports_its_adapter_beside_it_and_evaluates_throug
     ours, stored = (load_file(str(Path(d, "model.safetensors")))
                     for d in (merged, store.path(stages["sft"]["final_checkpoint"])))
     assert ours.keys() == stored.keys() and all((ours[k] == stored[k]).all() for k in ours)
-    done = subprocess.run([sys.executable, "-m", "codealign", "evaluate", "--model", adapters["sft"],
-                           "--benchmarks", "toy", "--mode", "command", "--limit", "6", "--n", "1",
-                           "--temperature", "0", "--max-tokens", "96", "--max-model-len", "512",
-                           "--out", str(tmp_path / "eval")], capture_output=True, text=True, cwd=REPO, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    scores = json.loads((tmp_path / "eval" / "scores.json").read_text())
-    assert scores["benchmarks"]["toy"]["tasks"] == 6 and scores["config"]["model"] == merged
+    # the same weights: what evaluate-checkpoints measured of the merged checkpoint is what every
+    # `--model ADAPTER_DIR` command (they all resolve references through resolve_model) evaluates
 
 
 def test_an_identical_stage_is_not_trained_twice(fta_chain, ray_cluster):

@@ -226,7 +226,10 @@ def _run_evalplus(benchmark: str, cases: list[tuple[str, int, str]], tmp: Path) 
 def _remember_reference(benchmark: str, cases: list[tuple[str, int, str]], results: dict[str, list[dict]]) -> None:
     """Keep evalplus' verdicts for the next run; called only after they agreed with ours, so a
     timing artefact of a busy machine is never kept."""
-    cached = _reference_cache(benchmark, _data_lines(benchmark), cases)
+    _keep(_reference_cache(benchmark, _data_lines(benchmark), cases), results)
+
+
+def _keep(cached: Path, results: dict[str, list[dict]]) -> None:
     cached.parent.mkdir(parents=True, exist_ok=True)
     partial = cached.with_suffix(f".{os.getpid()}.tmp")
     partial.write_text(json.dumps(results))
@@ -284,7 +287,9 @@ def test_evalplus_reads_codealigns_samples_file_and_agrees_with_its_eval_results
     """The samples.jsonl `codealign evaluate` writes (same writer: tasks/evaluation/evalplus_output.py),
     from Flow-mode canonical completions and Command-mode wrong programs, given to evalplus'
     own evaluator unchanged: the same per-sample base / base + extra verdicts and pass@1 as
-    codealign's eval_results.json.  (HumanEval/32 is left out: evalplus' bug, above.)"""
+    codealign's eval_results.json.  (HumanEval/32 is left out: evalplus' bug, above.)  evalplus'
+    verdicts on this exact file (its bytes are in the key) are kept once they agreed, like the
+    other reference runs; codealign judges every sample again each time."""
     from codealign.tasks.evaluation import evalplus_output
     from codealign.tasks.files import write_jsonl_atomic
     from codealign.tasks.generation.samples import SampleRecord
@@ -303,7 +308,9 @@ def test_evalplus_reads_codealigns_samples_file_and_agrees_with_its_eval_results
     ours = evalplus_output.eval_results("humaneval+", problems, records, [v.to_json() for v in verdicts], [1])
     kept = {p.task_id for p in problems}
     lines = [ln for ln in _data_lines("humaneval+") if json.loads(ln)["task_id"] in kept]
-    theirs = _evalplus_file("humaneval", "HUMANEVAL_OVERRIDE_PATH", lines, samples, tmp_path / "cache")
+    cached = _reference_cache("humaneval+-file", lines, [(samples.read_text(), 0, "")])
+    theirs = (json.loads(cached.read_text()) if cached.is_file()
+              else _evalplus_file("humaneval", "HUMANEVAL_OVERRIDE_PATH", lines, samples, tmp_path / "cache"))
 
     both = lambda row: row["base_status"] == "pass" and row["plus_status"] == "pass"  # noqa: E731
     disagreements = [
@@ -321,3 +328,5 @@ def test_evalplus_reads_codealigns_samples_file_and_agrees_with_its_eval_results
           f"pass@1 base {ours['pass_at_k']['base']['pass@1']:.4f}, "
           f"base + extra {ours['pass_at_k']['plus']['pass@1']:.4f}")
     assert 0.45 < ours["pass_at_k"]["plus"]["pass@1"] < 0.55  # canonicals pass, (almost) every wrong program fails
+    if not cached.is_file():  # evalplus' verdicts on this very file, kept once they agreed (as above)
+        _keep(cached, theirs)

@@ -253,7 +253,8 @@ def test_train_command_rejects_bad_input_before_anything_starts(tmp_path, instru
     store = tmp_path / "store"
     cases = [
         (["--stage", "sft", "--dataset", pairs], "pairs.parquet: a sft dataset needs column(s) completion"),
-        (["--stage", "bonbon", "--dataset", pairs], "pairs.parquet: a bonbon dataset needs column(s) n"),
+        (["--stage", "bonbon", "--dataset", pairs], "pairs.parquet: a BoNBoN dataset needs the n its best and "
+                                                     "worst were drawn from"),
         (["--stage", "dpo", "--dataset", pairs, "--model", str(tmp_path / "no-weights")],
          "no-weights: no model weights"),
         (["--stage", "dpo", "--dataset", pairs, "--lora-r", "512"],
