@@ -221,8 +221,10 @@ def test_plain_resume_reproduces_the_uninterrupted_run(tmp_path, instruct):
     store = ArtifactStore(str(tmp_path / "store"))
     clean = build_trainer(spec, path, str(tmp_path / "clean"), store, {})
     train(clean)
-    exported = [k.rsplit("/", 1)[-1] for k in store.list("units")]
+    listed = store.list("units")
+    exported = [k.rsplit("/", 1)[-1] for k in listed if "/checkpoints/" in k]
     assert exported == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+    assert [k.rsplit("/", 1)[-1] for k in listed if "/adapters/" in k] == exported  # each LoRA checkpoint's adapter
     seen = json.loads((tmp_path / "clean" / "checkpoint-6" / SEEN_FILE).read_text())["examples"]
     assert Counter(seen) == Counter(r["instruction_id"] for r in toy_rows(tokenizer, 12))
 
