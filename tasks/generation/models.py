@@ -21,10 +21,10 @@ import re
 from pathlib import Path
 
 from codealign.tasks.errors import CodealignError
+from codealign.tasks.generation.hub import hub_offline, hub_timeout
 from codealign.tasks.plugins import load_plugin, plugin_names
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?(@[\w./-]+)?")
-HUB_TIMEOUT_S = 5
 
 
 class ModelNotFound(CodealignError, ValueError):
@@ -104,8 +104,8 @@ def merged_adapter(adapter: Path) -> str:
 
 def _resolve_hub_id(ref: str) -> str:
     """A cached copy, else the hub's own answer through ``huggingface_hub`` (so the user's login
-    counts: ``HF_TOKEN``, ``HF_TOKEN_PATH`` or ``hf auth login``), within HUB_TIMEOUT_S."""
-    from huggingface_hub import HfApi, constants, get_session, snapshot_download
+    counts: ``HF_TOKEN``, ``HF_TOKEN_PATH`` or ``hf auth login``), within the hub timeout."""
+    from huggingface_hub import HfApi, constants, snapshot_download
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
     name, _, revision = ref.partition("@")
@@ -113,15 +113,13 @@ def _resolve_hub_id(ref: str) -> str:
         return snapshot_download(name, revision=revision or None, local_files_only=True)
     except Exception:  # noqa: BLE001 - not cached (huggingface_hub raises several kinds)
         pass
-    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+    if hub_offline():
         raise ModelNotFound(f"{ref}: not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
                             "pass a local model directory")
     endpoint = constants.ENDPOINT.rstrip("/")
-    # The client waits forever by default; the shared session's timeout is set for this one call.
-    session = get_session()
-    previous, session.timeout = session.timeout, HUB_TIMEOUT_S
     try:
-        HfApi(endpoint=endpoint).auth_check(name)
+        with hub_timeout():
+            HfApi(endpoint=endpoint).auth_check(name)
         if not revision:
             return ref  # downloaded by whoever loads it, at the hub's current revision
     except GatedRepoError:  # first: it is a RepositoryNotFoundError too
@@ -136,8 +134,6 @@ def _resolve_hub_id(ref: str) -> str:
     except Exception as exc:  # noqa: BLE001 - the transport's errors (refused, DNS, timeout)
         raise ModelNotFound(f"{ref}: the Hugging Face Hub ({endpoint}) cannot be reached ({type(exc).__name__}: "
                             f"{exc}); pass a local model directory, or a cached copy with HF_HUB_OFFLINE=1") from None
-    finally:
-        session.timeout = previous
     # A pinned revision is fetched now: its snapshot directory (named by the commit) is what every
     # engine loads and what lineage fingerprints, so a nightly cannot change under the user.
     try:

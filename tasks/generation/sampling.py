@@ -145,6 +145,7 @@ def prompt_seed(seed: int, prompt: str) -> int:
 # What a prompt longer than the model's context gets instead of generations: no text, this
 # finish reason, and a failure class of its own (tasks/evaluation/taxonomy.py); the run goes on.
 PROMPT_TOO_LONG = "prompt_too_long"
+_SPECIAL_TOKENS_MAX = 8
 
 
 def context_length(llm: Any) -> int | None:
@@ -163,8 +164,11 @@ def generate(llm: Any, prompts: list[str], settings: SamplingSettings,
     if limit is None:
         fits = list(range(len(prompts)))
     else:
+        # A token covers at least one byte (byte-level and byte-fallback vocabularies alike), plus
+        # a few special tokens: prompts shorter than that in bytes fit without being tokenized.
         tokenizer = llm.get_tokenizer()
-        fits = [i for i, p in enumerate(prompts) if len(tokenizer.encode(p)) < limit]
+        fits = [i for i, p in enumerate(prompts)
+                if len(p.encode()) + _SPECIAL_TOKENS_MAX < limit or len(tokenizer.encode(p)) < limit]
     outputs = llm.generate([prompts[i] for i in fits], [params[i] for i in fits], use_tqdm=use_tqdm) if fits else []
     made = {i: [Generation(c.text, len(c.token_ids), c.cumulative_logprob, c.finish_reason) for c in out.outputs]
             for i, out in zip(fits, outputs)}

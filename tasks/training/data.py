@@ -32,6 +32,7 @@ import fsspec
 
 from codealign.tasks.artifacts.store import storage_options, to_uri
 from codealign.tasks.errors import CodealignError
+from codealign.tasks.generation.hub import hub_offline, hub_timeout
 
 COLUMNS = {"sft": ("prompt", "completion"), "dpo": ("prompt", "chosen", "rejected"),
            "bonbon": ("prompt", "chosen", "rejected")}
@@ -39,7 +40,6 @@ MESSAGES = "messages"  # TRL's conversational SFT column
 ID_COLUMN = "instruction_id"
 DERIVED_IDS = "prompt:sha256"  # TrainingData.ids when instruction_id was derived from the prompt
 _HUB_DATASET = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(@[\w./-]+)?")
-HUB_TIMEOUT_S = 10
 
 
 class DatasetError(CodealignError, ValueError):
@@ -151,22 +151,19 @@ def _disk_rows(uri: str, fs: Any, path: str) -> tuple[list[dict[str, Any]], str,
 def _hub_rows(ref: str) -> tuple[list[dict[str, Any]], str, str]:
     """A hub dataset's train split at a pinned revision (the revision's sha is its identity)."""
     from datasets import load_dataset
-    from huggingface_hub import HfApi, constants, get_session
+    from huggingface_hub import HfApi
 
     name, _, revision = ref.partition("@")
-    if constants.HF_HUB_OFFLINE:
+    if hub_offline():
         raise DatasetError(f"{ref}: a hub dataset, and HF_HUB_OFFLINE is set; pass a local file or a "
                            "save_to_disk directory")
-    session = get_session()
-    previous, session.timeout = session.timeout, HUB_TIMEOUT_S
     try:
-        sha = HfApi().dataset_info(name, revision=revision or None).sha
+        with hub_timeout():
+            sha = HfApi().dataset_info(name, revision=revision or None).sha
     except Exception as exc:  # noqa: BLE001 - missing, gated, unreachable: one line each way
         raise DatasetError(f"{ref}: the Hugging Face Hub cannot give this dataset ({type(exc).__name__}: "
                            f"{str(exc).splitlines()[0] if str(exc) else ''}); pass a local file or a save_to_disk "
                            "directory") from None
-    finally:
-        session.timeout = previous
     data = load_dataset(name, revision=sha, split="train")
     return data.to_list(), str(sha), f"hf://datasets/{name}@{sha}"
 

@@ -15,10 +15,10 @@ import os
 from typing import Any
 
 from codealign.tasks.errors import CodealignError
+from codealign.tasks.generation.hub import hub_offline, hub_timeout
 from codealign.tasks.training.stages import StageRecord, StageSpec
 
 MODEL_CARD = "README.md"
-HUB_TIMEOUT_S = 10
 
 
 class PushError(CodealignError, ValueError):
@@ -53,20 +53,17 @@ def model_card(spec: StageSpec, record: StageRecord, published: str) -> str:
 
 def check_push_target(repo: str) -> None:
     """Before training: the hub is reachable within seconds and this login may write ``repo``."""
-    from huggingface_hub import HfApi, constants, get_session
+    from huggingface_hub import HfApi, constants
 
-    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+    if hub_offline():
         raise PushError(f"--push-to-hub {repo}: HF_HUB_OFFLINE is set; push later, or drop --push-to-hub")
-    session = get_session()
-    previous, session.timeout = session.timeout, HUB_TIMEOUT_S
     try:
-        user = HfApi().whoami()
+        with hub_timeout():
+            user = HfApi().whoami()
     except Exception as exc:  # noqa: BLE001 - not logged in, unreachable: one line each
         raise PushError(f"--push-to-hub {repo}: the Hugging Face Hub ({constants.ENDPOINT}) cannot confirm a "
                         f"login ({type(exc).__name__}); log in with `hf auth login` or set HF_TOKEN, "
                         "or drop --push-to-hub") from None
-    finally:
-        session.timeout = previous
     owner = repo.split("/", 1)[0] if "/" in repo else user.get("name")
     allowed = {user.get("name"), *(org.get("name") for org in user.get("orgs", []))}
     if owner not in allowed:

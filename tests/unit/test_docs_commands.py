@@ -1,9 +1,11 @@
 """Every ``codealign …`` command line shown in README.md and docs/ names a command that exists
-and only options that command has, and its ``--help`` runs: a renamed command or option breaks
-this test instead of a reader's first try."""
+and only options that command has, and its ``--help`` runs; a complete line of a command that
+has ``--plan`` (``sweep``) runs as shown with ``--plan`` added, so its values are checked too.  A
+renamed command, option or preset breaks this test instead of a reader's first try."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,10 @@ def resolve(words: list[str]) -> tuple[list[str], Any] | None:
     return (path, command) if path else None
 
 
+# A line with any of these is a synopsis or an excerpt, not a line to run as is.
+PLACEHOLDER = re.compile(r"[\[\]<>{}…|]|\.\.\.|\b[A-Z][A-Z_]{2,}\b|\$")
+
+
 def shown_commands() -> dict[tuple[str, ...], tuple[Any, set[str], list[str]]]:
     """Each command path shown in the docs: its command, the options shown with it, and where."""
     found: dict[tuple[str, ...], tuple[Any, set[str], list[str]]] = {}
@@ -73,6 +79,24 @@ def shown_commands() -> dict[tuple[str, ...], tuple[Any, set[str], list[str]]]:
 SHOWN = shown_commands()
 
 
+def plannable_lines() -> list[list[str]]:
+    """The complete lines shown (no placeholder) of commands that have ``--plan``, as words."""
+    lines: set[tuple[str, ...]] = set()
+    for doc in DOCS:
+        for line in command_lines(doc.read_text(encoding="utf-8")):
+            for match in INVOCATION.finditer(line):
+                words = (match.group(1) or "").split()
+                resolved = resolve(words)
+                if resolved is None or PLACEHOLDER.search(" ".join(words)):
+                    continue
+                if any("--plan" in param.opts for param in resolved[1].params):
+                    lines.add(tuple(words))
+    return [list(words) for words in sorted(lines)]
+
+
+PLANNABLE = plannable_lines()
+
+
 def test_the_docs_show_the_main_commands():
     shown = {" ".join(path) for path in SHOWN}
     assert {"sweep", "evaluate", "train", "resume", "runs", "deploy", "stack up", "gc"} <= shown, shown
@@ -88,6 +112,28 @@ def test_every_option_shown_exists_and_help_runs(path):
     result = CliRunner().invoke(app, [*path, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.output
+
+
+def test_the_docs_show_sweep_lines_that_can_be_planned():
+    assert ["sweep", "--preset", "toy"] in PLANNABLE, PLANNABLE
+
+
+@pytest.mark.parametrize("words", PLANNABLE, ids=" ".join)
+def test_every_complete_sweep_line_shown_plans(words, tmp_path):
+    """The line as shown, planned (nothing runs): its preset, config and values are accepted."""
+    args = [*words, "--plan"] + ([] if "--store" in words else ["--store", str(tmp_path / "store")])
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, f"codealign {' '.join(args)}:\n{result.output}"
+    if "--json" in words:
+        assert json.loads(result.output)["pieces"], result.output
+    else:
+        assert "critical path" in result.output, result.output
+
+
+def test_a_placeholder_line_is_not_run():
+    assert PLACEHOLDER.search("sweep [--preset toy|paper-001] --config FILE.yaml")
+    assert PLACEHOLDER.search("sweep … --submit http://head:8265")
+    assert not PLACEHOLDER.search("sweep --preset paper-003 --run-id nightly-1")
 
 
 def test_a_renamed_option_is_caught():
