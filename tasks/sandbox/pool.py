@@ -51,6 +51,8 @@ from codealign.tasks.sandbox.worker import (
     send,
 )
 
+# Where the codealign package was imported from (…/codealign/tasks/sandbox/pool.py, links unresolved).
+_PACKAGE_PARENT = str(Path(os.path.abspath(__file__)).parents[3])
 # Variables a worker may inherit; everything else (tokens, keys, proxies...) is dropped.
 _ENV_KEEP = ("PATH", "LANG", "LC_ALL", "TZ", "PYTHONPATH", "VIRTUAL_ENV", "CODEALIGN_SANDBOX_NO_NAMESPACES")
 _CGROUP_ROOTS = ("/sys/fs/cgroup/pids", "/sys/fs/cgroup")
@@ -149,6 +151,9 @@ class SandboxPool:
 
         env = {k: os.environ[k] for k in _ENV_KEEP if k in os.environ}
         env["PYTHONDONTWRITEBYTECODE"] = "1"
+        # The worker imports codealign from where this process did: a checkout run as
+        # `python -m codealign` (not installed) has it only on its own sys.path, through its cwd.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (_PACKAGE_PARENT, env.get("PYTHONPATH"))))
         # Paths travel with the worker: its environment has no HOME or cache variables, so it
         # cannot work out the caller's cache directory itself.
         env[HIDE_ENV] = os.pathsep.join(answer_key_paths())

@@ -3,6 +3,7 @@ contained, verdicts stay honest, and nothing a sample starts survives its verdic
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -306,3 +307,26 @@ def test_samples_cannot_read_the_hosts_secrets(problem_factory):
             assert v.detail.startswith(("PermissionError", "FileNotFoundError")), (name, v)
     assert f"canary-{tag}" not in verdicts["list_home"].detail, verdicts["list_home"]  # not even the names
     assert verdicts["shadow"].detail.startswith(("PermissionError", "FileNotFoundError")), verdicts["shadow"]
+
+
+def test_workers_start_for_a_checkout_that_is_not_installed(tmp_path):
+    """`python -m codealign` from a checkout (not installed, no PYTHONPATH: codealign is found
+    through the caller's cwd only) still starts sandbox workers, which run from `/`."""
+    root = Path(__file__).resolve().parents[2]
+    script = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(root)!r})\n"
+        "from codealign.tasks.evaluation.execute import execute\n"
+        "from codealign.tasks.generation.samples import Sample\n"
+        "from codealign.tasks.problems.registry import load_benchmark\n"
+        "from codealign.tasks.sandbox.limits import Limits\n"
+        "p = load_benchmark('toy')[0]\n"
+        "[v] = execute([p], [Sample(p.task_id, 0, solution=p.canonical_solution)], Limits(), workers=1,\n"
+        "              use_reference=False)\n"
+        "print('verdict', v.status)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "verdict passed" in done.stdout, done.stdout[-2000:]
