@@ -16,7 +16,10 @@ interval over the held-out tasks (tasks/evaluation/intervals.py).
 Target: DPO or BoNBoN >= +10 points over the starting model, its interval excluding 0, on at
 least one pathway.
 
-Run: ``python benchmarks/toy_alignment.py [--limit 216] [--n 8] [--store out/toy-alignment]``
+The settings are the toy sweep preset's (all 345 toy-train instructions; SFT 6 epochs at LoRA
+lr 1e-3, DPO and BoNBoN 3 epochs at 2e-4), so the two measure the same thing two ways.
+
+Run: ``python benchmarks/toy_alignment.py [--limit N] [--n 8] [--store out/toy-alignment]``
 (about 15 minutes on 2 cores; a rerun reuses every stage, dataset and evaluation in the store).
 """
 
@@ -58,13 +61,13 @@ def run_pathway(args: argparse.Namespace, pathway: str, model: str, mode: str) -
     common = dict(pathway=pathway, store=store.root, workers=2, per_device_train_batch_size=4, warmup_steps=5,
                   save_steps=10_000, max_length=512, eval_max_tokens=160, lora_r=16, seed=args.seed)
 
-    def stage(name: str, start: str, data: str, epochs: float) -> str:
+    def stage(name: str, start: str, data: str, epochs: float, lr: float | None = None) -> str:
         registry.run("train", StageConfig(stage=name, model=start, dataset=dataset(data), num_train_epochs=epochs,
-                                          **common), f"{pathway}-{name}")
+                                          learning_rate=lr, **common), f"{pathway}-{name}")
         [row] = runs.read_results(store, f"{pathway}-{name}")
         return row["final_checkpoint"]
 
-    sft = stage("sft", model, "sft", args.sft_epochs)
+    sft = stage("sft", model, "sft", args.sft_epochs, args.sft_lr)
     finals = {"base": resolve_model(model), "sft": sft, "dpo": stage("dpo", sft, "dpo", args.pref_epochs),
               "bonbon": stage("bonbon", sft, "bon", args.pref_epochs)}
     # The same settings as the SFT degradation check, so its units (base, SFT) are reused.
@@ -82,9 +85,10 @@ def run_pathway(args: argparse.Namespace, pathway: str, model: str, mode: str) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--limit", type=int, default=216, help="toy-train instructions (216: all of them)")
+    parser.add_argument("--limit", type=int, default=None, help="first N toy-train instructions (default: all 345)")
     parser.add_argument("--n", type=int, default=8, help="responses per instruction")
-    parser.add_argument("--sft-epochs", type=float, default=3)
+    parser.add_argument("--sft-epochs", type=float, default=6)
+    parser.add_argument("--sft-lr", type=float, default=1e-3, help="SFT's LoRA learning rate (DPO/BoNBoN: 2e-4)")
     parser.add_argument("--pref-epochs", type=float, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--store", default="out/toy-alignment/store")
@@ -100,8 +104,8 @@ def main() -> None:
     from codealign.tasks.evaluation.intervals import paired_difference
 
     held_out = len(next(iter(scores.values()))["base"]["tasks"])
-    print(f"\nheld-out toy pass@1 (greedy, {held_out} problems); {args.limit} toy-train instructions x {args.n} "
-          "responses\n")
+    print(f"\nheld-out toy pass@1 (greedy, {held_out} problems); {args.limit or 'all'} toy-train instructions "
+          f"x {args.n} responses\n")
     print(f"{'pathway':8} " + " ".join(f"{s:>8}" for s in STAGES) + f" {'Δrel DPO':>9} {'Δrel BoNBoN':>12}")
     gains = []
     for pathway, s in scores.items():

@@ -38,7 +38,9 @@ def settings(source: Path, store: Path, address: str) -> dict:
                  "engine": {"max_model_len": 512, "enforce_eager": True}},
         "training": {"workers": 1, "per_device_train_batch_size": 4, "num_train_epochs": 1, "warmup_steps": 0,
                      "save_steps": 2, "max_length": 384, "degradation_limit": 12, "eval_max_tokens": 160},
-        "stage_overrides": {"sft": {"save_steps": 1}},  # two SFT checkpoints: each is evaluated
+        # two SFT checkpoints: each is evaluated; the preset's own SFT epochs and rate replaced
+        # (the CLI's --config merges into the preset, load_preset(**given) replaces: both the same)
+        "stage_overrides": {"sft": {"save_steps": 1, "num_train_epochs": 1, "learning_rate": 2e-4}},
         "evaluation": {"benchmarks": ["toy"], "modes": ["command"], "checkpoints": "all", "limit": 12, "ks": [1],
                        "sampling": {"n": 1, "temperature": 0.0, "max_tokens": 160}},
     }

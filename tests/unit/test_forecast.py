@@ -63,7 +63,8 @@ def test_local_models_are_looked_up_in_the_store_and_earlier_pieces_give_the_tim
     pieces = {p.label: p for p in result.pieces}
     assert result.rates == {"data": 0.5, "eval": 0.1}
     assert pieces["m-fta-s0"].in_store == pieces["eval-starts"].in_store == "no"  # fingerprinted, not there
-    assert pieces["m-fta-s0"].seconds == 96 * 8 * 0.5
+    instructions = len(load_source("toy-train", config.data.limit).instructions)  # the preset's (all 345)
+    assert pieces["m-fta-s0"].seconds == instructions * 8 * 0.5
     assert pieces["eval-starts"].seconds == round(pieces["eval-starts"].generation_requests * 0.1, 1)
     assert pieces["m-fta-s0-r16-sft"].seconds is None and result.critical_path_seconds is None
     assert pieces["m-fta-s0"].gpu_hours == 0  # a CPU preset
@@ -80,7 +81,9 @@ def test_plan_json_from_the_command_line(tmp_path):
     assert r.returncode == 0, r.stderr
     plan = json.loads(r.stdout)
     held_out = len(load_benchmark("toy"))  # starting models and six stages, each in two modes
-    assert plan["totals"]["generation_requests"] == {"known": 2 * 96 * 8 + 2 * 2 * held_out + 6 * 2 * held_out,
+    instructions = len(load_source("toy-train", load_preset("toy").data.limit).instructions)
+    assert plan["totals"]["generation_requests"] == {"known": 2 * instructions * 8 + 2 * 2 * held_out
+                                                     + 6 * 2 * held_out,
                                                      "unknown_pieces": 2}
     assert plan["critical_path"]["pieces"][0] == "toy-pta-s0"
     r = run("--preset", "toy", "--json")

@@ -53,6 +53,19 @@ def test_presets_load_and_expand_to_their_grids():
     assert {s.dataset for s in pref if s.objective == "functional"} == {"dpo", "bon"}
 
 
+def test_the_toy_preset_trains_sft_harder_than_dpo_and_bonbon():
+    """The settings the toy effect was measured with (issue 25): SFT 6 epochs at LoRA lr 1e-3,
+    DPO and BoNBoN 3 epochs at the LoRA default 2e-4 (they collapse at 1e-3), on every
+    toy-train instruction."""
+    config = load_preset("toy")
+    plan = expand(config)
+    assert config.data.limit is None
+    by_technique = {s.technique: stage_config(config, s, "toy-base", "/data/x.parquet") for s in plan.stages[:3]}
+    assert (by_technique["sft"].resolved_learning_rate, by_technique["sft"].num_train_epochs) == (1e-3, 6)
+    for technique in ("dpo", "bonbon"):
+        assert (by_technique[technique].resolved_learning_rate, by_technique[technique].num_train_epochs) == (2e-4, 3)
+
+
 def test_branch_settings_reach_the_data_and_stage_configs():
     config = load_preset("toy", seeds=[3], stage_overrides={"dpo": {"beta": 0.3}})
     plan = expand(config)
