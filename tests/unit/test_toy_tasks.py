@@ -30,7 +30,7 @@ def test_toy_train_instructions_are_new_to_the_toy_models():
     """Alignment data are instructions the starting models were not trained on."""
     seen = {t.name for t in toy_tasks("train", TOY_MODEL_TRAIN_PER_FAMILY)}
     items = toy_source("toy-train").instructions
-    assert len(items) >= 200  # 40 per family, fewer where a family has no more training tasks
+    assert len(items) == 345  # 80 per family, fewer where a family has no more training tasks
     assert not {item.id.rsplit("/", 1)[1] for item in items} & seen
 
 
