@@ -9,10 +9,16 @@ test or a wrapper script, is seen only through the environment).  Both rules liv
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 HUB_TIMEOUT_S = 10
+# The session is shared by the whole process and sweep pieces run in threads: the first caller
+# in sets the timeout, the last one out restores it.
+_lock = threading.Lock()
+_holders = 0
+_previous: object = None
 
 
 def hub_offline() -> bool:
@@ -27,11 +33,18 @@ def hub_offline() -> bool:
 def hub_timeout(seconds: float = HUB_TIMEOUT_S) -> Iterator[None]:
     """Every hub request inside gives up after ``seconds`` (the shared session's timeout, restored
     after)."""
+    global _holders, _previous
     from huggingface_hub import get_session
 
     session = get_session()
-    previous, session.timeout = session.timeout, seconds
+    with _lock:
+        if _holders == 0:
+            _previous, session.timeout = session.timeout, seconds
+        _holders += 1
     try:
         yield
     finally:
-        session.timeout = previous
+        with _lock:
+            _holders -= 1
+            if _holders == 0:
+                session.timeout = _previous

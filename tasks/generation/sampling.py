@@ -164,11 +164,12 @@ def generate(llm: Any, prompts: list[str], settings: SamplingSettings,
     if limit is None:
         fits = list(range(len(prompts)))
     else:
-        # A token covers at least one byte (byte-level and byte-fallback vocabularies alike), plus
-        # a few special tokens: prompts shorter than that in bytes fit without being tokenized.
+        # An ASCII prompt (unchanged by any Unicode normalizer) has no more tokens than characters,
+        # plus a few special tokens: shorter ones fit without being tokenized.  Others (NFKC can
+        # expand one character to 18) are tokenized.
         tokenizer = llm.get_tokenizer()
         fits = [i for i, p in enumerate(prompts)
-                if len(p.encode()) + _SPECIAL_TOKENS_MAX < limit or len(tokenizer.encode(p)) < limit]
+                if (p.isascii() and len(p) + _SPECIAL_TOKENS_MAX < limit) or len(tokenizer.encode(p)) < limit]
     outputs = llm.generate([prompts[i] for i in fits], [params[i] for i in fits], use_tqdm=use_tqdm) if fits else []
     made = {i: [Generation(c.text, len(c.token_ids), c.cumulative_logprob, c.finish_reason) for c in out.outputs]
             for i, out in zip(fits, outputs)}

@@ -18,6 +18,7 @@ import json
 import os
 import queue
 import signal
+import site
 import socket
 import subprocess
 import sys
@@ -53,6 +54,7 @@ from codealign.tasks.sandbox.worker import (
 
 # Where the codealign package was imported from (…/codealign/tasks/sandbox/pool.py, links unresolved).
 _PACKAGE_PARENT = str(Path(os.path.abspath(__file__)).parents[3])
+_SITE_DIRS = {os.path.abspath(p) for p in (*site.getsitepackages(), site.getusersitepackages())}
 # Variables a worker may inherit; everything else (tokens, keys, proxies...) is dropped.
 _ENV_KEEP = ("PATH", "LANG", "LC_ALL", "TZ", "PYTHONPATH", "VIRTUAL_ENV", "CODEALIGN_SANDBOX_NO_NAMESPACES")
 _CGROUP_ROOTS = ("/sys/fs/cgroup/pids", "/sys/fs/cgroup")
@@ -153,7 +155,8 @@ class SandboxPool:
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         # The worker imports codealign from where this process did: a checkout run as
         # `python -m codealign` (not installed) has it only on its own sys.path, through its cwd.
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, (_PACKAGE_PARENT, env.get("PYTHONPATH"))))
+        if _PACKAGE_PARENT not in _SITE_DIRS:  # (an installed wheel is found through site-packages)
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, (_PACKAGE_PARENT, env.get("PYTHONPATH"))))
         # Paths travel with the worker: its environment has no HOME or cache variables, so it
         # cannot work out the caller's cache directory itself.
         env[HIDE_ENV] = os.pathsep.join(answer_key_paths())

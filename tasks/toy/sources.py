@@ -11,7 +11,8 @@ from codealign.tasks.toy.families import TOY_MODEL_TRAIN_PER_FAMILY, toy_tasks
 
 # Toy sources: training-split tasks per family that the toy models were not trained on (up to
 # 80 each: 345 in all, as `lists`, `loops` and `dicts` have fewer training tasks).  With 40 (217
-# instructions) the toy sweep's best gain was +8.3 points; with 80, +15 (issue 25).
+# instructions) the toy sweep's best gain was +8.3 points; with 80, +15 (issue 25; the same
+# preset settings in both).
 TOY_SOURCE_PER_FAMILY = 80
 
 

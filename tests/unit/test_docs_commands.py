@@ -56,6 +56,7 @@ def resolve(words: list[str]) -> tuple[list[str], Any] | None:
 
 
 # A line with any of these is a synopsis or an excerpt, not a line to run as is.
+TRAILING_COMMENT = re.compile(r"\s+#.*$")
 PLACEHOLDER = re.compile(r"[\[\]<>{}…|]|\.\.\.|\b[A-Z][A-Z_]{2,}\b|\$")
 
 
@@ -84,7 +85,7 @@ def plannable_lines() -> list[list[str]]:
     lines: set[tuple[str, ...]] = set()
     for doc in DOCS:
         for line in command_lines(doc.read_text(encoding="utf-8")):
-            for match in INVOCATION.finditer(line):
+            for match in INVOCATION.finditer(TRAILING_COMMENT.sub("", line)):
                 words = (match.group(1) or "").split()
                 resolved = resolve(words)
                 if resolved is None or PLACEHOLDER.search(" ".join(words)):
@@ -134,6 +135,7 @@ def test_a_placeholder_line_is_not_run():
     assert PLACEHOLDER.search("sweep [--preset toy|paper-001] --config FILE.yaml")
     assert PLACEHOLDER.search("sweep … --submit http://head:8265")
     assert not PLACEHOLDER.search("sweep --preset paper-003 --run-id nightly-1")
+    assert TRAILING_COMMENT.sub("", "codealign sweep --preset toy  # the main job") == "codealign sweep --preset toy"
 
 
 def test_a_renamed_option_is_caught():

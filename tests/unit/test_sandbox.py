@@ -330,3 +330,28 @@ def test_workers_start_for_a_checkout_that_is_not_installed(tmp_path):
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "verdict passed" in done.stdout, done.stdout[-2000:]
+
+
+def test_a_worker_is_given_the_directory_codealign_was_imported_from(monkeypatch):
+    """The fix behind the test above, checked where an editable install would hide it: the
+    worker's PYTHONPATH starts with the directory holding the imported codealign package (a
+    checkout's root), and keeps the caller's own entries after it."""
+    import codealign
+    from codealign.tasks.sandbox import pool
+
+    class Started(Exception):
+        pass
+
+    given: dict[str, str] = {}
+
+    def popen(args, **kwargs):
+        given.update(kwargs["env"])
+        raise Started
+
+    monkeypatch.setattr(pool, "_make_cgroup", lambda _: None)
+    monkeypatch.setattr(pool.subprocess, "Popen", popen)
+    monkeypatch.setenv("PYTHONPATH", "/somewhere/else")
+    with pytest.raises(Started):
+        pool.SandboxPool(1)._start_worker()
+    root = str(Path(os.path.abspath(codealign.__file__)).parent.parent)
+    assert given["PYTHONPATH"].split(os.pathsep) == [root, "/somewhere/else"]
